@@ -1,0 +1,385 @@
+"""The schema of ``rsi_state.json`` and its all-or-nothing load and atomic save.
+
+The state file is code-generation input: every value in it reaches a template. So every field
+is typed and bounded, names are plain identifiers, numbers are finite, unknown fields are
+errors, and nothing is rendered until the whole file has validated.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import os
+import re
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from codegen.errors import StateError
+from codegen.locking import project_lock
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MAX_STATE_BYTES",
+    "AttentionMechanism",
+    "ExpertKind",
+    "Expert",
+    "ScoringCoefficients",
+    "RoutingRule",
+    "ArchitectureParams",
+    "KernelChoice",
+    "KernelParams",
+    "BenchmarkSummary",
+    "SafetyPolicy",
+    "RSIState",
+    "parse_state",
+    "load_state",
+    "save_state",
+    "dump_state",
+    "state_sha256",
+]
+
+SCHEMA_VERSION = 1
+MAX_STATE_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}", re.ASCII)
+_WORD = re.compile(r"[a-z][a-z0-9]{0,31}", re.ASCII)
+# C keywords and names Cython reserves: a generated class or constant must never collide.
+_RESERVED = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto "
+    "if inline int long register restrict return short signed sizeof static struct switch "
+    "typedef union unsigned void volatile while cdef cpdef cimport ctypedef cython NULL "
+    "object self cls".split()
+)
+
+
+def _identifier(value: str) -> str:
+    if not _IDENT.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 48 chars)"
+        )
+    if keyword.iskeyword(value) or keyword.issoftkeyword(value) or value in _RESERVED:
+        raise ValueError(f"{value!r} is a reserved word")
+    if value.startswith("__") or value.endswith("__"):
+        raise ValueError(f"{value!r} is a dunder name")
+    return value
+
+
+def _word(value: str) -> str:
+    if not _WORD.fullmatch(value):
+        raise ValueError(f"{value!r} is not a lowercase word ([a-z][a-z0-9]*, at most 32 chars)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Word = Annotated[str, AfterValidator(_word)]
+
+
+def Bounded(lo: float, hi: float, default: float) -> Any:  # noqa: N802 - reads as a type
+    """A finite float field with inclusive bounds."""
+    return Field(default=default, ge=lo, le=hi, allow_inf_nan=False)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AttentionMechanism(StrEnum):
+    """Attention kernels the generator can emit."""
+
+    sdpa = "sdpa"
+    multihead = "multihead"
+    linear = "linear"
+    flash = "flash"
+    local_global = "local_global"
+    moe = "moe"
+    hyperbolic = "hyperbolic"
+    differential = "differential"
+    mamba = "mamba"
+
+
+class ExpertKind(StrEnum):
+    """Reasoner families; each kind selects one code block in the experts template."""
+
+    tracking = "tracking"
+    deduction = "deduction"
+    spatial = "spatial"
+    counting = "counting"
+    motivation = "motivation"
+    embedding = "embedding"
+
+
+class Expert(_Strict):
+    """One generated expert class."""
+
+    kind: ExpertKind
+    weight: float = Bounded(0.0, 10.0, 1.0)
+
+
+class ScoringCoefficients(_Strict):
+    """Coefficients the scoring module bakes in as constants."""
+
+    entity_attribute: float = Bounded(0.0, 10.0, 1.0)
+    embedding_similarity: float = Bounded(0.0, 10.0, 1.0)
+    attention: float = Bounded(0.0, 10.0, 1.0)
+    ntp_deduction: float = Bounded(0.0, 10.0, 1.0)
+    commonsense: float = Bounded(0.0, 10.0, 1.0)
+    rag: float = Bounded(0.0, 10.0, 1.0)
+    temperature: float = Bounded(0.01, 100.0, 1.0)
+
+
+class RoutingRule(_Strict):
+    """When every word of ``when_all`` is in the question, add ``boosts`` to expert weights."""
+
+    when_all: tuple[Word, ...] = Field(min_length=1, max_length=4)
+    boosts: dict[Identifier, float] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _finite_bounded_boosts(self) -> RoutingRule:
+        for name, value in self.boosts.items():
+            if not (-10.0 <= value <= 10.0):  # also rejects NaN
+                raise ValueError(f"boost for {name!r} must be a finite number in [-10, 10]")
+        return self
+
+
+class ArchitectureParams(_Strict):
+    """Attention mechanism and shapes; every value here is baked into generated kernels."""
+
+    attention: AttentionMechanism = AttentionMechanism.sdpa
+    embedding_dim: int = Field(default=64, ge=4, le=1024)
+    heads: int = Field(default=1, ge=1, le=64)
+    seq_len: int = Field(default=128, ge=1, le=4096)
+    window: int = Field(default=16, ge=1, le=4096)
+    global_tokens: int = Field(default=1, ge=0, le=64)
+    block_size: int = Field(default=32, ge=1, le=1024)
+    num_experts: int = Field(default=4, ge=1, le=64)
+    top_k: int = Field(default=2, ge=1, le=64)
+    curvature: float = Bounded(0.001, 10.0, 1.0)
+    random_features: int = Field(default=64, ge=1, le=1024)
+    state_dim: int = Field(default=16, ge=1, le=256)
+    diff_lambda: float = Bounded(0.0, 1.0, 0.5)
+    causal: bool = False
+
+    @model_validator(mode="after")
+    def _consistent_shapes(self) -> ArchitectureParams:
+        if self.embedding_dim % self.heads:
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} must be divisible by heads {self.heads}"
+            )
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k {self.top_k} must not exceed num_experts {self.num_experts}")
+        return self
+
+
+class KernelChoice(_Strict):
+    """One tuned kernel variant (a value object: equal knobs, equal code)."""
+
+    variant: Identifier = "baseline"
+    tile: int = Field(default=32, ge=1, le=1024)
+    unroll: int = Field(default=1, ge=1, le=16)
+
+
+class KernelParams(_Strict):
+    """Kernel knobs; ``tuned`` is written by ``rsi tune kernels``."""
+
+    tuned: dict[AttentionMechanism, KernelChoice] = Field(default_factory=dict)
+    fingerprint: str = Field(default="", pattern=r"^[0-9a-f]{0,64}$")
+
+
+class BenchmarkSummary(_Strict):
+    """The last measured accuracy of this state (informational, never rendered as code)."""
+
+    mean: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    passed: int = Field(default=0, ge=0, le=20)
+    per_task: dict[Annotated[str, Field(pattern=r"^[0-9]{1,2}$")], float] = Field(
+        default_factory=dict, max_length=20
+    )
+    questions: int = Field(default=0, ge=0)
+    split: Literal["train", "heldout", "hidden", "all", ""] = ""
+
+    @model_validator(mode="after")
+    def _accuracies_are_fractions(self) -> BenchmarkSummary:
+        for task, acc in self.per_task.items():
+            if not (0.0 <= acc <= 1.0):
+                raise ValueError(f"per_task[{task!r}] must be a fraction in [0, 1]")
+        return self
+
+
+class SafetyPolicy(_Strict):
+    """What the RSI loop may change on its own."""
+
+    history_limit: int = Field(default=50, ge=2, le=1000)
+    approval_required: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)*$")], ...] = (
+        "architecture.attention",
+    )
+    max_relative_step: float = Bounded(0.01, 10.0, 0.5)
+
+
+class RSIState(_Strict):
+    """The whole persisted state (``rsi_state.json``)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    version: int = Field(ge=1, le=2**53)
+    experts: dict[Identifier, Expert] = Field(min_length=1, max_length=64)
+    scoring: ScoringCoefficients = ScoringCoefficients()
+    routing: tuple[RoutingRule, ...] = Field(default=(), max_length=256)
+    answer_vocabulary: tuple[Word, ...] = Field(default=(), max_length=512)
+    architecture: ArchitectureParams = ArchitectureParams()
+    kernels: KernelParams = KernelParams()
+    benchmark: BenchmarkSummary = BenchmarkSummary()
+    safety: SafetyPolicy = SafetyPolicy()
+
+    @model_validator(mode="after")
+    def _rules_name_known_experts(self) -> RSIState:
+        for i, rule in enumerate(self.routing):
+            for name in rule.boosts:
+                if name not in self.experts:
+                    raise ValueError(f"routing[{i}] boosts unknown expert {name!r}")
+        return self
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            out += " (key)"
+        elif _IDENT.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out or "(top level)"
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise StateError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _json_depth_ok(text: str) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _reject_constant(token: str) -> float:
+    raise StateError(f"{token} is not a finite number")
+
+
+def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
+    """Validate raw bytes into an :class:`RSIState`, or raise a one-line :class:`StateError`."""
+    if len(data) > MAX_STATE_BYTES:
+        raise StateError(f"{source}: file is {len(data)} bytes, the limit is {MAX_STATE_BYTES}")
+    if not data.strip():
+        raise StateError(f"{source}: file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StateError(f"{source}: not UTF-8 at byte {exc.start}") from None
+    if not _json_depth_ok(text):
+        raise StateError(f"{source}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        # A first plain parse catches what pydantic's parser would let through silently:
+        # duplicate keys (last one wins) and NaN/Infinity literals.
+        raw = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except StateError as exc:
+        raise StateError(f"{source}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise StateError(f"{source}: top level must be a JSON object")
+    try:
+        return RSIState.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = first["msg"].removeprefix("Value error, ")
+        raise StateError(f"{source}: {_format_loc(first['loc'])}: {msg}{more}") from None
+
+
+def load_state(path: Path) -> RSIState:
+    """Read and validate ``path``; refuse anything that is not a regular file."""
+    name = path.name
+    if path.is_symlink():
+        raise StateError(f"{name}: is a symlink; rsi reads only regular files")
+    if not path.exists():
+        raise StateError(f"{name}: no such file ({path})")
+    if not path.is_file():
+        raise StateError(f"{name}: is not a regular file")
+    return parse_state(path.read_bytes(), name)
+
+
+def dump_state(state: RSIState) -> bytes:
+    """Serialize canonically: stable key order, two-space indent, trailing newline."""
+    return (json.dumps(state.model_dump(mode="json"), indent=2) + "\n").encode()
+
+
+def state_sha256(data: bytes) -> str:
+    """Hash of the state file's exact bytes."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old bytes or the new, never a mix."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_state(path: Path, state: RSIState, *, lock_timeout_s: float = 10.0) -> bytes:
+    """Atomically replace ``path`` with ``state`` under the project lock; return the bytes."""
+    data = dump_state(state)
+    parse_state(data, path.name)  # never write what we could not read back
+    with project_lock(path, timeout_s=lock_timeout_s):
+        atomic_write(path, data)
+    return data
