@@ -36,6 +36,9 @@ __all__ = [
     "Expert",
     "ScoringCoefficients",
     "RoutingRule",
+    "Direction",
+    "Lexicon",
+    "Association",
     "ArchitectureParams",
     "KernelChoice",
     "KernelParams",
@@ -44,6 +47,8 @@ __all__ = [
     "RSIState",
     "parse_state",
     "load_state",
+    "read_state_file",
+    "atomic_write",
     "save_state",
     "dump_state",
     "state_sha256",
@@ -153,6 +158,75 @@ class RoutingRule(_Strict):
         return self
 
 
+class Direction(_Strict):
+    """A relation word with its unit vector; ``short`` is how a path answer spells it."""
+
+    word: Word
+    dx: int = Field(ge=-1, le=1)
+    dy: int = Field(ge=-1, le=1)
+    short: Word
+
+
+class Lexicon(_Strict):
+    """Word classes the story encoder needs (prior knowledge, rendered as constants)."""
+
+    move: tuple[Word, ...] = Field(
+        default=("went", "moved", "journeyed", "travelled", "go"), max_length=64
+    )
+    take: tuple[Word, ...] = Field(
+        default=("got", "took", "picked", "grabbed", "get", "take"), max_length=64
+    )
+    drop: tuple[Word, ...] = Field(
+        default=("dropped", "discarded", "left", "put", "drop"), max_length=64
+    )
+    give: tuple[Word, ...] = Field(default=("gave", "handed", "passed", "give"), max_length=64)
+    receive: tuple[Word, ...] = Field(default=("received", "receive"), max_length=64)
+    pronouns: tuple[Word, ...] = Field(default=("he", "she", "they"), max_length=64)
+    particles: tuple[Word, ...] = Field(default=("back", "up", "down", "there"), max_length=64)
+    discourse: tuple[Word, ...] = Field(
+        default=("then", "after", "afterwards", "following", "that"), max_length=64
+    )
+    negation: tuple[Word, ...] = Field(default=("not", "no"), max_length=64)
+    #: Time words in chronological order; sentences without one keep story order.
+    times: tuple[Word, ...] = Field(
+        default=("yesterday", "morning", "afternoon", "evening"), max_length=64
+    )
+    #: Number words for 0, 1, 2, ...
+    numbers: tuple[Word, ...] = Field(
+        default=("none", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                 "ten"),
+        max_length=64,
+    )
+    relations: tuple[Word, ...] = Field(default=("afraid",), max_length=64)
+    smaller: tuple[Word, ...] = Field(default=("fits", "fit"), max_length=64)
+    bigger: tuple[Word, ...] = Field(default=("bigger",), max_length=64)
+    directions: tuple[Direction, ...] = Field(
+        default=(
+            Direction(word="north", dx=0, dy=1, short="n"),
+            Direction(word="south", dx=0, dy=-1, short="s"),
+            Direction(word="east", dx=1, dy=0, short="e"),
+            Direction(word="west", dx=-1, dy=0, short="w"),
+            Direction(word="above", dx=0, dy=1, short="above"),
+            Direction(word="below", dx=0, dy=-1, short="below"),
+            Direction(word="right", dx=1, dy=0, short="right"),
+            Direction(word="left", dx=-1, dy=0, short="left"),
+        ),
+        max_length=32,
+    )
+    plurals: dict[Word, Word] = Field(
+        default_factory=lambda: {"mice": "mouse", "wolves": "wolf", "sheep": "sheep"},
+        max_length=256,
+    )
+
+
+class Association(_Strict):
+    """Learned commonsense: an attribute ``cue`` suggests ``answer`` (e.g. hungry → kitchen)."""
+
+    cue: Word
+    answer: Word
+    weight: float = Bounded(0.0, 10.0, 1.0)
+
+
 class ArchitectureParams(_Strict):
     """Attention mechanism and shapes; every value here is baked into generated kernels."""
 
@@ -235,6 +309,8 @@ class RSIState(_Strict):
     scoring: ScoringCoefficients = ScoringCoefficients()
     routing: tuple[RoutingRule, ...] = Field(default=(), max_length=256)
     answer_vocabulary: tuple[Word, ...] = Field(default=(), max_length=512)
+    lexicon: Lexicon = Lexicon()
+    associations: tuple[Association, ...] = Field(default=(), max_length=256)
     architecture: ArchitectureParams = ArchitectureParams()
     kernels: KernelParams = KernelParams()
     benchmark: BenchmarkSummary = BenchmarkSummary()
@@ -333,8 +409,8 @@ def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
         raise StateError(f"{source}: {_format_loc(first['loc'])}: {msg}{more}") from None
 
 
-def load_state(path: Path) -> RSIState:
-    """Read and validate ``path``; refuse anything that is not a regular file."""
+def read_state_file(path: Path) -> bytes:
+    """The bytes of ``path``; refuse anything that is not a small regular file."""
     name = path.name
     if path.is_symlink():
         raise StateError(f"{name}: is a symlink; rsi reads only regular files")
@@ -342,7 +418,14 @@ def load_state(path: Path) -> RSIState:
         raise StateError(f"{name}: no such file ({path})")
     if not path.is_file():
         raise StateError(f"{name}: is not a regular file")
-    return parse_state(path.read_bytes(), name)
+    if path.stat().st_size > MAX_STATE_BYTES:
+        raise StateError(f"{name}: file is larger than the limit of {MAX_STATE_BYTES} bytes")
+    return path.read_bytes()
+
+
+def load_state(path: Path) -> RSIState:
+    """Read and validate ``path``."""
+    return parse_state(read_state_file(path), path.name)
 
 
 def dump_state(state: RSIState) -> bytes:

@@ -1,0 +1,212 @@
+"""Compiler backends: rendered ``.py`` (Cython pure-Python mode) → importable artifact.
+
+``python`` compiles nothing: the ``.py`` is the interpreted tier. ``cython`` turns it into C
+(linked against a Cython shared utility module, so each extension is small and quick to
+compile) and runs the C compiler. ``nuitka`` is optional. Artifacts are cached by content key
+in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from codegen.errors import CompileError
+from codegen.toolchain import EXT_SUFFIX, CompileSettings, content_key, toolchain_fingerprint
+
+__all__ = ["CompiledModule", "artifact_name", "module_key", "compile_modules", "shared_utility"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    """One module's artifact in the cache and how long it took (0 on a hit)."""
+
+    name: str
+    key: str
+    artifact: Path
+    seconds: float
+    cache_hit: bool
+
+
+def artifact_name(name: str, settings: CompileSettings) -> str:
+    """File name of a module's artifact for ``settings.backend``."""
+    return f"{name}.py" if settings.backend == "python" else f"{name}{EXT_SUFFIX}"
+
+
+def module_key(name: str, source: str, settings: CompileSettings) -> str:
+    """Content key: the source, the module name and every toolchain fact that matters."""
+    payload: dict[str, object] = {
+        "name": name,
+        "source": content_key(source),
+        "toolchain": toolchain_fingerprint(settings),
+    }
+    if settings.backend == "cython" and settings.shared_utility:
+        payload["shared"] = settings.shared_module_name
+    return content_key(payload)
+
+
+def compile_modules(
+    sources: dict[str, str], settings: CompileSettings, cache_dir: Path
+) -> dict[str, CompiledModule]:
+    """Compile every module not already cached; modules compile in parallel."""
+    results: dict[str, CompiledModule] = {}
+    todo: dict[str, str] = {}
+    for name, source in sources.items():
+        key = module_key(name, source, settings)
+        artifact = cache_dir / key / artifact_name(name, settings)
+        if artifact.exists():
+            results[name] = CompiledModule(name, key, artifact, 0.0, True)
+        else:
+            todo[name] = key
+    if not todo:
+        return results
+    if settings.backend == "cython" and settings.shared_utility:
+        shared_utility(settings, cache_dir)
+    jobs = [(name, sources[name], key) for name, key in todo.items()]
+    if len(jobs) == 1 or settings.jobs <= 1:
+        done = [_compile_into_cache(*job, settings, cache_dir) for job in jobs]
+    else:
+        workers = min(settings.jobs, len(jobs))
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_compile_into_cache, *job, settings, cache_dir) for job in jobs]
+            done = [f.result() for f in futures]
+    results.update({m.name: m for m in done})
+    return {name: results[name] for name in sources}
+
+
+def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
+    """Build (once per toolchain) the Cython shared utility module; return its artifact."""
+    name = settings.shared_module_name
+    entry = cache_dir / name
+    artifact = entry / f"{name}{EXT_SUFFIX}"
+    if artifact.exists():
+        return artifact
+    with _staging(cache_dir) as work:
+        c_file = work / f"{name}.c"
+        _run(
+            [sys.executable, "-c", _CYTHON_MAIN, f"--generate-shared={c_file}"],
+            "cython --generate-shared",
+        )
+        _cc(settings, c_file, work / artifact.name)
+        _publish(work, entry)
+    return artifact
+
+
+_CYTHON_MAIN = "from Cython.Compiler.Main import setuptools_main; setuptools_main()"
+
+
+def _compile_into_cache(
+    name: str, source: str, key: str, settings: CompileSettings, cache_dir: Path
+) -> CompiledModule:
+    start = time.perf_counter()
+    entry = cache_dir / key
+    with _staging(cache_dir) as work:
+        py_file = work / f"{name}.py"
+        py_file.write_text(source)
+        if settings.backend == "cython":
+            c_file = work / f"{name}.c"
+            _cythonize(py_file, c_file, name, settings)
+            _cc(settings, c_file, work / artifact_name(name, settings))
+            c_file.unlink()
+        elif settings.backend == "nuitka":
+            _nuitka(py_file, work)
+        _publish(work, entry)
+    seconds = time.perf_counter() - start
+    logger.info("compiled %s with %s in %.2f s", name, settings.backend, seconds)
+    return CompiledModule(name, key, entry / artifact_name(name, settings), seconds, False)
+
+
+def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings) -> None:
+    from Cython.Compiler.Main import CompilationOptions, compile_single, default_options
+
+    options = CompilationOptions(
+        default_options,
+        language_level=3,
+        output_file=str(c_file),
+        shared_utility_qualified_name=(
+            settings.shared_module_name if settings.shared_utility else None
+        ),
+    )
+    log = io.StringIO()
+    with redirect_stderr(log), redirect_stdout(log):
+        result = compile_single(str(py_file), options, full_module_name=name)
+    if result.num_errors:
+        raise CompileError(f"cython: {name}.py: {_first_error(log.getvalue(), py_file)}")
+
+
+def _cc(settings: CompileSettings, c_file: Path, out: Path) -> None:
+    include = sysconfig.get_paths()["include"]
+    cmd = [settings.cc, *settings.cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
+    _run([*cmd, "-o", str(out)], f"{settings.cc} {c_file.name}")
+
+
+def _nuitka(py_file: Path, work: Path) -> None:
+    if shutil.which("nuitka") is None and not _has_module("nuitka"):
+        raise CompileError("backend 'nuitka' needs Nuitka: pip install nuitka, or use --backend cython")
+    cmd = [sys.executable, "-m", "nuitka", "--module", "--quiet", f"--output-dir={work}"]
+    _run([*cmd, str(py_file)], f"nuitka {py_file.name}")
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise CompileError(f"{what}: cannot run {cmd[0]!r}: {exc.strerror}") from None
+    if proc.returncode != 0:
+        raise CompileError(f"{what} failed: {_first_error(proc.stderr + proc.stdout, None)}")
+
+
+def _first_error(log: str, py_file: Path | None) -> str:
+    """The most specific diagnostic line: ``file.py:L:C: msg`` (Cython) or ``error:`` (cc)."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    prefix = f"{py_file.parent}/" if py_file else ""
+    for pattern in (_CYTHON_DIAG, _CC_DIAG):
+        for ln in lines:
+            if pattern.search(ln):
+                return ln.replace(prefix, "") if prefix else ln
+    return lines[-1] if lines else "no diagnostic"
+
+
+_CYTHON_DIAG = re.compile(r"\.py:\d+:\d+: ")
+_CC_DIAG = re.compile(r"\b(error|fatal error):")
+
+
+@contextmanager
+def _staging(cache_dir: Path) -> Iterator[Path]:
+    """A temp dir inside ``cache_dir`` (same filesystem, so publishing is a rename)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(work: Path, entry: Path) -> None:
+    try:
+        os.rename(work, entry)
+    except OSError:
+        # Another process published the same key first; contents are identical by key.
+        logger.debug("cache entry %s already present", entry.name)

@@ -1,0 +1,92 @@
+"""Render a validated state into Python sources: jinja2 → black.
+
+Values reach templates only through validated :class:`RSIState` fields and the filters below,
+which refuse anything that could become code: ``num`` emits finite number literals, ``pyrepr``
+emits ``repr()`` of plain strings/ints/bools, ``ident`` re-checks identifiers. A template that
+produces something black cannot parse is reported with the rendered line.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import black
+import jinja2
+
+from codegen.errors import RenderError
+from codegen.state import RSIState
+
+__all__ = ["TEMPLATE_DIR", "MODULES", "render_sources", "render_module"]
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+
+#: Generated modules, in build order. Each is ``templates/<name>.py.j2``.
+MODULES: tuple[str, ...] = ("experts", "scoring", "attention")
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_BLACK_MODE = black.Mode(line_length=100)
+
+
+def render_sources(state: RSIState, template_dir: Path | None = None) -> dict[str, str]:
+    """Render every module of :data:`MODULES`; return ``{module name: formatted source}``."""
+    return {name: render_module(name, state, template_dir) for name in MODULES}
+
+
+def render_module(name: str, state: RSIState, template_dir: Path | None = None) -> str:
+    """Render and black-format one module."""
+    env = _environment(str(template_dir or TEMPLATE_DIR))
+    template_name = f"{name}.py.j2"
+    try:
+        raw = env.get_template(template_name).render(state=state, module=name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"{template_name}:{exc.lineno}: template syntax error: {exc}") from None
+    except jinja2.TemplateNotFound:
+        raise RenderError(f"{template_name}: template not found in {template_dir}") from None
+    except (jinja2.UndefinedError, ValueError, TypeError) as exc:
+        raise RenderError(f"{template_name}: {exc}") from None
+    try:
+        return black.format_str(raw, mode=_BLACK_MODE)
+    except black.InvalidInput as exc:
+        raise RenderError(f"{template_name}: rendered source is not valid Python: {exc}") from None
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"num filter expects a number, got {type(value).__name__}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"num filter refuses non-finite {value!r}")
+        return repr(value)
+    return str(int(value))
+
+
+def _pyrepr(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | str):
+        return repr(value)
+    if isinstance(value, float):
+        return _num(value)
+    raise ValueError(f"pyrepr filter refuses {type(value).__name__}")
+
+
+def _ident(value: Any) -> str:
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise ValueError(f"ident filter refuses {value!r}")
+    return value
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(template_dir: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_num, pyrepr=_pyrepr, ident=_ident)
+    return env

@@ -1,0 +1,151 @@
+"""The ``rsi`` command line. Parses arguments, calls the API, prints; nothing else.
+
+Every user-fixable failure is an :class:`RSIError`, caught in :func:`main` and printed as
+one line; the exit status is then 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from codegen.errors import RSIError
+from codegen.state import RSIState
+from codegen.toolchain import BACKENDS, Backend, CompileSettings
+from runtime.project import Project, as_dict
+
+__all__ = ["main", "build_parser"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rsi`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except RSIError as exc:
+        print(f"rsi: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="rsi", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state", type=Path, default=Path("rsi_state.json"),
+        help="state file; builds and history live beside it (default: ./rsi_state.json)",
+    )
+    common.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS")
+    common.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", parents=[common], help="render, check, compile and activate")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="default: $RSI_BACKEND or cython")
+    p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.set_defaults(handler=_build)
+
+    p = sub.add_parser("status", parents=[common], help="active build and history")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_status)
+
+    p = sub.add_parser("rollback", parents=[common], help="restore a committed state")
+    p.add_argument("--to", type=int, default=None, metavar="VERSION",
+                   help="default: the committed version before the active one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_rollback)
+
+    p = sub.add_parser("schema", parents=[common], help="print the state's JSON Schema")
+    p.set_defaults(handler=_schema)
+
+    p = sub.add_parser("diff", parents=[common], help="diff two builds' generated sources")
+    p.add_argument("a", help="build id, unique prefix, or vN for state version N")
+    p.add_argument("b")
+    p.set_defaults(handler=_diff)
+
+    _register_extensions(sub, common)
+    return parser
+
+
+def _register_extensions(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Subcommands owned by other modules (evaluation, tuning) register themselves here."""
+    from runtime import cli_extensions
+
+    for register in cli_extensions.REGISTRARS:
+        register(sub, common)
+
+
+def settings_from(args: argparse.Namespace) -> CompileSettings:
+    """Compile settings from ``--backend``/``--jobs`` and ``$RSI_BACKEND``."""
+    backend = args.backend or os.environ.get("RSI_BACKEND") or "cython"
+    if backend not in BACKENDS:
+        raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
+    chosen: Backend = backend  # type: ignore[assignment]
+    return CompileSettings(backend=chosen, jobs=max(1, getattr(args, "jobs", 2)))
+
+
+def project_from(args: argparse.Namespace) -> Project:
+    """The project named by ``--state``."""
+    return Project(args.state, lock_timeout_s=args.lock_timeout)
+
+
+def _build(args: argparse.Namespace) -> int:
+    report = project_from(args).build(settings_from(args))
+    print(
+        f"build {report.build_id} ({report.tier}) of state v{report.state_version}: "
+        f"{report.modules_compiled} compiled, {report.cache_hits} cached, {report.seconds:.2f} s"
+    )
+    if args.json:
+        print(json.dumps(as_dict(report), sort_keys=True))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    report = project_from(args).status()
+    if report.active_build is None:
+        print(f"{args.state}: never built")
+    else:
+        sync = "matches" if report.state_file_committed else "differs from every committed state"
+        print(
+            f"active build {report.active_build} ({report.tier}) of state v{report.state_version}; "
+            f"state file v{report.state_file_version} {sync}; history {report.history}"
+        )
+    if args.json:
+        print(json.dumps(as_dict(report), sort_keys=True))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    report = project_from(args).rollback(args.to)
+    how = "rebuilt" if report.compiled else "no compiler run"
+    print(f"rolled back to state v{report.state_version}, build {report.build_id} ({how})")
+    if args.json:
+        print(json.dumps(as_dict(report), sort_keys=True))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(RSIState.model_json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    sys.stdout.write(project_from(args).diff(args.a, args.b))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Subcommands contributed by feature modules (``rsi eval``, ``rsi tune``, ...).
+
+Each registrar receives the subparsers object and the shared ``--state`` parent parser and
+adds its subcommand with ``set_defaults(handler=...)``. Append to :data:`REGISTRARS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+__all__ = ["REGISTRARS"]
+
+Registrar = Callable[
+    ["argparse._SubParsersAction[argparse.ArgumentParser]", argparse.ArgumentParser], None
+]
+
+REGISTRARS: list[Registrar] = []
