@@ -8,23 +8,36 @@ every module's content key, so equal inputs give the same id and a rebuild is a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.check import parse_checked, type_check
+import jinja2
+from black import __version__ as black_version  # type: ignore[attr-defined]
+
+from codegen.check import check_sources
 from codegen.compile import CompiledModule, compile_modules, module_key, shared_utility
 from codegen.compile import _staging as staging
-from codegen.render import render_sources
-from codegen.state import RSIState, state_sha256
+from codegen.render import render_sources, templates_digest
+from codegen.state import RSIState, atomic_write, state_sha256
 from codegen.toolchain import CompileSettings, content_key, toolchain_fingerprint
 
-__all__ = ["BuildResult", "MANIFEST", "CACHE_DIR", "build_state", "read_manifest", "plan_build_id"]
+__all__ = [
+    "BuildResult",
+    "MANIFEST",
+    "CACHE_DIR",
+    "build_state",
+    "read_manifest",
+    "plan_build_id",
+    "render_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,51 +78,112 @@ def build_state(
     generated_dir: Path,
     template_dir: Path | None = None,
 ) -> BuildResult:
-    """Build ``state`` into ``generated_dir``; an existing build with the same id is reused."""
+    """Build ``state`` into ``generated_dir``; an existing build with the same id is reused.
+
+    Fast path: the *render key* (templates, behaviour-relevant state, codegen and toolchain)
+    maps to a build id already published, so an unchanged state costs no rendering at all.
+    Otherwise the checks (libcst, mypy) run in a thread while the compilers run.
+    """
     start = time.perf_counter()
-    sources = render_sources(state, template_dir)
-    for name, source in sources.items():
-        parse_checked(name, source)
-    checked = type_check(sources, generated_dir / CACHE_DIR / "mypy-ok")
+    cache = generated_dir / CACHE_DIR
+    plan = cache / "plans" / render_key(state, settings, template_dir)
+    if plan.exists():
+        build_id = plan.read_text().strip()
+        final = generated_dir / build_id
+        if (final / MANIFEST).exists():
+            n = len(read_manifest(final)["modules"])  # type: ignore[arg-type]
+            return BuildResult(build_id, final, settings.backend, _since(start), (), n, n, ())
+    sources = render_sources(state, template_dir, cache / "black")
     build_id = plan_build_id(sources, settings)
     final = generated_dir / build_id
-    if (final / MANIFEST).exists():
-        return BuildResult(
-            build_id, final, settings.backend, time.perf_counter() - start, (), len(sources),
-            len(sources), tuple(checked),
-        )
-    compiled = compile_modules(sources, settings, generated_dir / CACHE_DIR)
-    manifest = {
-        "build_id": build_id,
-        "tier": settings.backend,
-        "state_version": state.version,
-        "state_sha256": state_sha256(state_bytes),
-        "settings": {"cflags": list(settings.cflags), "cc": settings.cc},
-        "toolchain": toolchain_fingerprint(settings),
-        "shared_module": _shared_name(settings),
-        "created_at": time.time(),
-    }
+    with ThreadPoolExecutor(1) as checker:
+        checking = checker.submit(check_sources, sources, cache / "checked")
+        compiled = {} if (final / MANIFEST).exists() else compile_modules(sources, settings, cache)
+        checked = tuple(checking.result())
+    if compiled:
+        _publish_build(state, state_bytes, settings, generated_dir, sources, compiled, start)
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(plan, build_id.encode())
+    built = tuple(m.name for m in compiled.values() if not m.cache_hit)
+    return BuildResult(
+        build_id,
+        final,
+        settings.backend,
+        _since(start),
+        built,
+        len(sources) - len(built),
+        len(sources),
+        checked,
+    )
+
+
+def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | None) -> str:
+    """Everything a build's content depends on, hashed before rendering anything."""
+    behaviour = state.model_dump(mode="json", exclude={"version", "benchmark"})
+    return content_key(
+        {
+            "state": behaviour,
+            "templates": templates_digest(template_dir),
+            "codegen": _codegen_digest(),
+            "toolchain": toolchain_fingerprint(settings),
+        }
+    )
+
+
+def _publish_build(
+    state: RSIState,
+    state_bytes: bytes,
+    settings: CompileSettings,
+    generated_dir: Path,
+    sources: dict[str, str],
+    compiled: dict[str, CompiledModule],
+    start: float,
+) -> None:
+    build_id = plan_build_id(sources, settings)
     modules: dict[str, object] = {}
     with staging(generated_dir) as work:
         for name, source in sources.items():
             (work / f"{name}.py").write_text(source)
             modules[name] = _install(compiled[name], source, work)
-        manifest["modules"] = modules
-        if manifest["shared_module"]:
+        shared = _shared_name(settings)
+        if shared:
             lib = shared_utility(settings, generated_dir / CACHE_DIR)
             shutil.copyfile(lib, work / lib.name)
-        manifest["seconds"] = round(time.perf_counter() - start, 4)
+        manifest = {
+            "build_id": build_id,
+            "tier": settings.backend,
+            "state_version": state.version,
+            "state_sha256": state_sha256(state_bytes),
+            "settings": {
+                "cflags": list(settings.cflags),
+                "cc": settings.cc,
+                "native": settings.native,
+            },
+            "toolchain": toolchain_fingerprint(settings),
+            "shared_module": shared,
+            "modules": modules,
+            "created_at": time.time(),
+            "seconds": round(_since(start), 4),
+        }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _fsync_tree(work)
         try:
-            os.rename(work, final)
+            os.rename(work, generated_dir / build_id)
         except OSError:
             logger.info("build %s was published concurrently; reusing it", build_id)
-    built = tuple(m.name for m in compiled.values() if not m.cache_hit)
-    return BuildResult(
-        build_id, final, settings.backend, time.perf_counter() - start, built,
-        len(sources) - len(built), len(sources), tuple(checked),
-    )
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+@functools.lru_cache(maxsize=1)
+def _codegen_digest() -> str:
+    versions = f"{black_version} {jinja2.__version__}"
+    digest = hashlib.sha256(versions.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _shared_name(settings: CompileSettings) -> str | None:
@@ -139,4 +213,3 @@ def _fsync_tree(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-

@@ -28,6 +28,7 @@ __all__ = [
     "parse_checked",
     "type_skeleton",
     "type_check",
+    "check_sources",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ MYPY_FLAGS: tuple[str, ...] = (
     "--no-error-summary",
     "--hide-error-context",
     "--no-color-output",
+    "--config-file=/dev/null",  # the project's own mypy config is not for generated code
 )
 
 
@@ -80,11 +82,26 @@ def type_skeleton(module: cst.Module) -> str:
     return module.visit(_BlankLiterals()).code
 
 
-def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
-    """mypy the modules whose skeleton is not yet known good; return the names checked.
+def check_sources(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
+    """Run every check on modules not already known good; return the names mypy checked.
 
-    ``ok_dir`` keeps one empty marker file per skeleton hash that passed.
+    ``ok_dir`` keeps empty marker files: ``src-<hash>`` for a source that passed everything,
+    ``<hash>`` for a type skeleton that passed mypy.
     """
+    fresh = {
+        name: source
+        for name, source in sources.items()
+        if not (ok_dir / f"src-{_sha(source)}").exists()
+    }
+    checked = type_check(fresh, ok_dir)
+    for source in fresh.values():
+        (ok_dir / f"src-{_sha(source)}").touch()
+    return checked
+
+
+def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
+    """Parse-check all ``sources`` and mypy those whose skeleton is not known good."""
+    ok_dir.mkdir(parents=True, exist_ok=True)
     pending: dict[str, str] = {}
     for name, source in sources.items():
         skeleton = type_skeleton(parse_checked(name, source))
@@ -93,7 +110,6 @@ def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
             pending[name] = digest
     if not pending:
         return []
-    ok_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rsi-mypy-") as tmp:
         paths = []
         for name in pending:
@@ -109,6 +125,10 @@ def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
         (ok_dir / digest).touch()
     logger.debug("mypy checked %s", sorted(pending))
     return sorted(pending)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _ImportAndNameGuard(cst.CSTVisitor):

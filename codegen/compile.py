@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 from codegen.errors import CompileError
-from codegen.toolchain import EXT_SUFFIX, CompileSettings, content_key, toolchain_fingerprint
+from codegen.toolchain import (
+    EXT_SUFFIX,
+    CompileSettings,
+    content_key,
+    cpu_features,
+    toolchain_fingerprint,
+)
 
 __all__ = ["CompiledModule", "artifact_name", "module_key", "compile_modules", "shared_utility"]
 
@@ -56,6 +62,10 @@ def module_key(name: str, source: str, settings: CompileSettings) -> str:
         "source": content_key(source),
         "toolchain": toolchain_fingerprint(settings),
     }
+    if settings.backend != "python":
+        flags = settings.module_cflags(source)
+        payload["cflags"] = list(flags)
+        payload["cpu"] = cpu_features(flags)
     if settings.backend == "cython" and settings.shared_utility:
         payload["shared"] = settings.shared_module_name
     return content_key(payload)
@@ -74,27 +84,41 @@ def compile_modules(
             results[name] = CompiledModule(name, key, artifact, 0.0, True)
         else:
             todo[name] = key
-    if not todo:
+    need_shared = (
+        settings.backend == "cython"
+        and settings.shared_utility
+        and not _shared_artifact(settings, cache_dir).exists()
+    )
+    if not todo and not need_shared:
         return results
-    if settings.backend == "cython" and settings.shared_utility:
-        shared_utility(settings, cache_dir)
     jobs = [(name, sources[name], key) for name, key in todo.items()]
-    if len(jobs) == 1 or settings.jobs <= 1:
+    if len(jobs) + need_shared <= 1 or settings.jobs <= 1:
+        if need_shared:
+            shared_utility(settings, cache_dir)
         done = [_compile_into_cache(*job, settings, cache_dir) for job in jobs]
     else:
-        workers = min(settings.jobs, len(jobs))
+        # The shared utility module is only needed at load time, so it compiles alongside.
+        workers = min(settings.jobs, len(jobs) + need_shared)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            shared = pool.submit(shared_utility, settings, cache_dir) if need_shared else None
             futures = [pool.submit(_compile_into_cache, *job, settings, cache_dir) for job in jobs]
             done = [f.result() for f in futures]
+            if shared is not None:
+                shared.result()
     results.update({m.name: m for m in done})
     return {name: results[name] for name in sources}
+
+
+def _shared_artifact(settings: CompileSettings, cache_dir: Path) -> Path:
+    name = settings.shared_module_name
+    return cache_dir / name / f"{name}{EXT_SUFFIX}"
 
 
 def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
     """Build (once per toolchain) the Cython shared utility module; return its artifact."""
     name = settings.shared_module_name
-    entry = cache_dir / name
-    artifact = entry / f"{name}{EXT_SUFFIX}"
+    artifact = _shared_artifact(settings, cache_dir)
+    entry = artifact.parent
     if artifact.exists():
         return artifact
     with _staging(cache_dir) as work:
@@ -103,7 +127,8 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
             [sys.executable, "-c", _CYTHON_MAIN, f"--generate-shared={c_file}"],
             "cython --generate-shared",
         )
-        _cc(settings, c_file, work / artifact.name)
+        # Utility code is not hot: -O1 keeps this one-off compile short.
+        _cc(settings, ("-O1",), c_file, work / artifact.name)
         _publish(work, entry)
     return artifact
 
@@ -122,7 +147,8 @@ def _compile_into_cache(
         if settings.backend == "cython":
             c_file = work / f"{name}.c"
             _cythonize(py_file, c_file, name, settings)
-            _cc(settings, c_file, work / artifact_name(name, settings))
+            flags = settings.module_cflags(source)
+            _cc(settings, flags, c_file, work / artifact_name(name, settings))
             c_file.unlink()
         elif settings.backend == "nuitka":
             _nuitka(py_file, work)
@@ -133,9 +159,13 @@ def _compile_into_cache(
 
 
 def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings) -> None:
-    from Cython.Compiler.Main import CompilationOptions, compile_single, default_options
+    from Cython.Compiler.Main import (  # type: ignore[attr-defined]
+        CompilationOptions,
+        compile_single,
+        default_options,
+    )
 
-    options = CompilationOptions(
+    options = CompilationOptions(  # type: ignore[no-untyped-call]
         default_options,
         language_level=3,
         output_file=str(c_file),
@@ -145,20 +175,24 @@ def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings
     )
     log = io.StringIO()
     with redirect_stderr(log), redirect_stdout(log):
-        result = compile_single(str(py_file), options, full_module_name=name)
+        result = compile_single(  # type: ignore[no-untyped-call]
+            str(py_file), options, full_module_name=name
+        )
     if result.num_errors:
         raise CompileError(f"cython: {name}.py: {_first_error(log.getvalue(), py_file)}")
 
 
-def _cc(settings: CompileSettings, c_file: Path, out: Path) -> None:
+def _cc(settings: CompileSettings, cflags: tuple[str, ...], c_file: Path, out: Path) -> None:
     include = sysconfig.get_paths()["include"]
-    cmd = [settings.cc, *settings.cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
+    cmd = [settings.cc, *cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
     _run([*cmd, "-o", str(out)], f"{settings.cc} {c_file.name}")
 
 
 def _nuitka(py_file: Path, work: Path) -> None:
     if shutil.which("nuitka") is None and not _has_module("nuitka"):
-        raise CompileError("backend 'nuitka' needs Nuitka: pip install nuitka, or use --backend cython")
+        raise CompileError(
+            "backend 'nuitka' needs Nuitka: pip install nuitka, or use --backend cython"
+        )
     cmd = [sys.executable, "-m", "nuitka", "--module", "--quiet", f"--output-dir={work}"]
     _run([*cmd, str(py_file)], f"nuitka {py_file.name}")
 

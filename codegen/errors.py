@@ -47,7 +47,7 @@ class CompileError(RSIError):
     """A compiler backend failed."""
 
 
-class LockTimeout(RSIError):
+class LockTimeout(RSIError):  # noqa: N818 - reads as the event it reports
     """Another process held the project lock for too long."""
 
 

@@ -9,6 +9,7 @@ produces something black cannot parse is reported with the rendered line.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -18,9 +19,9 @@ import black
 import jinja2
 
 from codegen.errors import RenderError
-from codegen.state import RSIState
+from codegen.state import BenchmarkSummary, RSIState, atomic_write
 
-__all__ = ["TEMPLATE_DIR", "MODULES", "render_sources", "render_module"]
+__all__ = ["TEMPLATE_DIR", "MODULES", "render_sources", "render_module", "templates_digest"]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
@@ -31,12 +32,31 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _BLACK_MODE = black.Mode(line_length=100)
 
 
-def render_sources(state: RSIState, template_dir: Path | None = None) -> dict[str, str]:
-    """Render every module of :data:`MODULES`; return ``{module name: formatted source}``."""
-    return {name: render_module(name, state, template_dir) for name in MODULES}
+def render_sources(
+    state: RSIState, template_dir: Path | None = None, memo_dir: Path | None = None
+) -> dict[str, str]:
+    """Render every module of :data:`MODULES`; return ``{module name: formatted source}``.
+
+    Templates see the state with ``version`` and ``benchmark`` blanked: generated code must
+    depend only on what changes behaviour, so bumping the version recompiles nothing.
+    ``memo_dir`` caches black's output by the raw render's hash (black is the slow step).
+    """
+    neutral = state.model_copy(update={"version": 1, "benchmark": BenchmarkSummary()})
+    return {name: render_module(name, neutral, template_dir, memo_dir) for name in MODULES}
 
 
-def render_module(name: str, state: RSIState, template_dir: Path | None = None) -> str:
+def templates_digest(template_dir: Path | None = None) -> str:
+    """Hash of every template file: part of the key of a cached render."""
+    root = template_dir or TEMPLATE_DIR
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.j2")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def render_module(
+    name: str, state: RSIState, template_dir: Path | None = None, memo_dir: Path | None = None
+) -> str:
     """Render and black-format one module."""
     env = _environment(str(template_dir or TEMPLATE_DIR))
     template_name = f"{name}.py.j2"
@@ -48,10 +68,17 @@ def render_module(name: str, state: RSIState, template_dir: Path | None = None) 
         raise RenderError(f"{template_name}: template not found in {template_dir}") from None
     except (jinja2.UndefinedError, ValueError, TypeError) as exc:
         raise RenderError(f"{template_name}: {exc}") from None
+    memo = memo_dir / hashlib.sha256(raw.encode()).hexdigest() if memo_dir else None
+    if memo is not None and memo.exists():
+        return memo.read_text()
     try:
-        return black.format_str(raw, mode=_BLACK_MODE)
-    except black.InvalidInput as exc:
+        formatted = black.format_str(raw, mode=_BLACK_MODE)
+    except black.parsing.InvalidInput as exc:
         raise RenderError(f"{template_name}: rendered source is not valid Python: {exc}") from None
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(memo, formatted.encode())
+    return formatted
 
 
 def _num(value: Any) -> str:
@@ -83,7 +110,7 @@ def _environment(template_dir: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
+        autoescape=False,  # noqa: S701 - we emit Python, not HTML; filters guard values
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

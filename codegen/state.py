@@ -91,7 +91,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 Word = Annotated[str, AfterValidator(_word)]
 
 
-def Bounded(lo: float, hi: float, default: float) -> Any:  # noqa: N802 - reads as a type
+def Bounded(lo: float, hi: float, default: float) -> Any:
     """A finite float field with inclusive bounds."""
     return Field(default=default, ge=lo, le=hi, allow_inf_nan=False)
 
@@ -193,8 +193,19 @@ class Lexicon(_Strict):
     )
     #: Number words for 0, 1, 2, ...
     numbers: tuple[Word, ...] = Field(
-        default=("none", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                 "ten"),
+        default=(
+            "none",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+        ),
         max_length=64,
     )
     relations: tuple[Word, ...] = Field(default=("afraid",), max_length=64)
@@ -303,7 +314,7 @@ class SafetyPolicy(_Strict):
 class RSIState(_Strict):
     """The whole persisted state (``rsi_state.json``)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     version: int = Field(ge=1, le=2**53)
     experts: dict[Identifier, Expert] = Field(min_length=1, max_length=64)
     scoring: ScoringCoefficients = ScoringCoefficients()

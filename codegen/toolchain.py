@@ -6,14 +6,15 @@ import functools
 import hashlib
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-import Cython
+from Cython import __version__ as cython_version  # type: ignore[attr-defined]
 
 from codegen.errors import CompileError
 
@@ -24,39 +25,52 @@ __all__ = [
     "EXT_SUFFIX",
     "toolchain_fingerprint",
     "content_key",
+    "cpu_features",
 ]
 
 Backend = Literal["python", "cython", "nuitka"]
 BACKENDS: tuple[Backend, ...] = ("python", "cython", "nuitka")
 EXT_SUFFIX: str = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
-_PORTABLE_CFLAGS = ("-O3", "-fno-strict-aliasing")
+_MODULE_FLAGS = re.compile(r"^# rsi: cflags = (.*)$", re.MULTILINE)
+_ALLOWED_MODULE_FLAG = re.compile(
+    r"-O[0-3s]|-march=native|-mtune=native|-funroll-loops|-fno-math-errno|-ffp-contract=fast"
+)
+_NATIVE = ("-march=", "-mtune=", "-mcpu=")
 
 
 @dataclass(frozen=True)
 class CompileSettings:
     """How a build is compiled: a value object, hashed into every cache key.
 
-    ``cflags`` default to ``-O3 -march=native``: builds are made for the machine that runs
-    them. Wheels use :meth:`portable`, which drops machine-specific flags.
+    ``cflags`` apply to every module (``-O2``: most generated code is glue, and gcc's time
+    on Cython's C grows fast with the level). A hot module asks for more in its own header,
+    ``# rsi: cflags = -O3 -march=native``; ``native=False`` (wheels) drops machine-specific
+    flags so the artifact runs on any CPU of this architecture.
     """
 
     backend: Backend = "cython"
     cc: str = "cc"
-    cflags: tuple[str, ...] = ("-O3", "-march=native", "-fno-strict-aliasing")
+    cflags: tuple[str, ...] = ("-O2", "-fno-strict-aliasing")
+    native: bool = True
     shared_utility: bool = True
     jobs: int = 2
-    extra: tuple[tuple[str, str], ...] = field(default=())
 
     @classmethod
     def portable(cls, backend: Backend = "cython") -> CompileSettings:
         """Settings for artifacts that must run on any CPU of this architecture."""
-        return cls(backend=backend, cflags=_PORTABLE_CFLAGS)
+        return cls(backend=backend, native=False)
 
-    @property
-    def machine_specific(self) -> bool:
-        """True when the flags tune code for this CPU, so its features belong in the key."""
-        return any(f.startswith(("-march=", "-mtune=", "-mcpu=")) for f in self.cflags)
+    def module_cflags(self, source: str) -> tuple[str, ...]:
+        """Flags for one module: the base flags plus the allowed ones its header asks for."""
+        match = _MODULE_FLAGS.search(source)
+        extra = match.group(1).split() if match else []
+        for flag in extra:
+            if not _ALLOWED_MODULE_FLAG.fullmatch(flag):
+                raise CompileError(f"module header asks for C flag {flag!r}, which is not allowed")
+        if not self.native:
+            extra = [f for f in extra if not f.startswith(_NATIVE)]
+        return (*self.cflags, *extra)
 
     @property
     def shared_module_name(self) -> str:
@@ -81,21 +95,26 @@ def toolchain_fingerprint(settings: CompileSettings) -> dict[str, str]:
     if settings.backend == "python":
         return info
     info.update(
-        cython=Cython.__version__,
+        cython=cython_version,
         cc=_compiler_version(settings.cc),
         cflags=" ".join(settings.cflags),
         shared_utility=str(settings.shared_utility),
     )
-    if settings.machine_specific:
-        info["cpu_flags"] = _cpu_flags()
     return info
+
+
+def cpu_features(cflags: tuple[str, ...]) -> str:
+    """The CPU's feature flags when ``cflags`` tune for this CPU, else ``""``."""
+    return _cpu_flags() if any(f.startswith(_NATIVE) for f in cflags) else ""
 
 
 @functools.lru_cache(maxsize=8)
 def _compiler_version(cc: str) -> str:
     path = shutil.which(cc)
     if path is None:
-        raise CompileError(f"C compiler {cc!r} not found on PATH (install gcc, or use --backend python)")
+        raise CompileError(
+            f"C compiler {cc!r} not found on PATH (install gcc, or use --backend python)"
+        )
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from codegen.errors import RSIError
 from codegen.state import RSIState
-from codegen.toolchain import BACKENDS, Backend, CompileSettings
+from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.project import Project, as_dict
 
 __all__ = ["main", "build_parser"]
@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsi", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--state", type=Path, default=Path("rsi_state.json"),
+        "--state",
+        type=Path,
+        default=Path("rsi_state.json"),
         help="state file; builds and history live beside it (default: ./rsi_state.json)",
     )
     common.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS")
@@ -50,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("build", parents=[common], help="render, check, compile and activate")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="default: $RSI_BACKEND or cython")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+    )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_build)
@@ -61,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("rollback", parents=[common], help="restore a committed state")
-    p.add_argument("--to", type=int, default=None, metavar="VERSION",
-                   help="default: the committed version before the active one")
+    p.add_argument(
+        "--to",
+        type=int,
+        default=None,
+        metavar="VERSION",
+        help="default: the committed version before the active one",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_rollback)
 
@@ -91,10 +99,10 @@ def _register_extensions(
 def settings_from(args: argparse.Namespace) -> CompileSettings:
     """Compile settings from ``--backend``/``--jobs`` and ``$RSI_BACKEND``."""
     backend = args.backend or os.environ.get("RSI_BACKEND") or "cython"
-    if backend not in BACKENDS:
-        raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
-    chosen: Backend = backend  # type: ignore[assignment]
-    return CompileSettings(backend=chosen, jobs=max(1, getattr(args, "jobs", 2)))
+    for known in BACKENDS:
+        if backend == known:
+            return CompileSettings(backend=known, jobs=max(1, getattr(args, "jobs", 2)))
+    raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
 
 
 def project_from(args: argparse.Namespace) -> Project:

@@ -90,7 +90,9 @@ class Ledger:
                 "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?)",
                 (version, digest, data, build_id, tier, time.time()),
             )
-            db.execute("INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier))
+            db.execute(
+                "INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier)
+            )
             db.execute(
                 "DELETE FROM states WHERE version != ? AND version NOT IN "
                 "(SELECT version FROM states ORDER BY version DESC LIMIT ?)",
@@ -101,7 +103,9 @@ class Ledger:
     def activate(self, version: int, build_id: str, tier: str, kind: str = "activate") -> None:
         """Point the project at an already committed state's build."""
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier))
+            db.execute(
+                "INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier)
+            )
             _event(db, kind, {"version": version, "build_id": build_id, "tier": tier})
 
     def active(self) -> Active | None:
@@ -148,9 +152,10 @@ class Ledger:
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise LedgerError(f"ledger: state version {version} does not match its hash")
             row = db.execute("SELECT version FROM active").fetchone()
-            if row and not db.execute(
-                "SELECT 1 FROM states WHERE version = ?", (row[0],)
-            ).fetchone():
+            if (
+                row
+                and not db.execute("SELECT 1 FROM states WHERE version = ?", (row[0],)).fetchone()
+            ):
                 raise LedgerError(f"ledger: active version {row[0]} is not in the history")
 
 

@@ -84,12 +84,17 @@ class Project:
             self._check_version(state, data)
             result = build_state(state, data, settings, self.generated_dir, self.template_dir)
             self.ledger.commit(
-                state.version, data, result.build_id, result.tier,
+                state.version,
+                data,
+                result.build_id,
+                result.tier,
                 limit=state.safety.history_limit,
             )
         return _report(result, state.version)
 
-    def build_candidate(self, state: RSIState, data: bytes, settings: CompileSettings) -> BuildResult:
+    def build_candidate(
+        self, state: RSIState, data: bytes, settings: CompileSettings
+    ) -> BuildResult:
         """Build ``state`` without committing or activating it (for gates and the RSI loop)."""
         return build_state(state, data, settings, self.generated_dir, self.template_dir)
 
@@ -142,9 +147,11 @@ class Project:
         """A build directory from a build id (or unique prefix) or ``vN`` (state version N)."""
         if ref.startswith("v") and ref[1:].isdigit():
             ref = self.ledger.state(int(ref[1:])).build_id
-        matches = [
-            p for p in self.generated_dir.glob(f"{ref}*") if (p / MANIFEST).exists()
-        ] if ref.isalnum() else []
+        matches = (
+            [p for p in self.generated_dir.glob(f"{ref}*") if (p / MANIFEST).exists()]
+            if ref.isalnum()
+            else []
+        )
         if len(matches) != 1:
             found = "no build" if not matches else f"{len(matches)} builds"
             raise LoadError(f"{ref!r} names {found}; give a build id, a unique prefix or vN")
@@ -193,12 +200,12 @@ class Project:
             if self.ledger.state(state.version).sha256 != state_sha256(data):
                 raise StateError(
                     f"{self.state_path.name}: version {state.version} is already committed "
-                    f"with different content; set \"version\" to {newest + 1}"
+                    f'with different content; set "version" to {newest + 1}'
                 )
         elif state.version < newest:
             raise StateError(
                 f"{self.state_path.name}: version {state.version} is older than the committed "
-                f"{newest}; set \"version\" to {newest + 1}"
+                f'{newest}; set "version" to {newest + 1}'
             )
 
     def _read_state_bytes(self) -> bytes:
