@@ -11,6 +11,7 @@ import json
 import keyword
 import os
 import re
+import stat
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 MAX_STATE_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
+_MAX_INT_DIGITS = 19
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}", re.ASCII)
 _WORD = re.compile(r"[a-z][a-z0-9]{0,31}", re.ASCII)
@@ -290,7 +292,7 @@ class BenchmarkSummary(_Strict):
     per_task: dict[Annotated[str, Field(pattern=r"^[0-9]{1,2}$")], float] = Field(
         default_factory=dict, max_length=20
     )
-    questions: int = Field(default=0, ge=0)
+    questions: int = Field(default=0, ge=0, le=10_000_000)
     split: Literal["train", "heldout", "hidden", "all", ""] = ""
 
     @model_validator(mode="after")
@@ -350,13 +352,39 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+class _Defect:
+    """Stands in for a JSON value the plain parse refuses, so its path can be named."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise StateError(f"duplicate key {key!r}")
+            return {"": _Defect(f"duplicate key {key!r}")}
         seen[key] = value
     return seen
+
+
+def _first_defect(value: Any, loc: tuple[int | str, ...] = ()) -> tuple[str, str] | None:
+    """``(field path, problem)`` of the first :class:`_Defect` in a plain-parsed document."""
+    if isinstance(value, _Defect):
+        return _format_loc(loc), value.problem
+    if isinstance(value, dict):
+        if "" in value and isinstance(value[""], _Defect):
+            return _format_loc(loc), value[""].problem
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_defect(item, (*loc, key))
+        if found:
+            return found
+    return None
 
 
 def _json_depth_ok(text: str) -> bool:
@@ -381,8 +409,16 @@ def _json_depth_ok(text: str) -> bool:
     return True
 
 
-def _reject_constant(token: str) -> float:
-    raise StateError(f"{token} is not a finite number")
+def _reject_constant(token: str) -> _Defect:
+    return _Defect(f"{token} is not a finite number")
+
+
+def _bounded_int(token: str) -> int | _Defect:
+    # Python refuses to convert integers of over 4300 digits with a bare ValueError; no
+    # bounded field needs more than 16, so anything longer is reported here, by field.
+    if len(token.lstrip("-")) > _MAX_INT_DIGITS:
+        return _Defect(f"integer literal of {len(token)} digits is out of range")
+    return int(token)
 
 
 def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
@@ -401,14 +437,18 @@ def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
         # A first plain parse catches what pydantic's parser would let through silently:
         # duplicate keys (last one wins) and NaN/Infinity literals.
         raw = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
         )
     except json.JSONDecodeError as exc:
         raise StateError(
             f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-    except StateError as exc:
-        raise StateError(f"{source}: {exc}") from None
+    defect = _first_defect(raw)
+    if defect:
+        raise StateError(f"{source}: {defect[0]}: {defect[1]}")
     if not isinstance(raw, dict):
         raise StateError(f"{source}: top level must be a JSON object")
     try:
@@ -427,11 +467,20 @@ def read_state_file(path: Path) -> bytes:
         raise StateError(f"{name}: is a symlink; rsi reads only regular files")
     if not path.exists():
         raise StateError(f"{name}: no such file ({path})")
-    if not path.is_file():
+    # Check the file we opened, not the path: it may be swapped between a check and the read
+    # (O_NOFOLLOW refuses a symlink put in its place, O_NONBLOCK a FIFO that would block).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise StateError(f"{name}: cannot open: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise StateError(f"{name}: is not a regular file")
-    if path.stat().st_size > MAX_STATE_BYTES:
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_STATE_BYTES + 1)  # bounded even if the file grows meanwhile
+    if len(data) > MAX_STATE_BYTES:
         raise StateError(f"{name}: file is larger than the limit of {MAX_STATE_BYTES} bytes")
-    return path.read_bytes()
+    return data
 
 
 def load_state(path: Path) -> RSIState:
