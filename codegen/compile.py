@@ -34,7 +34,15 @@ from codegen.toolchain import (
     toolchain_fingerprint,
 )
 
-__all__ = ["CompiledModule", "artifact_name", "module_key", "compile_modules", "shared_utility"]
+__all__ = [
+    "CompiledModule",
+    "STAGING_PREFIX",
+    "artifact_name",
+    "module_key",
+    "compile_modules",
+    "remove_stale_staging",
+    "shared_utility",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +237,53 @@ _CC_DIAG = re.compile(r"\b(error|fatal error):")
 
 @contextmanager
 def _staging(cache_dir: Path) -> Iterator[Path]:
-    """A temp dir inside ``cache_dir`` (same filesystem, so publishing is a rename)."""
+    """A temp dir inside ``cache_dir`` (same filesystem, so publishing is a rename).
+
+    Its name carries the creating process's id, so a dir left by a killed process can be
+    told from one still being filled (:func:`remove_stale_staging`).
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=cache_dir))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+STAGING_PREFIX = ".tmp-"
+_STAGING_NAME = re.compile(r"\.tmp-(?:(\d+)-)?")
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Delete staging dirs in ``root`` whose creating process is gone; return them.
+
+    A process killed mid-build leaves its staging dir behind (never a published build: only a
+    rename publishes). Dirs of live processes are kept, since they may still be working.
+    """
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        match = _STAGING_NAME.match(path.name)
+        if not match or not path.is_dir() or path.is_symlink():
+            continue
+        if match.group(1) and _process_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.info("removed %d staging dirs left by killed processes in %s", len(removed), root)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _publish(work: Path, entry: Path) -> None:

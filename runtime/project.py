@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from codegen.build import MANIFEST, BuildResult, build_state, read_manifest
+from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_manifest
+from codegen.compile import remove_stale_staging
 from codegen.errors import LedgerError, StateError
 from codegen.locking import project_lock
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
@@ -79,6 +80,7 @@ class Project:
     def build(self, settings: CompileSettings) -> BuildReport:
         """Validate, build and commit the state file; make its build active."""
         with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+            self._remove_leftovers()
             data = self._read_state_bytes()
             state = parse_state(data, self.state_path.name)
             self._check_version(state, data)
@@ -123,6 +125,7 @@ class Project:
         """Restore a committed state byte for byte and re-activate its cached build."""
         start = time.perf_counter()
         with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+            self._remove_leftovers()
             active = self._active()
             target = self._rollback_target(active, to)
             record = self.ledger.state(target)
@@ -207,6 +210,17 @@ class Project:
                 f"{self.state_path.name}: version {state.version} is older than the committed "
                 f'{newest}; set "version" to {newest + 1}'
             )
+
+    def _remove_leftovers(self) -> None:
+        """Delete what a killed process left half-done (called under the project lock).
+
+        Staging dirs of dead processes, and temp files of an interrupted atomic write of the
+        state file (those are only written under this lock, so any present now is stale).
+        """
+        remove_stale_staging(self.generated_dir)
+        remove_stale_staging(self.generated_dir / CACHE_DIR)
+        for tmp in self.state_path.parent.glob(f".{self.state_path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _read_state_bytes(self) -> bytes:
         return read_state_file(self.state_path)
