@@ -21,12 +21,10 @@ import jinja2
 from codegen.errors import RenderError
 from codegen.state import BenchmarkSummary, RSIState, atomic_write
 
-__all__ = ["TEMPLATE_DIR", "MODULES", "render_sources", "render_module", "templates_digest"]
+__all__ = ["TEMPLATE_DIR", "module_names", "render_sources", "render_module", "templates_digest"]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
-#: Generated modules, in build order. Each is ``templates/<name>.py.j2``.
-MODULES: tuple[str, ...] = ("experts", "scoring", "attention")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _BLACK_MODE = black.Mode(line_length=100)
@@ -35,14 +33,28 @@ _BLACK_MODE = black.Mode(line_length=100)
 def render_sources(
     state: RSIState, template_dir: Path | None = None, memo_dir: Path | None = None
 ) -> dict[str, str]:
-    """Render every module of :data:`MODULES`; return ``{module name: formatted source}``.
+    """Render every module of the template dir; return ``{module name: formatted source}``.
 
     Templates see the state with ``version`` and ``benchmark`` blanked: generated code must
     depend only on what changes behaviour, so bumping the version recompiles nothing.
     ``memo_dir`` caches black's output by the raw render's hash (black is the slow step).
     """
     neutral = state.model_copy(update={"version": 1, "benchmark": BenchmarkSummary()})
-    return {name: render_module(name, neutral, template_dir, memo_dir) for name in MODULES}
+    names = module_names(template_dir)
+    return {name: render_module(name, neutral, template_dir, memo_dir) for name in names}
+
+
+def module_names(template_dir: Path | None = None) -> tuple[str, ...]:
+    """Generated modules: one per ``<name>.py.j2`` in the template dir, sorted.
+
+    Files starting with ``_`` are includes and macros, not modules.
+    """
+    root = template_dir or TEMPLATE_DIR
+    names = sorted(p.name.removesuffix(".py.j2") for p in root.glob("*.py.j2"))
+    found = tuple(n for n in names if not n.startswith("_"))
+    if not found:
+        raise RenderError(f"{root}: no templates (*.py.j2)")
+    return found
 
 
 def templates_digest(template_dir: Path | None = None) -> str:

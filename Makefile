@@ -1,0 +1,48 @@
+# Every target installs what it needs into .venv first (Python 3.11 and gcc on PATH).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rsi-installed
+STATE ?= rsi_state.json
+DEPS := hatchling jinja2 libcst black mypy "cython>=3.1" "pydantic>=2.5" numpy watchdog \
+        pytest hypothesis ruff
+
+.PHONY: install demo test lint typecheck rebuild status rollback bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml hatch_build.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(DEPS)
+	# Editable install: the build hook renders and compiles the shipped state once.
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+rebuild: $(STAMP)
+	$(BIN)/rsi build --state $(STATE)
+
+status: $(STAMP)
+	$(BIN)/rsi status --state $(STATE)
+
+rollback: $(STAMP)
+	$(BIN)/rsi rollback --state $(STATE)
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench_build.py
+
+clean:
+	find generated -mindepth 1 -maxdepth 1 ! -name __init__.py -exec rm -rf {} +
+	rm -rf .rsi .demo dist build .pytest_cache .mypy_cache .ruff_cache rsi_state.json.lock

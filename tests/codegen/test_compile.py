@@ -1,0 +1,66 @@
+"""The cache key changes when a source or a flag changes, and for nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from codegen.compile import compile_modules, module_key
+from codegen.errors import CompileError
+from codegen.toolchain import CompileSettings
+
+SRC = "import cython\n\nK: float = 1.0\n\n\ndef f(x: float) -> float:\n    return K * x\n"
+HOT = "# rsi: cflags = -O3 -march=native\n" + SRC
+
+
+class TestCacheKey:
+    def test_stable(self) -> None:
+        assert module_key("m", SRC, CompileSettings()) == module_key("m", SRC, CompileSettings())
+
+    def test_source_change(self) -> None:
+        s = CompileSettings()
+        assert module_key("m", SRC, s) != module_key("m", SRC.replace("1.0", "2.0"), s)
+
+    def test_flag_change(self) -> None:
+        s = CompileSettings()
+        assert module_key("m", SRC, s) != module_key("m", SRC, replace(s, cflags=("-O1",)))
+
+    def test_backend_change(self) -> None:
+        s = CompileSettings()
+        assert module_key("m", SRC, s) != module_key("m", SRC, replace(s, backend="python"))
+
+    def test_not_jobs(self) -> None:
+        s = CompileSettings()
+        assert module_key("m", SRC, s) == module_key("m", SRC, replace(s, jobs=7))
+
+    def test_native_flags_only_matter_where_a_module_asks(self) -> None:
+        s = CompileSettings()
+        portable = CompileSettings.portable()
+        assert module_key("m", SRC, s) == module_key("m", SRC, portable)
+        assert module_key("m", HOT, s) != module_key("m", HOT, portable)
+
+    def test_disallowed_header_flag(self) -> None:
+        with pytest.raises(CompileError, match=r"C flag '-fplugin=evil.so', which is not allowed"):
+            module_key("m", "# rsi: cflags = -fplugin=evil.so\n" + SRC, CompileSettings())
+
+
+class TestCompile:
+    def test_python_backend_is_a_copy(self, tmp_path: Path) -> None:
+        out = compile_modules({"m": SRC}, CompileSettings(backend="python"), tmp_path)
+        assert out["m"].artifact.read_text() == SRC
+
+    def test_second_compile_is_a_hit(self, tmp_path: Path) -> None:
+        s = CompileSettings(backend="python")
+        compile_modules({"m": SRC}, s, tmp_path)
+        assert compile_modules({"m": SRC}, s, tmp_path)["m"].cache_hit
+
+    def test_missing_compiler(self, tmp_path: Path) -> None:
+        with pytest.raises(CompileError, match=r"C compiler 'no-such-cc' not found"):
+            compile_modules({"m": SRC}, CompileSettings(cc="no-such-cc"), tmp_path)
+
+    def test_cython_error_names_the_line(self, tmp_path: Path) -> None:
+        bad = "import cython\n\n\ndef f() -> None:\n    x: cython.int = 'text'\n"
+        with pytest.raises(CompileError, match=r"^cython: m.py: m.py:5:\d+: "):
+            compile_modules({"m": bad}, CompileSettings(), tmp_path)

@@ -1,0 +1,68 @@
+"""Rendering: golden output of the probe template, injection-safe filters, version-neutral."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codegen.errors import RenderError
+from codegen.render import _num, _pyrepr, module_names, render_sources
+from codegen.state import load_state
+from tests.conftest import PROBE_TEMPLATES, SHIPPED_STATE
+
+GOLDEN = '''"""A tiny generated module for tests: one coefficient baked in."""
+
+import cython
+
+RAG: float = 2.5
+'''
+
+
+class TestGolden:
+    def test_probe_module_bakes_the_coefficient(self) -> None:
+        state = load_state(SHIPPED_STATE)
+        state = state.model_copy(update={"scoring": state.scoring.model_copy(update={"rag": 2.5})})
+        source = render_sources(state, PROBE_TEMPLATES)["probe"]
+        assert source.startswith(GOLDEN)
+        assert "return RAG * x" in source
+
+    def test_version_does_not_reach_generated_code(self) -> None:
+        state = load_state(SHIPPED_STATE)
+        bumped = state.model_copy(update={"version": state.version + 41})
+        assert render_sources(state) == render_sources(bumped)
+
+
+class TestModuleNames:
+    def test_one_module_per_template(self) -> None:
+        assert module_names(PROBE_TEMPLATES) == ("probe",)
+
+    def test_empty_dir_is_an_error(self, tmp_path: Path) -> None:
+        with pytest.raises(RenderError, match=r"no templates"):
+            module_names(tmp_path)
+
+
+class TestFilters:
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), "1+1", None, [1.0]])
+    def test_num_refuses_non_numbers(self, value: object) -> None:
+        with pytest.raises(ValueError):
+            _num(value)
+
+    def test_pyrepr_quotes_strings(self) -> None:
+        assert _pyrepr("a'\n") == repr("a'\n")
+
+    def test_pyrepr_refuses_containers(self) -> None:
+        with pytest.raises(ValueError):
+            _pyrepr({"a": 1})
+
+
+class TestBadTemplates:
+    def test_undefined_variable_names_the_template(self, tmp_path: Path) -> None:
+        (tmp_path / "bad.py.j2").write_text("X = {{ state.nope }}\n")
+        with pytest.raises(RenderError, match=r"^bad.py.j2: .*nope"):
+            render_sources(load_state(SHIPPED_STATE), tmp_path)
+
+    def test_invalid_python_is_reported(self, tmp_path: Path) -> None:
+        (tmp_path / "bad.py.j2").write_text("def f(:\n")
+        with pytest.raises(RenderError, match=r"^bad.py.j2: rendered source is not valid Python"):
+            render_sources(load_state(SHIPPED_STATE), tmp_path)

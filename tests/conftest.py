@@ -1,0 +1,61 @@
+"""Shared fixtures: throwaway projects that share one module cache per test session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.project import Project
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_STATE = REPO / "rsi_state.json"
+PROBE_TEMPLATES = REPO / "tests" / "fixtures" / "templates"
+
+
+@pytest.fixture(scope="session")
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compiled-module cache for the whole session (compiling is the slow part)."""
+    return tmp_path_factory.mktemp("module-cache")
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, module_cache: Path) -> Callable[..., Project]:
+    """Factory: a project dir with a copy of the shipped state (optionally edited)."""
+
+    def make(
+        *, templates: Path | None = PROBE_TEMPLATES, name: str = "proj", **edits: Any
+    ) -> Project:
+        root = tmp_path / name
+        (root / "generated").mkdir(parents=True)
+        (root / "generated" / ".cache").symlink_to(module_cache)
+        data = json.loads(SHIPPED_STATE.read_text())
+        data.update(edits)
+        (root / "rsi_state.json").write_text(json.dumps(data, indent=2) + "\n")
+        return Project(root / "rsi_state.json", template_dir=templates)
+
+    return make
+
+
+def edit_state(project: Project, **changes: Any) -> bytes:
+    """Rewrite the project's state file with top-level or dotted-path changes."""
+    data = json.loads(project.state_path.read_text())
+    for key, value in changes.items():
+        target = data
+        *parents, leaf = key.split("__")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    raw = (json.dumps(data, indent=2) + "\n").encode()
+    project.state_path.write_bytes(raw)
+    return raw
+
+
+def copy_state(dst: Path) -> Path:
+    """Copy the shipped state into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(SHIPPED_STATE, dst / "rsi_state.json"))

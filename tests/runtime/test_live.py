@@ -1,0 +1,36 @@
+"""Two-tier rebuild: pure-Python tier live first, compiled tier after a differential test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from codegen.toolchain import CompileSettings
+from runtime.live import LiveProject, TierMismatch, differential_check
+from runtime.loader import load_build
+from runtime.project import Project
+from tests.conftest import edit_state
+
+
+def test_two_tier_rebuild(make_project: Callable[..., Project]) -> None:
+    project = make_project()
+    project.build(CompileSettings(backend="python"))
+    live = LiveProject(project)
+    edit_state(project, version=2, scoring__rag=5.0)
+    swap = live.rebuild(CompileSettings(), two_tier=True)
+    assert swap.interim is not None and swap.interim.tier == "python"
+    assert live.current().tier == "cython"
+    assert live.current().module("probe").weighted(2.0) == 10.0
+
+
+def test_mismatch_is_detected(make_project: Callable[..., Project]) -> None:
+    project = make_project()
+    edit_state(project, scoring__rag=1.0)
+    a = load_build(
+        project.generated_dir / project.build(CompileSettings(backend="python")).build_id
+    )
+    edit_state(project, version=2, scoring__rag=2.0)
+    b = load_build(project.generated_dir / project.build(CompileSettings()).build_id)
+    with pytest.raises(TierMismatch, match=r"^module probe: cython tier of build \w+ disagrees"):
+        differential_check(a, b)
