@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 SELFTEST = "rsi_selftest"
 
 
-class TierMismatch(RSIError):
+class TierMismatch(RSIError):  # noqa: N818 - reads as the finding it reports
     """The compiled and interpreted tiers of one state disagree."""
 
 

@@ -28,11 +28,11 @@ class TestStateOption:
             match=r"^Option `state` of build hook `custom` names 'nope.json', which does not "
             r"exist; point it at the project's rsi_state.json$",
         ):
-            hook(tmp_path, state="nope.json").state_path
+            _ = hook(tmp_path, state="nope.json").state_path
 
     def test_wrong_type(self, tmp_path: Path) -> None:
         with pytest.raises(TypeError, match=r"^Option `state` of build hook `custom` must be"):
-            hook(tmp_path, state=3).state_path
+            _ = hook(tmp_path, state=3).state_path
 
 
 class TestBackendOption:
@@ -51,7 +51,7 @@ class TestBackendOption:
             match=r"^Option `backend` of build hook `custom` \(or \$RSI_BACKEND\) is 'rust'; "
             r"use one of: cython, python$",
         ):
-            hook(REPO, backend="rust").backend
+            _ = hook(REPO, backend="rust").backend
 
 
 @pytest.mark.slow

@@ -50,7 +50,8 @@ class TestHostileInput:
         data["experts"]["x:\n import os"] = {"kind": "tracking", "weight": 1.0}
         with pytest.raises(
             StateError,
-            match=r"experts\['x:\\n import os'\] \(key\): 'x:\\n import os' is not a plain identifier",
+            match=r"experts\['x:\\n import os'\] \(key\): "
+            r"'x:\\n import os' is not a plain identifier",
         ):
             parse_state(json.dumps(data).encode())
 

@@ -108,9 +108,11 @@ def test_waiting_too_long_gives_a_clear_message(served: Served, tmp_path: Path) 
     )
     assert (proc.returncode, proc.stderr) == (2, expected)
     assert rollback.returncode == 2
-    assert re.fullmatch(r"rsi: error: rsi_state.json.lock: held by process \d+; gave up after "
-                        r"0.2 s \(retry when it finishes, or raise --lock-timeout\)\n",
-                        rollback.stderr)
+    assert re.fullmatch(
+        r"rsi: error: rsi_state.json.lock: held by process \d+; gave up after "
+        r"0.2 s \(retry when it finishes, or raise --lock-timeout\)\n",
+        rollback.stderr,
+    )
     assert waited >= 0.5
     assert state.read_bytes() == before
     served.project.ledger.check_integrity()
@@ -140,10 +142,13 @@ def test_another_thread_waiting_too_long_gets_a_clear_message(served: Served) ->
     thread.start()
     try:
         holding.wait(10)
-        with pytest.raises(
-            LockTimeout,
-            match=r"^rsi_state.json.lock: another thread held the lock for over 0.1 s$",
-        ), project_lock(state, timeout_s=0.1):
+        with (
+            pytest.raises(
+                LockTimeout,
+                match=r"^rsi_state.json.lock: another thread held the lock for over 0.1 s$",
+            ),
+            project_lock(state, timeout_s=0.1),
+        ):
             pass
     finally:
         release.set()
@@ -190,8 +195,13 @@ def test_two_concurrent_builds_both_succeed_one_after_the_other(
     )
     env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(state)], env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(state)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -35,11 +35,26 @@ def test_corpus_covers_the_issue() -> None:
     ids = set(BY_ID)
     assert len(CASES) >= 100
     for needed in (
-        "name-newline-import", "name-single-quote", "name-backslash", "name-dunder-init",
-        "name-python-keyword", "name-c-keyword", "name-cyrillic-a", "weight-nan",
-        "weight-infinity", "rag-minus-infinity", "version-huge-literal", "weight-negative",
-        "deep-nesting", "huge-file", "duplicate-top-level-key", "version-string",
-        "truncated-half", "empty-file", "directory", "symlink-to-valid-state",
+        "name-newline-import",
+        "name-single-quote",
+        "name-backslash",
+        "name-dunder-init",
+        "name-python-keyword",
+        "name-c-keyword",
+        "name-cyrillic-a",
+        "weight-nan",
+        "weight-infinity",
+        "rag-minus-infinity",
+        "version-huge-literal",
+        "weight-negative",
+        "deep-nesting",
+        "huge-file",
+        "duplicate-top-level-key",
+        "version-string",
+        "truncated-half",
+        "empty-file",
+        "directory",
+        "symlink-to-valid-state",
     ):
         assert needed in ids
 
