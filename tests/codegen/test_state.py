@@ -57,7 +57,10 @@ class TestHostileInput:
 
     def test_nan_weight(self) -> None:
         raw = mutated().replace(b'"weight": 1.0', b'"weight": NaN', 1)
-        with pytest.raises(StateError, match=r"^rsi_state.json: NaN is not a finite number$"):
+        with pytest.raises(
+            StateError,
+            match=rf"^rsi_state.json: experts.{first_expert()}.weight: NaN is not a finite number$",
+        ):
             parse_state(raw)
 
     def test_out_of_bounds_weight(self) -> None:
