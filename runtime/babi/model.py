@@ -1,0 +1,215 @@
+"""The bAbI model: a build's generated modules behind ``answer(story, question)``.
+
+A story is encoded once (``encoding`` module) into integer-coded facts, per-story buffers and
+attention weights; then each question costs one ``experts.run`` (typed loops) and one
+``scoring.decide``. The model never sees a task number or a file name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from codegen.errors import RSIError
+
+__all__ = ["MODEL_MODULES", "ModelError", "Prepared", "BabiModel", "reference_sdpa"]
+
+logger = logging.getLogger(__name__)
+
+#: Generated modules the model needs (``attention`` is optional: see :class:`BabiModel`).
+MODEL_MODULES: tuple[str, ...] = ("encoding", "experts", "scoring")
+
+Attend = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class ModelError(RSIError):
+    """A build lacks a module or a function the model needs."""
+
+
+def reference_sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``softmax(q @ k.T / sqrt(d)) @ v`` in float32 (the NumPy reference of the kernel)."""
+    logits = (q @ k.T) * np.float32(1.0 / np.sqrt(q.shape[1]))
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    out: np.ndarray = (weights @ v).astype(np.float32)
+    return out
+
+
+@dataclass
+class Prepared:
+    """One encoded story with every buffer its questions need (reused across questions)."""
+
+    encoded: Any
+    n_words: int
+    work: np.ndarray
+    scores: np.ndarray
+    comp: np.ndarray
+    attn: np.ndarray
+    word_vecs: np.ndarray
+    qvecs: np.ndarray
+
+    @property
+    def n_questions(self) -> int:
+        """How many questions the story carries."""
+        return len(self.encoded.question_tokens)
+
+
+class BabiModel:
+    """Answers bAbI questions with one build's ``encoding``, ``experts`` and ``scoring``.
+
+    ``attend`` is the attention kernel ``(q, k, v) -> out`` on float32 ``(N, D)`` arrays; by
+    default the build's ``attention.sdpa`` when the build is compiled, else the NumPy
+    reference (same math): the interpreted kernel costs seconds per story.
+    """
+
+    def __init__(
+        self, modules: Mapping[str, ModuleType], *, tier: str = "python", attend: Attend | None = None
+    ) -> None:
+        missing = [name for name in MODEL_MODULES if name not in modules]
+        if missing:
+            raise ModelError(f"build lacks generated module(s) {', '.join(missing)}")
+        self.encoding = modules["encoding"]
+        self.experts = modules["experts"]
+        self.scoring = modules["scoring"]
+        attention = modules.get("attention")
+        self.n_keys, self.dim = _attention_shape(attention, self.encoding)
+        if attend is not None:
+            self.attend: Attend = attend
+        elif attention is not None and tier != "python" and hasattr(attention, "sdpa"):
+            self.attend = attention.sdpa
+        else:
+            self.attend = reference_sdpa
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def prepare(self, sentences: Sequence[str], questions: Sequence[tuple[str, int]]) -> Prepared:
+        """Encode a story and its ``(question, statements before it)`` pairs once."""
+        enc = self.encoding.encode(list(sentences), list(questions))
+        n_words = len(enc.words)
+        n_facts = enc.facts.shape[0]
+        width = max(n_words, n_facts, len(sentences)) + 4
+        rows = int(self.experts.N_ROWS)
+        word_vecs = np.stack([self._vector(w.lower()) for w in enc.words]).astype(np.float32)
+        qvecs = np.stack(
+            [self._text_vector(toks) for toks in enc.question_tokens] or [np.zeros(self.dim)]
+        ).astype(np.float32)
+        svecs = [self._text_vector(toks) for toks in enc.sentence_tokens]
+        attn = self._attention(qvecs, svecs, [p for _, p in questions])
+        return Prepared(
+            encoded=enc,
+            n_words=n_words,
+            work=np.zeros((int(self.experts.WORK_ROWS), width), dtype=np.int32),
+            scores=np.zeros((rows, n_words + int(self.experts.MAX_COMPOSITE)), dtype=np.float64),
+            comp=np.full(
+                (int(self.experts.MAX_COMPOSITE), int(self.experts.COMPOSITE_WIDTH)),
+                -1,
+                dtype=np.int32,
+            ),
+            attn=attn,
+            word_vecs=word_vecs,
+            qvecs=qvecs,
+        )
+
+    def evidence(self, prepared: Prepared, index: int) -> int:
+        """Run the experts on question ``index``; fill ``prepared.scores``; return candidates."""
+        enc = prepared.encoded
+        n_comp = self.experts.run(
+            enc.facts,
+            enc.queries[index],
+            prepared.n_words,
+            prepared.work,
+            prepared.scores,
+            prepared.comp,
+            enc.mentions,
+            prepared.attn[index],
+            prepared.word_vecs,
+            prepared.qvecs[index],
+        )
+        return prepared.n_words + int(n_comp)
+
+    def answer_prepared(self, prepared: Prepared, index: int) -> tuple[str, float]:
+        """``(choice, confidence)`` for question ``index`` of a prepared story."""
+        n_cand = self.evidence(prepared, index)
+        best, confidence = self.scoring.decide(
+            prepared.scores, n_cand, prepared.encoded.route_flags[index]
+        )
+        return self.candidate_text(prepared, int(best)), float(confidence)
+
+    def answer(self, sentences: Sequence[str], question: str) -> tuple[str, float]:
+        """Answer ``question`` about the story ``sentences`` (all of them precede it)."""
+        prepared = self.prepare(sentences, [(question, len(sentences))])
+        return self.answer_prepared(prepared, 0)
+
+    def candidate_text(self, prepared: Prepared, index: int) -> str:
+        """The answer text of candidate ``index`` (a word, or a comma-joined composite)."""
+        words = prepared.encoded.words
+        if index < 0:
+            return ""
+        if index < prepared.n_words:
+            return str(words[index])
+        row = prepared.comp[index - prepared.n_words]
+        return ",".join(str(words[w]) for w in row if w >= 0)
+
+    def _attention(
+        self, qvecs: np.ndarray, svecs: list[np.ndarray], positions: list[int]
+    ) -> np.ndarray:
+        """Unnormalized attention of each question over the story's sentences.
+
+        One kernel call per block of questions: keys are the sentences of a window that ends
+        at the block's last question, values one-hot sentence slots, so ``out[i, j]`` is the
+        attention weight of question i on window sentence j. The experts renormalize over the
+        sentences before each question, which is exactly causal attention.
+        """
+        n_sent = len(svecs)
+        out = np.zeros((max(1, len(positions)), max(1, n_sent)), dtype=np.float32)
+        slots = min(self.n_keys, self.dim)
+        for start in range(0, len(positions), self.n_keys):
+            block = positions[start : start + self.n_keys]
+            end = max(block) if block else 0
+            lo = max(0, end - slots)
+            if end <= lo:
+                continue
+            q = np.zeros((self.n_keys, self.dim), dtype=np.float32)
+            q[: len(block)] = qvecs[start : start + len(block)]
+            k = np.zeros((self.n_keys, self.dim), dtype=np.float32)
+            k[: end - lo] = np.stack(svecs[lo:end])
+            v = np.zeros((self.n_keys, self.dim), dtype=np.float32)
+            v[np.arange(end - lo), np.arange(end - lo)] = 1.0
+            result = np.asarray(self.attend(q, k, v), dtype=np.float32)
+            out[start : start + len(block), lo:end] = result[: len(block), : end - lo]
+        return out
+
+    def _text_vector(self, toks: list[str]) -> np.ndarray:
+        total = np.zeros(self.dim, dtype=np.float64)
+        for tok in toks:
+            if tok not in _FUNCTION_WORDS:
+                total += self._vector(tok)
+        norm = float(np.linalg.norm(total))
+        return total / norm if norm > 0 else total
+
+    def _vector(self, word: str) -> np.ndarray:
+        """A fixed pseudo-random unit vector per word (hashed, so no table to ship)."""
+        vec = self._vectors.get(word)
+        if vec is None:
+            seed = int.from_bytes(word.encode()[:32].ljust(32, b"\0"), "little") % (2**63)
+            rng = np.random.default_rng(seed)
+            vec = rng.standard_normal(self.dim)
+            vec /= np.linalg.norm(vec)
+            self._vectors[word] = vec
+        return vec
+
+
+_FUNCTION_WORDS = frozenset(
+    "the a an is are was to of in and or did do does will what where who why how is".split()
+)
+
+
+def _attention_shape(attention: ModuleType | None, encoding: ModuleType) -> tuple[int, int]:
+    if attention is not None and hasattr(attention, "N") and hasattr(attention, "D"):
+        return int(attention.N), int(attention.D)
+    return 32, int(getattr(encoding, "EMBEDDING_DIM", 64))
