@@ -22,13 +22,19 @@ class BuiltModel:
     build: LoadedBuild
 
 
-def build_model(state: RSIState, generated_dir: Path, backend: Backend = "cython") -> BuiltModel:
+def build_model(
+    state: RSIState,
+    generated_dir: Path,
+    backend: Backend = "cython",
+    *,
+    full_evidence: bool = False,
+) -> BuiltModel:
     """Build ``state`` with ``backend`` into ``generated_dir`` (cached) and load it."""
     result = build_state(state, dump_state(state), CompileSettings(backend=backend), generated_dir)
     build = load_build(result.path)
-    return BuiltModel(model_of(build), build)
+    return BuiltModel(model_of(build, full_evidence=full_evidence), build)
 
 
-def model_of(build: LoadedBuild) -> BabiModel:
+def model_of(build: LoadedBuild, *, full_evidence: bool = False) -> BabiModel:
     """The model over a loaded build's modules."""
-    return BabiModel(build.modules, tier=build.tier)
+    return BabiModel(build.modules, tier=build.tier, full_evidence=full_evidence)

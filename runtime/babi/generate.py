@@ -7,6 +7,7 @@ demand. Answers are computed by a small world simulation, not by the model.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,12 @@ _NAMES = ("Gertrude", "Winona", "Emily", "Jessica", "Lily", "Bernhard", "Greg", 
 _KINDS = ("frog", "lion", "swan", "rhino")
 _COLORS = ("green", "white", "yellow", "gray")
 _SHAPES = ("red square", "blue square", "red sphere", "pink rectangle", "triangle")
-_POSITIONS = {"above": (0, 1), "below": (0, -1), "to the left of": (-1, 0), "to the right of": (1, 0)}
+_POSITIONS = {
+    "above": (0, 1),
+    "below": (0, -1),
+    "to the left of": (-1, 0),
+    "to the right of": (1, 0),
+}
 _SIZES = ("chocolate", "box of chocolates", "box", "suitcase", "chest", "container")
 _COMPASS = {"north": (0, 1, "n"), "south": (0, -1, "s"), "east": (1, 0, "e"), "west": (-1, 0, "w")}
 
@@ -282,7 +288,7 @@ def _task17(rng: random.Random) -> Lines:
 def _task18(rng: random.Random) -> Lines:
     story = _Story()
     order = rng.sample(_SIZES, 4)  # smallest first
-    for small, big in zip(order, order[1:]):
+    for small, big in itertools.pairwise(order):
         if rng.random() < 0.5:
             story.say(f"The {small} fits inside the {big}.")
         else:
@@ -290,9 +296,14 @@ def _task18(rng: random.Random) -> Lines:
     for _ in range(4):
         x, y = rng.sample(order, 2)
         if rng.random() < 0.5:
-            story.ask(f"Does the {x} fit in the {y}?", "yes" if order.index(x) < order.index(y) else "no")
+            story.ask(
+                f"Does the {x} fit in the {y}?", "yes" if order.index(x) < order.index(y) else "no"
+            )
         else:
-            story.ask(f"Is the {x} bigger than the {y}?", "yes" if order.index(x) > order.index(y) else "no")
+            story.ask(
+                f"Is the {x} bigger than the {y}?",
+                "yes" if order.index(x) > order.index(y) else "no",
+            )
     return story.lines
 
 
@@ -302,7 +313,10 @@ def _task19(rng: random.Random) -> Lines:
     steps = [rng.choice(list(_COMPASS)), rng.choice(list(_COMPASS))]
     while _COMPASS[steps[1]][:2] == tuple(-v for v in _COMPASS[steps[0]][:2]):
         steps[1] = rng.choice(list(_COMPASS))
-    facts = [f"The {places[1]} is {steps[0]} of the {places[0]}.", f"The {places[2]} is {steps[1]} of the {places[1]}."]
+    facts = [
+        f"The {places[1]} is {steps[0]} of the {places[0]}.",
+        f"The {places[2]} is {steps[1]} of the {places[1]}.",
+    ]
     rng.shuffle(facts)
     for fact in facts:
         story.say(fact)

@@ -56,16 +56,21 @@ def learn_associations(
             query = enc.queries[index]
             if int(query[0]) != _Q_WILL_GO or int(query[1]) < 0:
                 continue
-            cue = _last_attribute(enc.facts, int(query[4]), int(query[1]))
-            if cue >= 0:
-                pairs[(str(enc.words[cue]).lower(), question.answer.lower())] += 1
+            cue_id = _last_attribute(enc.facts, int(query[4]), int(query[1]))
+            if cue_id >= 0:
+                pairs[(str(enc.words[cue_id]).lower(), question.answer.lower())] += 1
     by_cue: Counter[str] = Counter()
     for (cue, _), n in pairs.items():
         by_cue[cue] += n
     kept = []
     for (cue, answer), n in sorted(pairs.items()):
         share = n / by_cue[cue]
-        if n >= min_count and share >= min_share and _WORD.fullmatch(cue) and _WORD.fullmatch(answer):
+        if (
+            n >= min_count
+            and share >= min_share
+            and _WORD.fullmatch(cue)
+            and _WORD.fullmatch(answer)
+        ):
             kept.append(Association(cue=cue, answer=answer, weight=round(share, 4)))
     return tuple(kept[:256])
 

@@ -69,7 +69,12 @@ class BabiModel:
     """
 
     def __init__(
-        self, modules: Mapping[str, ModuleType], *, tier: str = "python", attend: Attend | None = None
+        self,
+        modules: Mapping[str, ModuleType],
+        *,
+        tier: str = "python",
+        attend: Attend | None = None,
+        full_evidence: bool = False,
     ) -> None:
         missing = [name for name in MODEL_MODULES if name not in modules]
         if missing:
@@ -86,6 +91,10 @@ class BabiModel:
         else:
             self.attend = reference_sdpa
         self._vectors: dict[str, np.ndarray] = {}
+        # Evidence the scoring multiplies by zero need not be computed, except when every
+        # row is wanted (collecting evidence to screen other weights).
+        self.use_similarity = full_evidence or bool(self.experts.USES_SIMILARITY)
+        self.use_attention = full_evidence or bool(self.experts.USES_ATTENTION)
 
     def prepare(self, sentences: Sequence[str], questions: Sequence[tuple[str, int]]) -> Prepared:
         """Encode a story and its ``(question, statements before it)`` pairs once."""
@@ -94,12 +103,20 @@ class BabiModel:
         n_facts = enc.facts.shape[0]
         width = max(n_words, n_facts, len(sentences)) + 4
         rows = int(self.experts.N_ROWS)
-        word_vecs = np.stack([self._vector(w.lower()) for w in enc.words]).astype(np.float32)
-        qvecs = np.stack(
-            [self._text_vector(toks) for toks in enc.question_tokens] or [np.zeros(self.dim)]
-        ).astype(np.float32)
-        svecs = [self._text_vector(toks) for toks in enc.sentence_tokens]
-        attn = self._attention(qvecs, svecs, [p for _, p in questions])
+        n_q = max(1, len(questions))
+        if self.use_similarity or self.use_attention:
+            word_vecs = np.stack([self._vector(w.lower()) for w in enc.words]).astype(np.float32)
+            qvecs = np.stack(
+                [self._text_vector(toks) for toks in enc.question_tokens] or [np.zeros(self.dim)]
+            ).astype(np.float32)
+        else:
+            word_vecs = np.zeros((n_words, self.dim), dtype=np.float32)
+            qvecs = np.zeros((n_q, self.dim), dtype=np.float32)
+        if self.use_attention:
+            svecs = [self._text_vector(toks) for toks in enc.sentence_tokens]
+            attn = self._attention(qvecs, svecs, [p for _, p in questions])
+        else:
+            attn = np.zeros((n_q, max(1, len(sentences))), dtype=np.float32)
         return Prepared(
             encoded=enc,
             n_words=n_words,

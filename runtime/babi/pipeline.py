@@ -55,7 +55,7 @@ def tune_states(
     associations = learn_associations(learner, train)
     uniform = with_knowledge(with_vocab, vocabulary, associations)
     logger.info("learned %d answer words, %d associations", len(vocabulary), len(associations))
-    model = build_model(uniform, generated_dir, backend).model
+    model = build_model(uniform, generated_dir, backend, full_evidence=True).model
     evidence = collect_evidence(model, train)
     search = tune(uniform, evidence, seed=seed, proposals=proposals)
     tuned = search.state.model_copy(update={"version": base.version + 1})

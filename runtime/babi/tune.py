@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from codegen.state import RSIState, RoutingRule, parse_state
+from codegen.state import RoutingRule, RSIState, parse_state
 from runtime.babi.data import Story
 from runtime.babi.evaluate import PASS_MARK, answers_match
 from runtime.babi.model import BabiModel
@@ -96,7 +96,12 @@ class TuneResult:
 
 
 def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
-    """Run the experts once on every question and keep their raw score rows."""
+    """Run the experts once on every question and keep their raw score rows.
+
+    ``model`` must compute every row (``BabiModel(..., full_evidence=True)``).
+    """
+    if not (model.use_similarity and model.use_attention):
+        raise ValueError("collect_evidence needs a model built with full_evidence=True")
     mats: list[np.ndarray] = []
     golds: list[np.ndarray] = []
     tasks: list[int] = []
@@ -160,7 +165,9 @@ def screen(state: RSIState, evidence: Evidence) -> Screened:
     return Screened(per_task, correct)
 
 
-def propose(state: RSIState, evidence: Evidence, screened: Screened, rng: random.Random) -> RSIState:
+def propose(
+    state: RSIState, evidence: Evidence, screened: Screened, rng: random.Random
+) -> RSIState:
     """One bounded random change: a weight, a coefficient, or a routing rule from a failure."""
     data = state.model_dump(mode="json")
     names = sorted(state.experts)
@@ -168,11 +175,16 @@ def propose(state: RSIState, evidence: Evidence, screened: Screened, rng: random
     if move < 0.35:
         name = rng.choice(names)
         data["experts"][name]["weight"] = _bounded(
-            data["experts"][name]["weight"] * rng.choice((0.0, 0.1, 0.5, 2.0, 10.0)) + rng.choice((0.0, 0.05)), 0.0, 10.0
+            data["experts"][name]["weight"] * rng.choice((0.0, 0.1, 0.5, 2.0, 10.0))
+            + rng.choice((0.0, 0.05)),
+            0.0,
+            10.0,
         )
     elif move < 0.65:
         key = rng.choice(COEFFICIENTS)
-        data["scoring"][key] = _bounded(data["scoring"][key] * rng.choice((0.1, 0.5, 2.0, 10.0)), 0.0, 10.0)
+        data["scoring"][key] = _bounded(
+            data["scoring"][key] * rng.choice((0.1, 0.5, 2.0, 10.0)), 0.0, 10.0
+        )
     elif move < 0.9:
         rule = _rule_from_failure(state, evidence, screened, rng)
         if rule is None:
@@ -183,9 +195,7 @@ def propose(state: RSIState, evidence: Evidence, screened: Screened, rng: random
     return state_from_data(data)
 
 
-def tune(
-    state: RSIState, evidence: Evidence, seed: int = 0, proposals: int = 400
-) -> TuneResult:
+def tune(state: RSIState, evidence: Evidence, seed: int = 0, proposals: int = 400) -> TuneResult:
     """Hill-climb from ``state`` by screened proposals (accept when fitness does not drop)."""
     rng = random.Random(f"babi-tune:{seed}")
     best = state
@@ -228,11 +238,15 @@ def _rule_from_failure(
             helpful.append(expert)
     if not helpful:
         return None
-    cues = sorted(w for w in evidence.words[q] if w not in _NOT_CUES and w.isalpha() and w.islower())
+    cues = sorted(
+        w for w in evidence.words[q] if w not in _NOT_CUES and w.isalpha() and w.islower()
+    )
     if not cues:
         return None
     when = tuple(sorted(rng.sample(cues, min(len(cues), rng.choice((1, 1, 2))))))
-    return RoutingRule(when_all=when, boosts={rng.choice(helpful): rng.choice((0.5, 1.0, 2.0, 5.0))})
+    return RoutingRule(
+        when_all=when, boosts={rng.choice(helpful): rng.choice((0.5, 1.0, 2.0, 5.0))}
+    )
 
 
 def _bounded(value: float, lo: float, hi: float) -> float:
