@@ -9,6 +9,7 @@ in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -19,10 +20,9 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
-from multiprocessing import get_context
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codegen.errors import CompileError
@@ -105,16 +105,70 @@ def compile_modules(
             shared_utility(settings, cache_dir)
         done = [_compile_into_cache(*job, settings, cache_dir) for job in jobs]
     else:
-        # The shared utility module is only needed at load time, so it compiles alongside.
+        # Worker *processes* (Cython is not thread-safe), started as `python -m` so they never
+        # re-import the caller's __main__ as multiprocessing's spawn would. The shared utility
+        # module is only needed at load time, so it compiles alongside the modules.
         workers = min(settings.jobs, len(jobs) + need_shared)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            shared = pool.submit(shared_utility, settings, cache_dir) if need_shared else None
-            futures = [pool.submit(_compile_into_cache, *job, settings, cache_dir) for job in jobs]
-            done = [f.result() for f in futures]
+        with ThreadPoolExecutor(workers) as pool:
+            shared = pool.submit(_in_worker, None, settings, cache_dir) if need_shared else None
+            futures = [pool.submit(_in_worker, job, settings, cache_dir) for job in jobs]
+            done = [_result(f.result(), settings, cache_dir) for f in futures]
             if shared is not None:
                 shared.result()
     results.update({m.name: m for m in done})
     return {name: results[name] for name in sources}
+
+
+def _in_worker(
+    job: tuple[str, str, str] | None, settings: CompileSettings, cache_dir: Path
+) -> dict[str, object]:
+    spec = {"job": job, "settings": asdict(settings), "cache_dir": str(cache_dir)}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_IMPORT_ROOT, *sys.path[1:]]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "codegen.compile"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise CompileError(
+            lines[-1].removeprefix("rsi-compile-error: ") if lines else "worker died"
+        )
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) -> CompiledModule:
+    name, key = str(raw["name"]), str(raw["key"])
+    seconds = float(raw["seconds"])  # type: ignore[arg-type]
+    return CompiledModule(
+        name, key, cache_dir / key / artifact_name(name, settings), seconds, False
+    )
+
+
+def _worker_main() -> int:
+    """``python -m codegen.compile``: compile one job read as JSON from stdin."""
+    spec = json.loads(sys.stdin.read())
+    raw = spec["settings"]
+    settings = CompileSettings(**{**raw, "cflags": tuple(raw["cflags"])})
+    cache_dir = Path(spec["cache_dir"])
+    try:
+        if spec["job"] is None:
+            shared_utility(settings, cache_dir)
+            print(json.dumps({}))
+        else:
+            name, source, key = spec["job"]
+            done = _compile_into_cache(name, source, key, settings, cache_dir)
+            print(json.dumps({"name": done.name, "key": done.key, "seconds": done.seconds}))
+    except CompileError as exc:
+        print(f"rsi-compile-error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _shared_artifact(settings: CompileSettings, cache_dir: Path) -> Path:
@@ -292,3 +346,7 @@ def _publish(work: Path, entry: Path) -> None:
     except OSError:
         # Another process published the same key first; contents are identical by key.
         logger.debug("cache entry %s already present", entry.name)
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())
