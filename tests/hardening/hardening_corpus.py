@@ -129,3 +129,36 @@ def put_case(case: dict[str, Any], base: dict[str, Any], state_path: Path) -> by
     else:
         raise ValueError(f"unknown fs case {kind!r}")
     return None
+
+
+def _update_expected_errors() -> None:
+    """Rewrite every case's ``error`` with today's message (review the diff before committing!).
+
+    For after an intended schema change: ``PYTHONPATH=. .venv/bin/python
+    tests/hardening/hardening_corpus.py --update``. Refuses to record an accepted case.
+    """
+    import tempfile
+
+    from codegen.errors import StateError
+    from codegen.state import load_state
+
+    corpus = json.loads(CORPUS_PATH.read_text())
+    path = Path(tempfile.mkdtemp()) / "rsi_state.json"
+    path.write_bytes(serialize(corpus["base"]))
+    load_state(path)  # the base itself must be valid
+    for case in corpus["cases"]:
+        put_case(case, corpus["base"], path)
+        try:
+            load_state(path)
+        except StateError as exc:
+            case["error"] = str(exc).replace(str(path), "{path}")
+        else:
+            raise SystemExit(f"case {case['id']} is accepted: fix the case or the schema")
+    CORPUS_PATH.write_text(json.dumps(corpus, indent=1, ensure_ascii=True) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--update"]:
+        _update_expected_errors()

@@ -1,0 +1,394 @@
+"""Crash trials: SIGKILL ``rsi build``, a promotion and ``rsi rollback`` at random instants.
+
+Each trial copies a prepared project (state v1 and v2 committed, v2 active), starts one
+command as a subprocess, kills it with SIGKILL after a random delay drawn over the command's
+measured duration, and checks, before anything else runs:
+
+- the state file parses and is byte-identical to a committed version (or, for a promotion,
+  to the new state the user wrote before the command: an edit must never be lost or torn);
+- the ledger passes its integrity check and every stored state is the bytes that were given;
+- the active build is one of the two allowed (before or after) and loads in a fresh process;
+- every visible entry of ``generated/`` is a complete build whose artifacts match its
+  manifest (staging dirs are hidden ``.tmp-<pid>-*`` names, never taken for builds).
+
+Then the same command runs again, uncut, and must succeed on its own: afterwards the state
+file, the ledger and the active build are the expected ones and no staging dir or temp file
+is left. Kills hit either the command's process alone (its worker processes live on, as
+after ``kill -9 <pid>``) or its whole process group.
+
+usage: PYTHONPATH=. .venv/bin/python tools/crash_trials.py --trials 60 [--cython 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from codegen.state import load_state, read_state_file  # noqa: E402
+from runtime.ledger import Ledger  # noqa: E402
+
+__all__ = ["Base", "Trial", "TrialResult", "prepare_base", "run_trial", "run_trials", "main"]
+
+OPS = ("build", "promote", "rollback")
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+STATE = "rsi_state.json"
+
+LOAD_ACTIVE = (
+    "import sys; from pathlib import Path; from runtime.project import Project; "
+    "b = Project(Path(sys.argv[1])).load_active(); print(b.build_id, b.tier, len(b.modules))"
+)
+
+
+class TrialError(Exception):
+    """An invariant did not hold."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """The prepared project every trial starts from."""
+
+    path: Path
+    committed: dict[int, bytes]
+    tiers: dict[int, str]
+    cython: bool
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One kill: which command, which backend, when, and whom."""
+
+    index: int
+    op: str
+    backend: str
+    delay: float
+    group: bool  # kill the whole process group, not only the command
+    rebuild: bool = False  # rollback whose target build was deleted (it must rebuild)
+
+
+@dataclass
+class TrialResult:
+    """What one trial saw."""
+
+    trial: Trial
+    killed: bool = False
+    staging_left: int = 0
+    pending_state: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def rsi_cmd(state: Path, *args: str) -> list[str]:
+    """The ``rsi`` command line run as a subprocess of this interpreter."""
+    return [sys.executable, "-m", "runtime.cli", *args, "--state", str(state)]
+
+
+def _run_ok(cmd: list[str], what: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    if proc.returncode != 0:
+        raise TrialError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    return proc.stdout
+
+
+def _state_with(data: bytes, version: int, rag: float) -> bytes:
+    doc = json.loads(data)
+    doc["version"] = version
+    doc["scoring"]["rag"] = rag
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def _write_as_user(path: Path, data: bytes) -> None:
+    # An editor's atomic save: the command under test must never see a half-written file.
+    tmp = path.with_name(f"{path.name}.editor")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def prepare_base(work: Path, *, cython: bool) -> Base:
+    """A project with v1 and v2 committed (pure tier), v2 active; caches warm."""
+    root = work / "base"
+    root.mkdir(parents=True)
+    state = root / STATE
+    v1 = (REPO / STATE).read_bytes()
+    v1 = _state_with(v1, 1, 1.0)
+    state.write_bytes(v1)
+    _run_ok(rsi_cmd(state, "build", "--backend", "python"), "base build v1")
+    v2 = _state_with(v1, 2, 2.0)
+    _write_as_user(state, v2)
+    if cython:  # warm the compiled cache (shared utility, every module of v2)
+        _run_ok(rsi_cmd(state, "build", "--backend", "cython"), "base build v2 (cython)")
+    _run_ok(rsi_cmd(state, "build", "--backend", "python"), "base build v2")
+    return Base(root, {1: v1, 2: v2}, {1: "python", 2: "python"}, cython)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    args: tuple[str, ...]
+    expect_version: int
+    expect_tier: str
+    pending: bytes | None
+
+
+def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> _Plan:
+    shutil.copytree(base.path, root, symlinks=True)
+    state, generated = root / STATE, root / "generated"
+    if trial.op == "build":
+        # A cold build of the committed state: no build of this backend and an empty cache
+        # (but mypy's own: a cold mypy run is 10 s of one phase, not more kill points).
+        for entry in (generated / ".cache").iterdir():
+            if entry.name != "mypy_cache":
+                shutil.rmtree(entry)
+        for build in generated.iterdir():
+            manifest = build / "manifest.json"
+            if manifest.exists() and json.loads(manifest.read_text())["tier"] != "python":
+                shutil.rmtree(build)
+        return _Plan(("build", "--backend", trial.backend), 2, trial.backend, None)
+    if trial.op == "promote":
+        v3 = _state_with(base.committed[2], 3, round(rng.uniform(0.0, 10.0), 3))
+        _write_as_user(state, v3)
+        return _Plan(("build", "--backend", trial.backend), 3, trial.backend, v3)
+    if trial.rebuild:
+        target = Ledger(root / ".rsi" / "ledger.sqlite3").state(1).build_id
+        shutil.rmtree(generated / target)
+    return _Plan(("rollback", "--to", "1"), 1, base.tiers[1], None)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_builds(generated: Path) -> int:
+    """Every visible entry must be a complete build; return how many staging dirs exist."""
+    staging = 0
+    for entry in sorted(generated.iterdir()):
+        if entry.name.startswith(".tmp-"):
+            staging += 1
+            continue
+        if entry.name.startswith("."):
+            continue
+        manifest_path = entry / "manifest.json"
+        if not entry.is_dir() or not manifest_path.is_file():
+            raise TrialError(f"generated/{entry.name} is visible but is not a complete build")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["build_id"] != entry.name:
+            raise TrialError(f"generated/{entry.name}: manifest names {manifest['build_id']}")
+        for name, info in manifest["modules"].items():
+            artifact = entry / info["artifact"]
+            if not artifact.is_file() or _sha(artifact.read_bytes()) != info["artifact_sha256"]:
+                raise TrialError(f"generated/{entry.name}: module {name} is torn or missing")
+    cache = generated / ".cache"
+    if cache.is_dir():
+        staging += sum(1 for p in cache.iterdir() if p.name.startswith(".tmp-"))
+    return staging
+
+
+def _check_active_loads(state: Path) -> tuple[str, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_ACTIVE, str(state)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    if out.returncode != 0:
+        raise TrialError(f"active build does not load: {out.stderr.strip()[-400:]}")
+    build_id, tier, _ = out.stdout.split()
+    return build_id, tier
+
+
+def _check_invariants(
+    root: Path, known: dict[int, bytes], allowed_state: set[bytes], allowed_active: set[int]
+) -> tuple[int, bytes]:
+    state = root / STATE
+    data = read_state_file(state)
+    load_state(state)
+    ledger = Ledger(root / ".rsi" / "ledger.sqlite3")
+    ledger.check_integrity()
+    stored = {v: ledger.state(v).data for v in ledger.versions()}
+    for version, blob in stored.items():
+        if known.get(version) != blob:
+            raise TrialError(f"ledger holds version {version} with bytes nobody committed")
+    if data not in set(stored.values()) | allowed_state:
+        raise TrialError("state file is neither a committed version nor the user's edit")
+    active = ledger.active()
+    if active is None or active.version not in allowed_active:
+        raise TrialError(f"active {active} is not one of versions {sorted(allowed_active)}")
+    if ledger.state(active.version).build_id != active.build_id:
+        raise TrialError(f"active build {active.build_id} is not the build of its version")
+    build_id, _ = _check_active_loads(state)
+    if build_id != active.build_id:
+        raise TrialError(f"loaded build {build_id}, ledger says {active.build_id}")
+    return _check_builds(root / "generated"), data
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap_group(pgid: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+        while _group_alive(pgid):
+            time.sleep(0.05)
+
+
+def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> TrialResult:
+    """Run one trial in ``work/trial-N``; the dir is removed unless the trial failed."""
+    result = TrialResult(trial)
+    start = time.monotonic()
+    root = work / f"trial-{trial.index:04d}"
+    try:
+        plan = _prepare_trial(base, trial, root, rng)
+        known = dict(base.committed)
+        if plan.pending is not None:
+            known[3] = plan.pending
+        state = root / STATE
+        log = (work / f"trial-{trial.index:04d}.log").open("w")
+        proc = subprocess.Popen(
+            rsi_cmd(state, *plan.args), env=ENV, stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=trial.delay)
+        except subprocess.TimeoutExpired:
+            result.killed = True
+            if trial.group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.send_signal(signal.SIGKILL)
+        rc = proc.wait()
+        log.close()
+        if not result.killed and rc != 0:
+            raise TrialError(f"uncut command failed with {rc}")
+        allowed_state = {plan.pending} if plan.pending is not None else set()
+        allowed_active = {2, plan.expect_version}
+        result.staging_left, data = _check_invariants(root, known, allowed_state, allowed_active)
+        result.pending_state = data == plan.pending
+        # Orphaned compiler workers may still be running: the next command must cope with
+        # that, but its leftovers are only checked once they have exited.
+        _reap_group(proc.pid, 120.0)
+        _run_ok(rsi_cmd(state, *plan.args), "recovery command")
+        _run_ok(rsi_cmd(state, "status"), "status after recovery")
+        staging, data = _check_invariants(root, known, set(), {plan.expect_version})
+        active = Ledger(root / ".rsi" / "ledger.sqlite3").active()
+        assert active is not None
+        if (active.version, active.tier) != (plan.expect_version, plan.expect_tier):
+            raise TrialError(f"after recovery: active {active}, expected v{plan.expect_version}")
+        if data != known[plan.expect_version]:
+            raise TrialError("after recovery the state file is not the expected version")
+        if staging:
+            raise TrialError(f"{staging} staging dirs left after the recovery command")
+        if list(root.glob(f".{STATE}.*.tmp")):
+            raise TrialError("temp files of the state file left after the recovery command")
+    except (TrialError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.seconds = time.monotonic() - start
+        if result.error is None:
+            shutil.rmtree(root, ignore_errors=True)
+            (work / f"trial-{trial.index:04d}.log").unlink(missing_ok=True)
+    return result
+
+
+def _uncut_seconds(base: Base, work: Path, op: str, backend: str, rebuild: bool) -> float:
+    trial = Trial(-100, op, backend, 1e9, False, rebuild)
+    root = work / "timing"
+    plan = _prepare_trial(base, trial, root, random.Random(0))
+    start = time.monotonic()
+    _run_ok(rsi_cmd(root / STATE, *plan.args), f"timing {op}")
+    seconds = time.monotonic() - start
+    shutil.rmtree(root)
+    return seconds
+
+
+def run_trials(
+    n: int, *, cython_share: float, seed: int, work: Path
+) -> tuple[list[TrialResult], Base]:
+    """Prepare a base project, then run ``n`` trials; return their results."""
+    rng = random.Random(seed)
+    base = prepare_base(work, cython=cython_share > 0)
+    plans: list[tuple[str, str, bool, bool]] = []
+    for i in range(n):
+        op = OPS[i % len(OPS)]
+        backend = "cython" if op != "rollback" and rng.random() < cython_share else "python"
+        rebuild = op == "rollback" and rng.random() < 0.3
+        plans.append((op, backend, rebuild, rng.random() < 0.5))
+    kinds = {(op, backend, rebuild) for op, backend, rebuild, _ in plans}
+    durations = {kind: _uncut_seconds(base, work, *kind) for kind in sorted(kinds)}
+    for kind, seconds in sorted(durations.items()):
+        print(f"uncut {kind[0]:8} {kind[1]:7} rebuild={kind[2]!s:5} {seconds:6.2f} s")
+    results = []
+    for i, (op, backend, rebuild, group) in enumerate(plans):
+        delay = rng.uniform(0.0, durations[(op, backend, rebuild)])
+        trial = Trial(i, op, backend, delay, group, rebuild)
+        result = run_trial(base, trial, work, rng)
+        status = "ok" if result.error is None else f"FAIL {result.error}"
+        print(
+            f"trial {i:3} {op:8} {backend:7} kill {'group' if group else 'pid':5} "
+            f"at {delay:5.2f} s killed={result.killed!s:5} staging={result.staging_left} "
+            f"pending={result.pending_state!s:5} {result.seconds:5.1f} s {status}",
+            flush=True,
+        )
+        results.append(result)
+    return results, base
+
+
+def summary(results: list[TrialResult]) -> str:
+    """One line: counts by kind and outcome."""
+    ops = Counter(r.trial.op for r in results)
+    passed = sum(r.error is None for r in results)
+    return (
+        f"crash trials: {len(results)} run, {passed} passed, {len(results) - passed} failed "
+        f"(build {ops['build']}, promote {ops['promote']}, rollback {ops['rollback']}; "
+        f"cython {sum(r.trial.backend == 'cython' for r in results)}; "
+        f"killed mid-command {sum(r.killed for r in results)}; "
+        f"process-group kills {sum(r.trial.group and r.killed for r in results)}; "
+        f"promotions killed with the user's edit pending {sum(r.pending_state for r in results)}; "
+        f"trials with staging dirs left by the kill {sum(r.staging_left > 0 for r in results)}, "
+        "all removed by the next command)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: run the trials, print one line per trial and a summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--cython", type=float, default=0.2, help="share of cython trials")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    args = parser.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="rsi-crash-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results, _ = run_trials(args.trials, cython_share=args.cython, seed=args.seed, work=work)
+    print(summary(results) + f" in {time.monotonic() - started:.0f} s")
+    failed = [r for r in results if r.error]
+    if failed:
+        print(f"failing trial dirs kept under {work}")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
