@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from Cython import __version__ as cython_version  # type: ignore[attr-defined]
@@ -51,7 +52,7 @@ class CompileSettings:
     """
 
     backend: Backend = "cython"
-    cc: str = "cc"
+    cc: str = field(default_factory=lambda: os.environ.get("CC") or "cc")
     cflags: tuple[str, ...] = ("-O1", "-fno-strict-aliasing")
     native: bool = True
     shared_utility: bool = True

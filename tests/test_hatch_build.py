@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -52,6 +54,29 @@ class TestBackendOption:
             r"use one of: cython, python$",
         ):
             _ = hook(REPO, backend="rust").backend
+
+
+class TestNoCompiler:
+    def test_falls_back_to_the_pure_python_tier_and_says_so(
+        self,
+        tmp_path: Path,
+        module_cache: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        shutil.copy(REPO / "rsi_state.json", tmp_path / "rsi_state.json")
+        (tmp_path / "generated").mkdir()
+        (tmp_path / "generated" / ".cache").symlink_to(module_cache)
+        monkeypatch.setenv("CC", "no-such-cc")
+        monkeypatch.delenv("RSI_BACKEND", raising=False)
+        build_data: dict[str, Any] = {"force_include": {}}
+        hook(tmp_path).initialize("standard", build_data)
+        assert build_data["pure_python"] is True and build_data["infer_tag"] is False
+        shipped = json.loads((tmp_path / "generated" / "shipped.json").read_text())
+        assert shipped["tier"] == "python"
+        warnings = [ln for ln in capsys.readouterr().err.splitlines() if "pure-Python" in ln]
+        assert len(warnings) == 1
+        assert "C compiler 'no-such-cc' not found" in warnings[0]
 
 
 @pytest.mark.slow
