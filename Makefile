@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rsi-installed
 STATE ?= rsi_state.json
-DEPS := hatchling jinja2 libcst black mypy "cython>=3.1" "pydantic>=2.5" numpy watchdog \
+DEPS := hatchling editables jinja2 libcst black mypy "cython>=3.1" "pydantic>=2.5" numpy watchdog \
         pytest hypothesis ruff
 
 .PHONY: install demo test lint typecheck rebuild status rollback bench clean
