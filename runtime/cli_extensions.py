@@ -15,4 +15,13 @@ Registrar = Callable[
     ["argparse._SubParsersAction[argparse.ArgumentParser]", argparse.ArgumentParser], None
 ]
 
-REGISTRARS: list[Registrar] = []
+
+def _babi_eval(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.babi.cli import register
+
+    register(sub, common)
+
+
+REGISTRARS: list[Registrar] = [_babi_eval]

@@ -149,13 +149,18 @@ class BabiModel:
         )
         return prepared.n_words + int(n_comp)
 
-    def answer_prepared(self, prepared: Prepared, index: int) -> tuple[str, float]:
-        """``(choice, confidence)`` for question ``index`` of a prepared story."""
+    def choose(self, prepared: Prepared, index: int) -> tuple[int, float]:
+        """``(candidate index, confidence)`` for question ``index`` of a prepared story."""
         n_cand = self.evidence(prepared, index)
         best, confidence = self.scoring.decide(
             prepared.scores, n_cand, prepared.encoded.route_flags[index]
         )
-        return self.candidate_text(prepared, int(best)), float(confidence)
+        return int(best), float(confidence)
+
+    def answer_prepared(self, prepared: Prepared, index: int) -> tuple[str, float]:
+        """``(choice, confidence)`` for question ``index`` of a prepared story."""
+        best, confidence = self.choose(prepared, index)
+        return self.candidate_text(prepared, best), confidence
 
     def answer(self, sentences: Sequence[str], question: str) -> tuple[str, float]:
         """Answer ``question`` about the story ``sentences`` (all of them precede it)."""

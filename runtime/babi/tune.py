@@ -68,6 +68,7 @@ class Screened:
 
     per_task: dict[int, float]
     correct: np.ndarray
+    choices: np.ndarray
 
     @property
     def mean(self) -> float:
@@ -162,7 +163,7 @@ def screen(state: RSIState, evidence: Evidence) -> Screened:
     per_task = {
         int(t): float(np.mean(correct[evidence.tasks == t])) for t in np.unique(evidence.tasks)
     }
-    return Screened(per_task, correct)
+    return Screened(per_task, correct, best)
 
 
 def propose(

@@ -1,0 +1,45 @@
+"""Models built once per session from the shipped (tuned) state."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from codegen.state import RSIState, load_state
+from runtime.babi.builds import BuiltModel, build_model
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def babi_generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated/ directory shared by this package's builds."""
+    return tmp_path_factory.mktemp("babi-generated")
+
+
+@pytest.fixture(scope="session")
+def tuned_state() -> RSIState:
+    """The shipped state."""
+    return load_state(REPO / "rsi_state.json")
+
+
+@pytest.fixture(scope="session")
+def uniform_state() -> RSIState:
+    """The uniform starting state."""
+    return load_state(REPO / "states" / "uniform.json")
+
+
+@pytest.fixture(scope="session")
+def python_model(tuned_state: RSIState, babi_generated: Path) -> BuiltModel:
+    """The interpreted tier of the shipped state."""
+    return build_model(tuned_state, babi_generated, "python")
+
+
+@pytest.fixture(scope="session")
+def compiled_model(tuned_state: RSIState, babi_generated: Path) -> BuiltModel:
+    """The compiled tier of the shipped state (skipped without a C compiler)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the compiled tier cannot be built")
+    return build_model(tuned_state, babi_generated, "cython")
