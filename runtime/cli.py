@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b")
     p.set_defaults(handler=_diff)
 
+    p = sub.add_parser("gc", parents=[common], help="delete builds no committed state uses")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_gc)
+
     _register_extensions(sub, common)
     return parser
 
@@ -140,6 +144,14 @@ def _rollback(args: argparse.Namespace) -> int:
     report = project_from(args).rollback(args.to)
     how = "rebuilt" if report.compiled else "no compiler run"
     print(f"rolled back to state v{report.state_version}, build {report.build_id} ({how})")
+    if args.json:
+        print(json.dumps(as_dict(report), sort_keys=True))
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    report = project_from(args).gc()
+    print(f"removed {len(report.removed_builds)} builds, {report.bytes_freed / 1e6:.1f} MB freed")
     if args.json:
         print(json.dumps(as_dict(report), sort_keys=True))
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 
 from codegen.errors import RSIError
 
-__all__ = ["LoadError", "LoadedBuild", "load_build", "load_shipped"]
+__all__ = ["LoadError", "LoadedBuild", "load_build", "load_shipped", "loaded_builds"]
 
 _loaded: dict[Path, LoadedBuild] = {}
 _guard = threading.Lock()
@@ -57,6 +57,12 @@ def load_build(build_dir: Path) -> LoadedBuild:
         if key not in _loaded:
             _loaded[key] = _import(key)
         return _loaded[key]
+
+
+def loaded_builds() -> list[Path]:
+    """Build directories this process has imported (they must never be deleted under it)."""
+    with _guard:
+        return list(_loaded)
 
 
 def load_shipped() -> LoadedBuild:

@@ -7,6 +7,7 @@ project lock, so two processes never interleave a build, a commit or a rollback.
 from __future__ import annotations
 
 import difflib
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ from codegen.locking import project_lock
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger
-from runtime.loader import LoadedBuild, LoadError, load_build
+from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
 
-__all__ = ["Project", "BuildReport", "StatusReport", "RollbackReport"]
+__all__ = ["Project", "BuildReport", "StatusReport", "RollbackReport", "GcReport"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class StatusReport:
     state_file_version: int | None
     state_file_committed: bool
     history: list[int]
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """Result of ``rsi gc``."""
+
+    removed_builds: list[str]
+    bytes_freed: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,36 @@ class Project:
         """Import the active build."""
         return load_build(self.generated_dir / self._active().build_id)
 
+    def gc(self) -> GcReport:
+        """Delete builds no committed state or loaded build uses, and their cached modules."""
+        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+            self._remove_leftovers()
+            keep = self.ledger.builds_in_use() | {p.name for p in loaded_builds()}
+            removed, freed = [], 0
+            for path in sorted(self.generated_dir.iterdir()) if self.generated_dir.exists() else []:
+                if (path / MANIFEST).exists() and path.name not in keep:
+                    freed += _tree_bytes(path)
+                    shutil.rmtree(path)
+                    removed.append(path.name)
+            freed += self._prune_module_cache()
+        return GcReport(removed, freed)
+
+    def _prune_module_cache(self) -> int:
+        keys: set[str] = set()
+        for build in self.generated_dir.iterdir():
+            if (build / MANIFEST).exists():
+                modules = read_manifest(build)["modules"]
+                assert isinstance(modules, dict)
+                keys.update(str(info["key"]) for info in modules.values())
+        freed = 0
+        cache = self.generated_dir / CACHE_DIR
+        for entry in cache.iterdir() if cache.exists() else []:
+            # Module entries are named by a 64-hex key; memos and the shared module are not.
+            if len(entry.name) == 64 and entry.name not in keys and entry.is_dir():
+                freed += _tree_bytes(entry)
+                shutil.rmtree(entry)
+        return freed
+
     def resolve_build(self, ref: str) -> Path:
         """A build directory from a build id (or unique prefix) or ``vN`` (state version N)."""
         if ref.startswith("v") and ref[1:].isdigit():
@@ -239,10 +278,14 @@ def _report(result: BuildResult, version: int) -> BuildReport:
     )
 
 
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines(keepends=True) if path.exists() else []
 
 
-def as_dict(report: BuildReport | StatusReport | RollbackReport) -> dict[str, object]:
+def as_dict(report: BuildReport | StatusReport | RollbackReport | GcReport) -> dict[str, object]:
     """A report as a JSON-ready dict."""
     return asdict(report)

@@ -56,7 +56,7 @@ class TestHostileInput:
             parse_state(json.dumps(data).encode())
 
     def test_nan_weight(self) -> None:
-        raw = mutated().replace(b'"weight": 1.0', b'"weight": NaN', 1)
+        raw = mutated(**{f"experts__{first_expert()}__weight": 1234.5}).replace(b"1234.5", b"NaN")
         with pytest.raises(
             StateError,
             match=rf"^rsi_state.json: experts.{first_expert()}.weight: NaN is not a finite number$",

@@ -27,7 +27,7 @@ def test_build_status_rollback_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     status = last_json(capsys)
     assert status["active_build"] == build["build_id"] and status["tier"] == "python"
     data = json.loads(state.read_text())
-    data["version"] = 2
+    data["version"] += 1
     data["scoring"]["rag"] = 0.5
     state.write_text(json.dumps(data))
     assert main(["build", "--backend", "python", *args]) == 0

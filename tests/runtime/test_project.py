@@ -10,6 +10,7 @@ import pytest
 
 import codegen.compile
 from codegen.errors import StateError
+from codegen.state import RSIState, parse_state
 from codegen.toolchain import CompileSettings
 from runtime.project import Project
 from tests.conftest import REPO, edit_state
@@ -104,3 +105,20 @@ class TestDiff:
         project.build(PY)
         diff = project.diff("v1", "v2")
         assert "-RAG: float = 1.0" in diff and "+RAG: float = 2.0" in diff
+
+
+class TestGc:
+    def test_removes_only_unreferenced_builds(self, make_project: Callable[..., Project]) -> None:
+        project = make_project()
+        v1 = project.build(PY)
+        edit_state(project, scoring__rag=9.0)
+        orphan = project.build_candidate(*_state_and_bytes(project), PY)  # built, never committed
+        assert (project.generated_dir / orphan.build_id).exists()
+        report = project.gc()
+        assert report.removed_builds == [orphan.build_id]
+        assert project.load_active().build_id == v1.build_id
+
+
+def _state_and_bytes(project: Project) -> tuple[RSIState, bytes]:
+    data = project.state_path.read_bytes()
+    return parse_state(data), data
