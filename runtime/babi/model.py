@@ -84,12 +84,15 @@ class BabiModel:
         self.scoring = modules["scoring"]
         attention = modules.get("attention")
         self.n_keys, self.dim = _attention_shape(attention, self.encoding)
+        self.causal = False
         if attend is not None:
             self.attend: Attend = attend
         elif attention is not None and tier != "python" and hasattr(attention, "sdpa"):
             self.attend = attention.sdpa
+            self.causal = bool(getattr(attention, "CAUSAL", False))
         else:
             self.attend = reference_sdpa
+        self.fixed_rows = not _accepts_fewer_rows(self.attend, self.dim)
         self._vectors: dict[str, np.ndarray] = {}
         # Evidence the scoring multiplies by zero need not be computed, except when every
         # row is wanted (collecting evidence to screen other weights).
@@ -185,25 +188,36 @@ class BabiModel:
         One kernel call per block of questions: keys are the sentences of a window that ends
         at the block's last question, values one-hot sentence slots, so ``out[i, j]`` is the
         attention weight of question i on window sentence j. The experts renormalize over the
-        sentences before each question, which is exactly causal attention.
+        sentences before each question, which is exactly causal attention; padding rows get
+        weight too, and the renormalization drops them likewise. A causal kernel lets row i
+        see keys up to i only, so there each question gets its own call, read at the last row.
         """
         n_sent = len(svecs)
         out = np.zeros((max(1, len(positions)), max(1, n_sent)), dtype=np.float32)
         slots = min(self.n_keys, self.dim)
-        for start in range(0, len(positions), self.n_keys):
-            block = positions[start : start + self.n_keys]
+        step = 1 if self.causal else self.n_keys
+        for start in range(0, len(positions), step):
+            block = positions[start : start + step]
             end = max(block) if block else 0
             lo = max(0, end - slots)
-            if end <= lo:
+            m = end - lo
+            if m <= 0:
                 continue
-            q = np.zeros((self.n_keys, self.dim), dtype=np.float32)
-            q[: len(block)] = qvecs[start : start + len(block)]
-            k = np.zeros((self.n_keys, self.dim), dtype=np.float32)
-            k[: end - lo] = np.stack(svecs[lo:end])
-            v = np.zeros((self.n_keys, self.dim), dtype=np.float32)
-            v[np.arange(end - lo), np.arange(end - lo)] = 1.0
+            rows = self.n_keys if self.fixed_rows else max(len(block), m)
+            q = np.zeros((rows, self.dim), dtype=np.float32)
+            if self.causal:
+                q[:] = qvecs[start]
+            else:
+                q[: len(block)] = qvecs[start : start + len(block)]
+            k = np.zeros((rows, self.dim), dtype=np.float32)
+            k[:m] = np.stack(svecs[lo:end])
+            v = np.zeros((rows, self.dim), dtype=np.float32)
+            v[np.arange(m), np.arange(m)] = 1.0
             result = np.asarray(self.attend(q, k, v), dtype=np.float32)
-            out[start : start + len(block), lo:end] = result[: len(block), : end - lo]
+            if self.causal:
+                out[start, lo:end] = result[m - 1, :m]
+            else:
+                out[start : start + len(block), lo:end] = result[: len(block), :m]
         return out
 
     def _text_vector(self, toks: list[str]) -> np.ndarray:
@@ -229,6 +243,16 @@ class BabiModel:
 _FUNCTION_WORDS = frozenset(
     "the a an is are was to of in and or did do does will what where who why how is".split()
 )
+
+
+def _accepts_fewer_rows(attend: Attend, dim: int) -> bool:
+    """Whether the kernel takes any row count up to N (else exactly N rows)."""
+    probe = np.zeros((1, dim), dtype=np.float32)
+    try:
+        attend(probe, probe, probe)
+    except ValueError:
+        return False
+    return True
 
 
 def _attention_shape(attention: ModuleType | None, encoding: ModuleType) -> tuple[int, int]:
