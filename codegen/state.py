@@ -41,6 +41,7 @@ __all__ = [
     "Lexicon",
     "Association",
     "ArchitectureParams",
+    "KernelVariant",
     "KernelChoice",
     "KernelParams",
     "BenchmarkSummary",
@@ -241,7 +242,14 @@ class Association(_Strict):
 
 
 class ArchitectureParams(_Strict):
-    """Attention mechanism and shapes; every value here is baked into generated kernels."""
+    """Attention mechanism and shapes; every value here is baked into generated kernels.
+
+    Each ``attention*`` module reads only the knobs of its own mechanism, so changing one
+    knob recompiles one module. ``seq_len`` is the largest sequence a kernel accepts (a
+    call may pass fewer rows); ``embedding_dim`` is the model width (``heads`` heads of
+    ``embedding_dim // heads`` for multi-head, ``num_experts`` heads for MoE attention, two
+    halves for differential attention).
+    """
 
     attention: AttentionMechanism = AttentionMechanism.sdpa
     embedding_dim: int = Field(default=64, ge=4, le=1024)
@@ -264,21 +272,46 @@ class ArchitectureParams(_Strict):
             raise ValueError(
                 f"embedding_dim {self.embedding_dim} must be divisible by heads {self.heads}"
             )
+        if self.embedding_dim % self.num_experts:
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} must be divisible by num_experts "
+                f"{self.num_experts} (each MoE expert is one head)"
+            )
+        if self.embedding_dim % 2:
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} must be even (differential attention "
+                "splits it in two)"
+            )
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k {self.top_k} must not exceed num_experts {self.num_experts}")
         return self
 
 
-class KernelChoice(_Strict):
-    """One tuned kernel variant (a value object: equal knobs, equal code)."""
+class KernelVariant(StrEnum):
+    """Loop structures the attention templates can emit."""
 
-    variant: Identifier = "baseline"
-    tile: int = Field(default=32, ge=1, le=1024)
-    unroll: int = Field(default=1, ge=1, le=16)
+    blocked = "blocked"  # query rows in register blocks: scores, softmax, P @ V per block
+
+
+class KernelChoice(_Strict):
+    """One kernel variant (a value object: equal knobs, equal code).
+
+    ``tile`` query rows share each loaded key/value row; ``unroll`` reduction steps share
+    each load/store of an accumulator. Both only change speed, never results beyond
+    float32 rounding. Bounded so a block's scratch stays small (tile x seq_len floats).
+    """
+
+    variant: KernelVariant = KernelVariant.blocked
+    tile: int = Field(default=4, ge=1, le=16)
+    unroll: int = Field(default=4, ge=1, le=8)
 
 
 class KernelParams(_Strict):
-    """Kernel knobs; ``tuned`` is written by ``rsi tune kernels``."""
+    """Kernel knobs; ``tuned`` and ``fingerprint`` are written by ``rsi tune kernels``.
+
+    A mechanism missing from ``tuned`` renders with the default :class:`KernelChoice`;
+    ``fingerprint`` names the machine the choices were measured on.
+    """
 
     tuned: dict[AttentionMechanism, KernelChoice] = Field(default_factory=dict)
     fingerprint: str = Field(default="", pattern=r"^[0-9a-f]{0,64}$")
@@ -307,9 +340,9 @@ class SafetyPolicy(_Strict):
     """What the RSI loop may change on its own."""
 
     history_limit: int = Field(default=50, ge=2, le=1000)
-    approval_required: tuple[Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)*$")], ...] = (
-        "architecture.attention",
-    )
+    approval_required: tuple[
+        Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)*$", max_length=64)], ...
+    ] = Field(default=("architecture.attention",), max_length=64)
     max_relative_step: float = Bounded(0.01, 10.0, 0.5)
 
 

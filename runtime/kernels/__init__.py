@@ -1,0 +1,1 @@
+"""Attention kernels: NumPy references, single-module builds, autotuning."""

@@ -1,0 +1,109 @@
+"""Render, compile and import one attention module outside a full build.
+
+Tests, the kernel benchmark and the autotuner need a single mechanism's module for some
+state, often several variants of it side by side in one process. This renders just that
+template, compiles it through the same content-addressed cache as a full build and imports
+it under a package name unique to its content key (an extension cannot be re-imported under
+a name already used, see :mod:`runtime.loader`).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen.compile import compile_modules, shared_utility
+from codegen.render import render_module
+from codegen.state import AttentionMechanism, RSIState
+from codegen.toolchain import CompileSettings
+
+__all__ = ["MODULES", "ENTRY_POINTS", "KernelModule", "kernel_module", "module_source"]
+
+#: Generated module of each mechanism (``attention`` is scaled dot-product: the model uses it).
+MODULES: dict[AttentionMechanism, str] = {
+    AttentionMechanism.sdpa: "attention",
+    **{m: f"attention_{m.value}" for m in AttentionMechanism if m is not AttentionMechanism.sdpa},
+}
+#: Public kernel function of each mechanism's module.
+ENTRY_POINTS: dict[AttentionMechanism, str] = {m: m.value for m in AttentionMechanism}
+
+_loaded: dict[str, types.ModuleType] = {}
+_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class KernelModule:
+    """An imported attention module and where it came from."""
+
+    mechanism: AttentionMechanism
+    module: types.ModuleType
+    key: str
+    tier: str
+    seconds: float  # compile time (0 on a cache hit)
+
+    @property
+    def kernel(self) -> types.FunctionType:
+        """The mechanism's public kernel function."""
+        fn: types.FunctionType = getattr(self.module, ENTRY_POINTS[self.mechanism])
+        return fn
+
+
+def module_source(state: RSIState, mechanism: AttentionMechanism) -> str:
+    """The rendered, formatted source of ``mechanism``'s module for ``state``."""
+    return render_module(MODULES[mechanism], state)
+
+
+def kernel_module(
+    state: RSIState,
+    mechanism: AttentionMechanism,
+    settings: CompileSettings,
+    cache_dir: Path,
+) -> KernelModule:
+    """Render, compile (cached) and import ``mechanism``'s module for ``state``."""
+    name = MODULES[mechanism]
+    source = module_source(state, mechanism)
+    compiled = compile_modules({name: source}, settings, cache_dir)[name]
+    with _guard:
+        module = _loaded.get(compiled.key)
+        if module is None:
+            module = _import(name, compiled.key, compiled.artifact, settings, cache_dir)
+            _loaded[compiled.key] = module
+    return KernelModule(mechanism, module, compiled.key, settings.backend, compiled.seconds)
+
+
+def _import(
+    name: str, key: str, artifact: Path, settings: CompileSettings, cache_dir: Path
+) -> types.ModuleType:
+    package = f"rsi_kernel_{key[:16]}"
+    fullname = f"{package}.{name}"
+    if artifact.suffix == ".py":
+        module = types.ModuleType(fullname)
+        module.__file__ = str(artifact)
+        sys.modules[fullname] = module
+        code = compile(artifact.read_bytes(), str(artifact), "exec")
+        exec(code, module.__dict__)  # noqa: S102 - our own rendered, checked source
+        return module
+    if settings.backend == "cython" and settings.shared_utility:
+        shared = settings.shared_module_name
+        if shared not in sys.modules:
+            _exec_extension(shared, shared_utility(settings, cache_dir))
+    pkg = types.ModuleType(package)
+    pkg.__path__ = [str(artifact.parent)]
+    sys.modules[package] = pkg
+    return _exec_extension(fullname, artifact)
+
+
+def _exec_extension(fullname: str, path: Path) -> types.ModuleType:
+    loader = importlib.machinery.ExtensionFileLoader(fullname, str(path))
+    spec = importlib.util.spec_from_file_location(fullname, path, loader=loader)
+    if spec is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[fullname] = module
+    loader.exec_module(module)
+    return module
