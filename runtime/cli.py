@@ -12,14 +12,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from codegen.errors import RSIError
 from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
-from runtime.project import Project, as_dict
+from runtime.project import Project
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -114,47 +116,47 @@ def project_from(args: argparse.Namespace) -> Project:
     return Project(args.state, lock_timeout_s=args.lock_timeout)
 
 
-def _build(args: argparse.Namespace) -> int:
-    report = project_from(args).build(settings_from(args))
-    print(
-        f"build {report.build_id} ({report.tier}) of state v{report.state_version}: "
-        f"{report.modules_compiled} compiled, {report.cache_hits} cached, {report.seconds:.2f} s"
-    )
-    if args.json:
-        print(json.dumps(as_dict(report), sort_keys=True))
+def emit(args: argparse.Namespace, summary: str, report: Any) -> int:
+    """Print the human summary, then (with ``--json``) the report as one JSON line."""
+    print(summary)
+    if getattr(args, "json", False):
+        print(json.dumps(report if isinstance(report, dict) else asdict(report), sort_keys=True))
     return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    r = project_from(args).build(settings_from(args))
+    return emit(
+        args,
+        f"build {r.build_id} ({r.tier}) of state v{r.state_version}: "
+        f"{r.modules_compiled} compiled, {r.cache_hits} cached, {r.seconds:.2f} s",
+        r,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
-    report = project_from(args).status()
-    if report.active_build is None:
-        print(f"{args.state}: never built")
-    else:
-        sync = "matches" if report.state_file_committed else "differs from every committed state"
-        print(
-            f"active build {report.active_build} ({report.tier}) of state v{report.state_version}; "
-            f"state file v{report.state_file_version} {sync}; history {report.history}"
-        )
-    if args.json:
-        print(json.dumps(as_dict(report), sort_keys=True))
-    return 0
+    r = project_from(args).status()
+    sync = "matches" if r.state_file_committed else "differs from every committed state"
+    summary = (
+        f"{args.state}: never built"
+        if r.active_build is None
+        else f"active build {r.active_build} ({r.tier}) of state v{r.state_version}; "
+        f"state file v{r.state_file_version} {sync}; history {r.history}"
+    )
+    return emit(args, summary, r)
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    report = project_from(args).rollback(args.to)
-    how = "rebuilt" if report.compiled else "no compiler run"
-    print(f"rolled back to state v{report.state_version}, build {report.build_id} ({how})")
-    if args.json:
-        print(json.dumps(as_dict(report), sort_keys=True))
-    return 0
+    r = project_from(args).rollback(args.to)
+    how = "rebuilt" if r.compiled else "no compiler run"
+    return emit(args, f"rolled back to state v{r.state_version}, build {r.build_id} ({how})", r)
 
 
 def _gc(args: argparse.Namespace) -> int:
-    report = project_from(args).gc()
-    print(f"removed {len(report.removed_builds)} builds, {report.bytes_freed / 1e6:.1f} MB freed")
-    if args.json:
-        print(json.dumps(as_dict(report), sort_keys=True))
-    return 0
+    r = project_from(args).gc()
+    return emit(
+        args, f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed", r
+    )
 
 
 def _schema(args: argparse.Namespace) -> int:

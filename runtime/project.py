@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_manifest
@@ -284,8 +284,3 @@ def _tree_bytes(path: Path) -> int:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines(keepends=True) if path.exists() else []
-
-
-def as_dict(report: BuildReport | StatusReport | RollbackReport | GcReport) -> dict[str, object]:
-    """A report as a JSON-ready dict."""
-    return asdict(report)
