@@ -72,7 +72,7 @@ def main() -> int:
 
 
 def _answer_all(model: BabiModel, prepared: list[Prepared]) -> list[str]:
-    return [model.answer_prepared(p, i)[0] for p in prepared for i in range(p.n_questions)]
+    return [choice for p in prepared for choice, _ in model.answer_all(p)]
 
 
 def _paired_rounds(

@@ -123,9 +123,7 @@ def evaluate(
     start = time.perf_counter()
     prepared = prepare_all(model, stories)
     encoded = time.perf_counter()
-    choices: list[list[tuple[str, float]]] = [
-        [model.answer_prepared(p, i) for i in range(p.n_questions)] for p in prepared
-    ]
+    choices = [model.answer_all(p) for p in prepared]
     answered = time.perf_counter()
     correct: dict[int, int] = {}
     counts: dict[int, int] = {}

@@ -160,6 +160,46 @@ class BabiModel:
         )
         return int(best), float(confidence)
 
+    def answer_all(self, prepared: Prepared) -> list[tuple[str, float]]:
+        """``(choice, confidence)`` for every question of a prepared story (one typed loop)."""
+        n_q = prepared.n_questions
+        if n_q == 0:
+            return []
+        enc = prepared.encoded
+        rows, width = prepared.scores.shape
+        scores = np.zeros((n_q, rows, width), dtype=np.float64)
+        comp = np.full((n_q, *prepared.comp.shape), -1, dtype=np.int32)
+        n_cand = np.zeros(n_q, dtype=np.int32)
+        best = np.zeros(n_q, dtype=np.int32)
+        confidence = np.zeros(n_q, dtype=np.float64)
+        self.experts.run_story(
+            enc.facts,
+            enc.queries,
+            n_q,
+            prepared.n_words,
+            prepared.work,
+            scores,
+            comp,
+            n_cand,
+            enc.mentions,
+            prepared.attn,
+            prepared.word_vecs,
+            prepared.qvecs,
+        )
+        self.scoring.decide_story(scores, n_cand, enc.route_flags, n_q, best, confidence)
+        words = enc.words
+        out = []
+        for q in range(n_q):
+            b = int(best[q])
+            if 0 <= b < prepared.n_words:
+                text = str(words[b])
+            elif b >= prepared.n_words:
+                text = ",".join(str(words[w]) for w in comp[q, b - prepared.n_words] if w >= 0)
+            else:
+                text = ""
+            out.append((text, float(confidence[q])))
+        return out
+
     def answer_prepared(self, prepared: Prepared, index: int) -> tuple[str, float]:
         """``(choice, confidence)`` for question ``index`` of a prepared story."""
         best, confidence = self.choose(prepared, index)

@@ -38,4 +38,10 @@ def test_tiers_agree_on_a_sample(python_model: BuiltModel, compiled_model: Built
                 b, i
             )
             n += 1
+        # The per-story typed loop gives the same answers as the per-question path.
+        batch = compiled_model.model.answer_all(a)
+        assert batch == python_model.model.answer_all(a)
+        assert [c for c, _ in batch] == [
+            python_model.model.answer_prepared(a, i)[0] for i in range(a.n_questions)
+        ]
     assert n > 50
