@@ -25,6 +25,8 @@ from black import __version__ as black_version  # type: ignore[attr-defined]
 from codegen.check import check_sources
 from codegen.compile import CompiledModule, compile_modules, module_key, shared_utility
 from codegen.compile import _staging as staging
+from codegen.diagnostics import with_origin
+from codegen.errors import CheckError, CompileError, RenderError, StorageError
 from codegen.render import render_sources, templates_digest
 from codegen.state import RSIState, atomic_write, state_sha256
 from codegen.toolchain import CompileSettings, content_key, toolchain_fingerprint
@@ -82,8 +84,25 @@ def build_state(
 
     Fast path: the *render key* (templates, behaviour-relevant state, codegen and toolchain)
     maps to a build id already published, so an unchanged state costs no rendering at all.
-    Otherwise the checks (libcst, mypy) run in a thread while the compilers run.
+    Otherwise the checks (libcst, mypy) run in a thread while the compilers run. A template,
+    check or compiler error names the template line and state field of the failing line.
     """
+    try:
+        return _build_state(state, state_bytes, settings, generated_dir, template_dir)
+    except OSError as exc:
+        # A full disk or an unwritable dir. A build is published only by renaming a complete
+        # staging dir, so nothing half-written is visible and the active build is untouched.
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StorageError(f"build failed: {exc.strerror or exc}{where}") from None
+
+
+def _build_state(
+    state: RSIState,
+    state_bytes: bytes,
+    settings: CompileSettings,
+    generated_dir: Path,
+    template_dir: Path | None,
+) -> BuildResult:
     start = time.perf_counter()
     cache = generated_dir / CACHE_DIR
     plan = cache / "plans" / render_key(state, settings, template_dir)
@@ -93,13 +112,21 @@ def build_state(
         if (final / MANIFEST).exists():
             n = len(read_manifest(final)["modules"])  # type: ignore[arg-type]
             return BuildResult(build_id, final, settings.backend, _since(start), (), n, n, ())
-    sources = render_sources(state, template_dir, cache / "black")
+    try:
+        sources = render_sources(state, template_dir, cache / "black")
+    except RenderError as exc:
+        raise with_origin(exc, state, template_dir, None) from None
     build_id = plan_build_id(sources, settings)
     final = generated_dir / build_id
-    with ThreadPoolExecutor(1) as checker:
-        checking = checker.submit(check_sources, sources, cache / "checked")
-        compiled = {} if (final / MANIFEST).exists() else compile_modules(sources, settings, cache)
-        checked = tuple(checking.result())
+    try:
+        with ThreadPoolExecutor(1) as checker:
+            checking = checker.submit(check_sources, sources, cache / "checked")
+            compiled = (
+                {} if (final / MANIFEST).exists() else compile_modules(sources, settings, cache)
+            )
+            checked = tuple(checking.result())
+    except (CheckError, CompileError) as exc:
+        raise with_origin(exc, state, template_dir, sources) from None
     if compiled:
         _publish_build(state, state_bytes, settings, generated_dir, sources, compiled, start)
     plan.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ __all__ = [
     "CompileError",
     "LockTimeout",
     "LedgerError",
+    "StorageError",
     "one_line",
 ]
 
@@ -53,3 +54,7 @@ class LockTimeout(RSIError):  # noqa: N818 - reads as the event it reports
 
 class LedgerError(RSIError):
     """The history ledger is missing a record or failed its integrity check."""
+
+
+class StorageError(RSIError):
+    """A file could not be written or read (a full disk, a read-only or vanished directory)."""

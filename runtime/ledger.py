@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from codegen.errors import LedgerError
 
 __all__ = ["Ledger", "StateRecord", "Active"]
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS states (
@@ -70,14 +74,33 @@ class Ledger:
         self.path = path
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30.0)) as conn:
+    def _db(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect(write)) as conn, conn:  # one transaction
+                yield conn
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: {exc}") from None
+        except OSError as exc:
+            raise LedgerError(f"ledger {self.path}: {exc.strerror or exc}") from None
+
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
-            with conn:  # one transaction
-                yield conn
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if write or not self.path.exists() or (wal.exists() and wal.stat().st_size):
+                raise
+        # On a full disk (or a read-only one) SQLite cannot create the WAL index it needs even
+        # to read. With no WAL content pending, the database file alone is the whole ledger:
+        # read it without locks, so status and the active build stay available.
+        logger.warning("ledger %s: opening read-only (disk full or read-only?)", self.path)
+        return sqlite3.connect(f"file:{quote(str(self.path))}?immutable=1", uri=True)
 
     def commit(self, version: int, data: bytes, build_id: str, tier: str, *, limit: int) -> None:
         """Record ``data`` as committed ``version`` built as ``build_id``; make it active.
@@ -110,13 +133,13 @@ class Ledger:
 
     def active(self) -> Active | None:
         """The active build, or None for a project never built."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             row = db.execute("SELECT version, build_id, tier FROM active").fetchone()
         return Active(*row) if row else None
 
     def state(self, version: int) -> StateRecord:
         """Committed state ``version``."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             row = db.execute(
                 "SELECT version, sha256, data, build_id, tier FROM states WHERE version = ?",
                 (version,),
@@ -127,12 +150,12 @@ class Ledger:
 
     def versions(self) -> list[int]:
         """Committed versions, oldest first."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             return [v for (v,) in db.execute("SELECT version FROM states ORDER BY version")]
 
     def builds_in_use(self) -> set[str]:
         """Build ids referenced by the history or the active pointer."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             ids = {b for (b,) in db.execute("SELECT build_id FROM states")}
             ids.update(b for (b,) in db.execute("SELECT build_id FROM active"))
         return ids
@@ -144,7 +167,7 @@ class Ledger:
 
     def check_integrity(self) -> None:
         """Raise :class:`LedgerError` unless SQLite and every stored hash check out."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             (verdict,) = db.execute("PRAGMA integrity_check").fetchone()
             if verdict != "ok":
                 raise LedgerError(f"ledger {self.path.name}: {verdict}")
