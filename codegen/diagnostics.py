@@ -113,9 +113,13 @@ def locate(
     root = template_dir or render.TEMPLATE_DIR
     template_source = (root / template).read_text()
     text = template_source.splitlines()[template_line - 1]
-    nth = sum(1 for _, t, n in marked[:index] if (t, n) == (template, template_line))
-    generated = marked[index][0]
-    fields = _fields(template_source, text, _neutral(state), generated, nth)
+    same = [i for i, (_, t, n) in enumerate(marked) if (t, n) == (template, template_line)]
+    # The nth of ``len(same)`` lines this template line produced: its loop's nth iteration.
+    position = (same.index(index), len(same))
+    before = "\n".join(template_source.splitlines()[:template_line])
+    # Values are looked for on the line as compiled (black may have split a long one).
+    shown = marked[index][0] if source is None else source.splitlines()[line - 1]
+    fields = _fields(before, text, _neutral(state), shown, position)
     return Origin(module, line, template, template_line, text, fields)
 
 
@@ -163,7 +167,7 @@ class _MarkingLoader(jinja2.FileSystemLoader):
 def _squash(text: str) -> str:
     # What black changes: whitespace, quote style, magic trailing commas, literal case.
     flat = "".join(text.split()).replace("'", '"').lower()
-    return re.sub(r",([)\]}])", r"\1", flat)
+    return re.sub(r",([)\]}])", r"\1", flat).strip(",")
 
 
 def _find(source: str, line: int, marked: list[tuple[str, str, int]]) -> int | None:
@@ -187,10 +191,14 @@ def _find(source: str, line: int, marked: list[tuple[str, str, int]]) -> int | N
 
 
 def _fields(
-    template_source: str, text: str, state: RSIState, generated: str, nth: int
+    before: str, text: str, state: RSIState, generated: str, position: tuple[int, int]
 ) -> tuple[str, ...]:
-    """State paths the ``{{ ... }}`` expressions of template line ``text`` read."""
-    bindings = _bindings(template_source)
+    """State paths the ``{{ ... }}`` expressions of template line ``text`` read.
+
+    ``before`` is the template up to that line: the last binding of a name wins, which is
+    the innermost enclosing loop for well-scoped templates.
+    """
+    bindings = _bindings(before)
     data = state.model_dump(mode="json")
     found: list[str] = []
     for match in _EXPR.finditer(text):
@@ -200,7 +208,7 @@ def _fields(
         pattern = _resolve(expr, bindings, depth=0)
         if pattern is None:
             continue
-        path = _concrete(pattern, data, generated, nth)
+        path = _concrete(pattern, data, generated, position)
         if path not in found:
             found.append(path)
     return tuple(found)
@@ -208,21 +216,22 @@ def _fields(
 
 def _bindings(template_source: str) -> dict[str, str]:
     """Loop and ``set`` variables → the state expression they range over or copy."""
-    out: dict[str, str] = {}
+    found: list[tuple[int, str, str]] = []  # (position in the template, name, expression)
     for match in _FOR.finditer(template_source):
         first, second, collection, method, dictsort = match.groups()
+        order = "s" if dictsort else ""  # |dictsort iterates by sorted key
         if second:  # for key, value in <dict>.items() / |dictsort
-            out[first] = f"{collection}.#key"
-            out[second] = f"{collection}.*"
+            found.append((match.start(), first, f"{collection}.#key{order}"))
+            found.append((match.start(), second, f"{collection}.*{order}"))
         elif method == ".values()":
-            out[first] = f"{collection}.*"
+            found.append((match.start(), first, f"{collection}.*"))
         elif method == ".keys()" or dictsort:
-            out[first] = f"{collection}.#key"
+            found.append((match.start(), first, f"{collection}.#key{order}"))
         else:
-            out[first] = f"{collection}.#item"
+            found.append((match.start(), first, f"{collection}.#item"))
     for match in _SET.finditer(template_source):
-        out.setdefault(match.group(1), match.group(2))
-    return out
+        found.append((match.start(), match.group(1), match.group(2)))
+    return {name: expr for _, name, expr in sorted(found)}
 
 
 def _resolve(expr: str, bindings: dict[str, str], depth: int) -> str | None:
@@ -237,8 +246,9 @@ def _resolve(expr: str, bindings: dict[str, str], depth: int) -> str | None:
     return None
 
 
-def _concrete(pattern: str, data: Any, generated: str, nth: int) -> str:
-    """The instance of ``pattern`` whose value is on the generated line (or the nth one)."""
+def _concrete(pattern: str, data: Any, generated: str, position: tuple[int, int]) -> str:
+    """The instance of ``pattern`` on the generated line: the one whose value is shown
+    there, or else the nth when the template line ran once per instance."""
     matches = list(_expand(pattern.replace("[", ".[").split("."), data, ""))
     if not matches:
         return _pretty(pattern)
@@ -247,7 +257,8 @@ def _concrete(pattern: str, data: Any, generated: str, nth: int) -> str:
         return on_line[0]
     if len(matches) == 1:
         return matches[0][0]
-    if 0 <= nth < len(matches) and (not on_line or matches[nth][0] in on_line):
+    nth, runs = position
+    if runs == len(matches) and (not on_line or matches[nth][0] in on_line):
         return matches[nth][0]
     return _pretty(pattern)
 
@@ -264,18 +275,23 @@ def _expand(parts: list[str], value: Any, prefix: str) -> Iterator[tuple[str, An
         return
     if part == "#item" and isinstance(value, dict):
         part = "#key"  # iterating a mapping yields its keys
-    if part in ("*", "#item"):
+    if part in ("*", "*s", "#item"):
         items = (
             [(f"[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list)
-            else [(f".{k}", v) for k, v in value.items()] if isinstance(value, dict) else []
+            else [(f".{k}", v) for k, v in _ordered(value, part)] if isinstance(value, dict)
+            else []
         )
         for suffix, item in items:
             yield from _expand(rest, item, prefix + suffix)
-    elif part == "#key" and isinstance(value, dict):
-        for key in value:
+    elif part in ("#key", "#keys") and isinstance(value, dict):
+        for key, _ in _ordered(value, part):
             yield from _expand(rest, key, f"{prefix}.{key} (key)")
     elif isinstance(value, dict) and part in value:
         yield from _expand(rest, value[part], f"{prefix}.{part}" if prefix else part)
+
+
+def _ordered(mapping: dict[str, Any], part: str) -> list[tuple[str, Any]]:
+    return sorted(mapping.items()) if part.endswith("s") else list(mapping.items())
 
 
 def _shown(value: Any, generated: str) -> bool:
@@ -289,4 +305,7 @@ def _shown(value: Any, generated: str) -> bool:
 
 
 def _pretty(pattern: str) -> str:
-    return pattern.replace(".#key", " (key)").replace(".#item", "[*]").replace(".*", ".<key>")
+    for marker, shown in ((".#keys", " (key)"), (".#key", " (key)"), (".#item", "[*]"),
+                          (".*s", ".<key>"), (".*", ".<key>")):
+        pattern = pattern.replace(marker, shown)
+    return pattern
