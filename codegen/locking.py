@@ -14,13 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from codegen.errors import LockTimeout
+from codegen.errors import LockTimeout, RSIError
 
-__all__ = ["project_lock", "lock_path_for"]
+__all__ = ["project_lock", "lock_path_for", "LockError"]
 
 _POLL_S = 0.02
 _registry_guard = threading.Lock()
 _held: dict[Path, tuple[threading.RLock, list[int]]] = {}
+
+
+class LockError(RSIError):
+    """The lock file cannot be opened (a symlink in its place, a read-only directory)."""
 
 
 def lock_path_for(state_path: Path) -> Path:
@@ -67,7 +71,12 @@ def project_lock(state_path: Path, *, timeout_s: float = 10.0) -> Iterator[None]
 
 
 def _acquire_file(path: Path, timeout_s: float) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # O_NOFOLLOW: the lock file is truncated and written below, so a symlink planted in its
+    # place must not redirect that to another file.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise LockError(f"{path.name}: cannot open the lock file: {exc.strerror}") from None
     deadline = time.monotonic() + timeout_s
     while True:
         try:

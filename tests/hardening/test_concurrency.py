@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Served
+from conftest import PURE, Served, serve
 
 from codegen.errors import LockTimeout
-from codegen.locking import project_lock
+from codegen.locking import LockError, lock_path_for, project_lock
 from codegen.state import load_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 HOLD = """
 import sys, time
 from pathlib import Path
-from codegen.locking import project_lock
+from codegen.locking import LockError, lock_path_for, project_lock
 with project_lock(Path(sys.argv[1])):
     Path(sys.argv[2]).write_text("held")
     time.sleep(float(sys.argv[3]))
@@ -37,7 +37,7 @@ with project_lock(Path(sys.argv[1])):
 BUMP = """
 import sys
 from pathlib import Path
-from codegen.locking import project_lock
+from codegen.locking import LockError, lock_path_for, project_lock
 from codegen.state import load_state, save_state
 path, n, out = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 seen = []
@@ -180,8 +180,6 @@ def test_concurrent_writers_are_serialized_and_readers_never_see_a_torn_file(
 def test_two_concurrent_builds_both_succeed_one_after_the_other(
     tmp_path: Path, hardening_cache: Path
 ) -> None:
-    from conftest import serve
-
     served = serve(tmp_path / "proj", hardening_cache)
     state = served.project.state_path
     edited = state.read_text().replace('"version": 1', '"version": 2', 1)
@@ -210,3 +208,21 @@ def test_two_concurrent_builds_both_succeed_one_after_the_other(
     served.project.ledger.check_integrity()
     assert served.project.ledger.versions() == [1, 2]
     assert served.project.load_active().module("tiny").RAG == 2.5
+
+
+def test_a_symlink_planted_as_the_lock_file_is_refused(served: Served, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    lock = lock_path_for(served.project.state_path)
+    lock.unlink()
+    lock.symlink_to(victim)
+    try:
+        with pytest.raises(
+            LockError,
+            match=r"^rsi_state.json.lock: cannot open the lock file: Too many levels of "
+            r"symbolic links$",
+        ):
+            served.project.build(PURE)
+    finally:
+        lock.unlink()
+    assert victim.read_text() == "precious\n"  # not truncated, no pid written into it
