@@ -14,6 +14,7 @@ import importlib.util
 import sys
 import threading
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from codegen.render import render_module
 from codegen.state import AttentionMechanism, RSIState
 from codegen.toolchain import CompileSettings
 
-__all__ = ["MODULES", "ENTRY_POINTS", "KernelModule", "kernel_module", "module_source"]
+__all__ = [
+    "MODULES",
+    "ENTRY_POINTS",
+    "KernelModule",
+    "kernel_module",
+    "kernel_modules",
+    "module_source",
+]
 
 #: Generated module of each mechanism (``attention`` is scaled dot-product: the model uses it).
 MODULES: dict[AttentionMechanism, str] = {
@@ -65,15 +73,30 @@ def kernel_module(
     cache_dir: Path,
 ) -> KernelModule:
     """Render, compile (cached) and import ``mechanism``'s module for ``state``."""
-    name = MODULES[mechanism]
-    source = module_source(state, mechanism)
-    compiled = compile_modules({name: source}, settings, cache_dir)[name]
-    with _guard:
-        module = _loaded.get(compiled.key)
-        if module is None:
-            module = _import(name, compiled.key, compiled.artifact, settings, cache_dir)
-            _loaded[compiled.key] = module
-    return KernelModule(mechanism, module, compiled.key, settings.backend, compiled.seconds)
+    return kernel_modules(state, (mechanism,), settings, cache_dir)[mechanism]
+
+
+def kernel_modules(
+    state: RSIState,
+    mechanisms: Iterable[AttentionMechanism],
+    settings: CompileSettings,
+    cache_dir: Path,
+) -> dict[AttentionMechanism, KernelModule]:
+    """Several mechanisms' modules for ``state``, compiled in parallel (``settings.jobs``)."""
+    wanted = list(mechanisms)
+    sources = {MODULES[m]: module_source(state, m) for m in wanted}
+    compiled = compile_modules(sources, settings, cache_dir)
+    out: dict[AttentionMechanism, KernelModule] = {}
+    for mechanism in wanted:
+        name = MODULES[mechanism]
+        done = compiled[name]
+        with _guard:
+            module = _loaded.get(done.key)
+            if module is None:
+                module = _import(name, done.key, done.artifact, settings, cache_dir)
+                _loaded[done.key] = module
+        out[mechanism] = KernelModule(mechanism, module, done.key, settings.backend, done.seconds)
+    return out
 
 
 def _import(

@@ -1,0 +1,154 @@
+"""Generated attention kernels against the NumPy reference, in both tiers.
+
+Compiled kernels are checked by property tests (shapes, values, masks); the interpreted tier
+(the same ``.py``) runs on a few small inputs and must agree with the compiled one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codegen.state import AttentionMechanism
+from runtime.kernels.reference import max_rel_err
+from tests.runtime.kernels.cases import ARCHES, MASKS, make_case, make_state
+from tests.runtime.kernels.conftest import built
+
+M = AttentionMechanism
+TOL = 1e-4
+MASKED = [m for m in M if m is not M.mamba]
+Kernel = Callable[..., np.ndarray]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+@pytest.mark.parametrize("mechanism", list(M), ids=lambda m: m.value)
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.data(),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 0.3, 1.0, 3.0]),
+    mask_kind=st.sampled_from(MASKS),
+)
+def test_matches_reference(
+    arch: str,
+    mechanism: AttentionMechanism,
+    kernel_cache: Path,
+    data: st.DataObject,
+    seed: int,
+    scale: float,
+    mask_kind: str,
+) -> None:
+    state = make_state(arch)
+    n = data.draw(st.integers(1, state.architecture.seq_len), label="n")
+    kernel = built(arch, "cython", kernel_cache)[mechanism].kernel
+    args, expected = make_case(mechanism, state, n, seed, scale, mask_kind)
+    out = kernel(*args)
+    assert out.dtype == np.float32 and out.shape == (n, state.architecture.embedding_dim)
+    assert np.isfinite(out).all()
+    assert max_rel_err(out, expected()) <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+@pytest.mark.parametrize("mechanism", MASKED, ids=lambda m: m.value)
+def test_fully_masked_rows_are_zero(
+    arch: str, mechanism: AttentionMechanism, kernel_cache: Path
+) -> None:
+    state = make_state(arch)
+    kernel = built(arch, "cython", kernel_cache)[mechanism].kernel
+    n = state.architecture.seq_len
+    args, _ = make_case(mechanism, state, n, seed=1, mask_kind="all")
+    assert not kernel(*args).any()
+    if state.architecture.causal:
+        # Query 0 sees key 0 only; with key 0 masked its row is empty: zeros, never NaN.
+        args, expected = make_case(mechanism, state, n, seed=2, mask_kind="first")
+        out = kernel(*args)
+        assert not out[0].any()
+        assert max_rel_err(out, expected()) <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+@pytest.mark.parametrize("mechanism", list(M), ids=lambda m: m.value)
+def test_single_token(arch: str, mechanism: AttentionMechanism, kernel_cache: Path) -> None:
+    state = make_state(arch)
+    kernel = built(arch, "cython", kernel_cache)[mechanism].kernel
+    args, expected = make_case(mechanism, state, 1, seed=3, mask_kind="none")
+    assert max_rel_err(kernel(*args), expected()) <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mechanism", list(M), ids=lambda m: m.value)
+def test_tiers_agree(mechanism: AttentionMechanism, kernel_cache: Path) -> None:
+    state = make_state("odd")
+    compiled = built("odd", "cython", kernel_cache)[mechanism]
+    interpreted = built("odd", "python", kernel_cache)[mechanism]
+    assert compiled.tier == "cython" and interpreted.tier == "python"
+    for n, seed in ((1, 4), (7, 5)):
+        args, expected = make_case(mechanism, state, n, seed)
+        a, b = compiled.kernel(*args), interpreted.kernel(*args)
+        assert max_rel_err(a, b) <= TOL
+        assert max_rel_err(b, expected()) <= TOL
+
+
+@pytest.mark.slow
+class TestBoundary:
+    """Shapes, dtypes and layouts are checked before any loop runs: one-line ValueError."""
+
+    @pytest.fixture
+    def sdpa(self, kernel_cache: Path) -> Kernel:
+        return built("odd", "cython", kernel_cache)[M.sdpa].kernel
+
+    def test_wrong_dtype(self, sdpa: Kernel) -> None:
+        q = np.zeros((4, 12))
+        with pytest.raises(ValueError, match=r"^sdpa: q must be a C-contiguous float32 array "):
+            sdpa(q, q, q)
+
+    def test_wrong_width(self, sdpa: Kernel) -> None:
+        q = np.zeros((4, 12), np.float32)
+        with pytest.raises(ValueError, match=r"k must be .* \(4, 12\), got float32 \(4, 11\)"):
+            sdpa(q, np.zeros((4, 11), np.float32), q)
+
+    def test_not_contiguous(self, sdpa: Kernel) -> None:
+        q = np.zeros((4, 24), np.float32)[:, ::2]
+        with pytest.raises(ValueError, match=r"non-contiguous"):
+            sdpa(q, q, q)
+
+    def test_too_long(self, sdpa: Kernel) -> None:
+        q = np.zeros((38, 12), np.float32)
+        with pytest.raises(ValueError, match=r"1 to 37 rows \(architecture.seq_len\), got 38"):
+            sdpa(q, q, q)
+
+    def test_empty(self, sdpa: Kernel) -> None:
+        q = np.zeros((0, 12), np.float32)
+        with pytest.raises(ValueError, match=r"got 0$"):
+            sdpa(q, q, q)
+
+    def test_bad_mask(self, sdpa: Kernel) -> None:
+        q = np.zeros((4, 12), np.float32)
+        with pytest.raises(ValueError, match=r"mask must be a bool or uint8 array of shape \(4,\)"):
+            sdpa(q, q, q, np.ones(5, bool))
+
+    def test_bool_mask_accepted(self, sdpa: Kernel) -> None:
+        q = np.ones((4, 12), np.float32)
+        mask = np.array([True, False, True, True])
+        assert np.isfinite(sdpa(q, q, q, mask)).all()
+
+    def test_mamba_rejects_growing_state(self, kernel_cache: Path) -> None:
+        state = make_state("odd")
+        mamba = built("odd", "cython", kernel_cache)[M.mamba].kernel
+        args, _ = make_case(M.mamba, state, 5, seed=6)
+        a = args[2].copy()
+        a[0, 0] = 0.5
+        with pytest.raises(ValueError, match=r"^mamba: a must be <= 0"):
+            mamba(args[0], args[1], a, *args[3:])
