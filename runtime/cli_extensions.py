@@ -24,4 +24,12 @@ def _babi_eval(
     register(sub, common)
 
 
-REGISTRARS: list[Registrar] = [_babi_eval]
+def _kernels_tune(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.kernels.cli import register
+
+    register(sub, common)
+
+
+REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune]
