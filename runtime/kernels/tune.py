@@ -208,12 +208,13 @@ def _tune_one(
     args, expected = kernel_inputs(mechanism, state.architecture, rows, settings.seed)
     for index, config in enumerate(settings.candidates):
         variant = _with_choice(state, mechanism, config)
-        key = _key(variant, mechanism, settings, fingerprint, rows)
-        cached = _read_cache(settings.cache_dir, key, config)
-        if cached is not None:
-            results[index] = cached
-            continue
+        key = ""
         try:
+            key = _key(variant, mechanism, settings, fingerprint, rows)
+            cached = _read_cache(settings.cache_dir, key, config)
+            if cached is not None:
+                results[index] = cached
+                continue
             kernel = kernel_module(variant, mechanism, settings.compile, settings.cache_dir).kernel
             out = kernel(*args)
             err = max_rel_err(out, expected)
@@ -222,7 +223,8 @@ def _tune_one(
         except (RSIError, ValueError, ArithmeticError, MemoryError, OSError) as exc:
             failed = Measurement(config, key, (), float("inf"), False, _one_line(exc))
             logger.warning("%s %s failed: %s", mechanism.value, config, failed.error)
-            _write_cache(settings.cache_dir, failed)
+            if key:  # a toolchain that cannot even be fingerprinted is not cached
+                _write_cache(settings.cache_dir, failed)
             results[index] = failed
             continue
         fresh.append((index, config, key, _bind(kernel, args)))
