@@ -108,18 +108,18 @@ class BabiModel:
         rows = int(self.experts.N_ROWS)
         n_q = max(1, len(questions))
         if self.use_similarity or self.use_attention:
-            word_vecs = np.stack([self._vector(w.lower()) for w in enc.words]).astype(np.float32)
+            word_vecs = np.stack([self._vector(w.lower()) for w in enc.words])
             qvecs = np.stack(
                 [self._text_vector(toks) for toks in enc.question_tokens] or [np.zeros(self.dim)]
-            ).astype(np.float32)
+            )
         else:
-            word_vecs = np.zeros((n_words, self.dim), dtype=np.float32)
-            qvecs = np.zeros((n_q, self.dim), dtype=np.float32)
+            word_vecs = np.zeros((n_words, self.dim), dtype=np.float64)
+            qvecs = np.zeros((n_q, self.dim), dtype=np.float64)
         if self.use_attention:
             svecs = [self._text_vector(toks) for toks in enc.sentence_tokens]
             attn = self._attention(qvecs, svecs, [p for _, p in questions])
         else:
-            attn = np.zeros((n_q, max(1, len(sentences))), dtype=np.float32)
+            attn = np.zeros((n_q, max(1, len(sentences))), dtype=np.float64)
         return Prepared(
             encoded=enc,
             n_words=n_words,
@@ -233,7 +233,9 @@ class BabiModel:
         see keys up to i only, so there each question gets its own call, read at the last row.
         """
         n_sent = len(svecs)
-        out = np.zeros((max(1, len(positions)), max(1, n_sent)), dtype=np.float32)
+        # Evidence arrays are float64 in both tiers: NumPy 2 keeps float32 scalar arithmetic
+        # in float32 where C promotes to double, so float32 inputs would split the tiers.
+        out = np.zeros((max(1, len(positions)), max(1, n_sent)), dtype=np.float64)
         slots = min(self.n_keys, self.dim)
         step = 1 if self.causal else self.n_keys
         for start in range(0, len(positions), step):

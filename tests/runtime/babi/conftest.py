@@ -9,6 +9,7 @@ import pytest
 
 from codegen.state import RSIState, load_state
 from runtime.babi.builds import BuiltModel, build_model
+from runtime.babi.tune import state_from_data
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -43,3 +44,17 @@ def compiled_model(tuned_state: RSIState, babi_generated: Path) -> BuiltModel:
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the compiled tier cannot be built")
     return build_model(tuned_state, babi_generated, "cython")
+
+
+@pytest.fixture(scope="session")
+def routed_state(uniform_state: RSIState) -> RSIState:
+    """The uniform state with the embedder weighted and routing rules (every code path on)."""
+    data = uniform_state.model_dump(mode="json")
+    data["experts"]["embedder"]["weight"] = 0.3
+    data["scoring"]["rag"] = 0.7
+    data["routing"] = [
+        {"when_all": ["where"], "boosts": {"tracker": 1.5, "embedder": -0.2}},
+        {"when_all": ["is", "in"], "boosts": {"counter": 2.0}},
+        {"when_all": ["afraid"], "boosts": {"embedder": -5.0}},
+    ]
+    return state_from_data(data)

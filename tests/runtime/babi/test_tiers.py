@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from runtime.babi.builds import BuiltModel
+from codegen.state import RSIState
+from runtime.babi.builds import BuiltModel, build_model
 from runtime.babi.data import load_dir, split_stories
 from runtime.babi.evaluate import prepare_all
 from runtime.babi.generate import generate_stories
@@ -45,3 +48,20 @@ def test_tiers_agree_on_a_sample(python_model: BuiltModel, compiled_model: Built
             python_model.model.answer_prepared(a, i)[0] for i in range(a.n_questions)
         ]
     assert n > 50
+
+
+def test_tiers_agree_with_embedding_and_routing_on(
+    routed_state: RSIState, babi_generated: Path
+) -> None:
+    """Every expert row, attention included, and the routing branches, in both tiers."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the compiled tier cannot be built")
+    fast = build_model(routed_state, babi_generated, "cython").model
+    slow = build_model(routed_state, babi_generated, "python").model
+    for prepared in prepare_all(fast, generate_stories(seed=8, stories_per_task=3)):
+        assert fast.answer_all(prepared) == slow.answer_all(prepared)
+        for i in range(prepared.n_questions):
+            n_fast = fast.evidence(prepared, i)
+            rows_fast = prepared.scores.copy()
+            assert slow.evidence(prepared, i) == n_fast
+            assert np.array_equal(prepared.scores, rows_fast)

@@ -14,20 +14,8 @@ from runtime.babi.generate import generate_stories
 from runtime.babi.tune import collect_evidence, screen, state_from_data, tune
 
 
-def _with_rules(state: RSIState) -> RSIState:
-    data = state.model_dump(mode="json")
-    data["experts"]["embedder"]["weight"] = 0.3
-    data["scoring"]["rag"] = 0.7
-    data["routing"] = [
-        {"when_all": ["where"], "boosts": {"tracker": 1.5, "embedder": -0.2}},
-        {"when_all": ["is", "in"], "boosts": {"counter": 2.0}},
-        {"when_all": ["afraid"], "boosts": {"embedder": -5.0}},
-    ]
-    return state_from_data(data)
-
-
-def test_screen_matches_generated_scoring(uniform_state: RSIState, babi_generated: Path) -> None:
-    state = _with_rules(uniform_state)
+def test_screen_matches_generated_scoring(routed_state: RSIState, babi_generated: Path) -> None:
+    state = routed_state
     model = build_model(state, babi_generated, "python", full_evidence=True).model
     stories = generate_stories(seed=11, stories_per_task=3)
     evidence = collect_evidence(model, stories)
