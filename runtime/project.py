@@ -7,13 +7,14 @@ project lock, so two processes never interleave a build, a commit or a rollback.
 from __future__ import annotations
 
 import difflib
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_manifest
-from codegen.compile import remove_stale_staging
+from codegen.compile import STAGING_PREFIX, remove_stale_staging
 from codegen.errors import LedgerError, StateError
 from codegen.locking import project_lock
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
@@ -164,7 +165,7 @@ class Project:
             for path in sorted(self.generated_dir.iterdir()) if self.generated_dir.exists() else []:
                 if (path / MANIFEST).exists() and path.name not in keep:
                     freed += _tree_bytes(path)
-                    shutil.rmtree(path)
+                    _discard(path)
                     removed.append(path.name)
             freed += self._prune_module_cache()
         return GcReport(removed, freed)
@@ -182,7 +183,7 @@ class Project:
             # Module entries are named by a 64-hex key; memos and the shared module are not.
             if len(entry.name) == 64 and entry.name not in keys and entry.is_dir():
                 freed += _tree_bytes(entry)
-                shutil.rmtree(entry)
+                _discard(entry)
         return freed
 
     def resolve_build(self, ref: str) -> Path:
@@ -280,6 +281,17 @@ def _report(result: BuildResult, version: int) -> BuildReport:
 
 def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _discard(path: Path) -> None:
+    """Delete a build or cache entry so that a kill midway never leaves half of one.
+
+    The rename takes it out of sight in one step; a kill during the delete leaves a staging
+    dir of a dead process, which the next command removes.
+    """
+    doomed = path.with_name(f"{STAGING_PREFIX}{os.getpid()}-gc-{path.name}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
 
 
 def _lines(path: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Crash trials: SIGKILL ``rsi build``, a promotion and ``rsi rollback`` at random instants.
+"""Crash trials: SIGKILL ``rsi build``, a promotion, ``rsi rollback`` and ``rsi gc`` at random.
 
 Each trial copies a prepared project (state v1 and v2 committed, v2 active), starts one
 command as a subprocess, kills it with SIGKILL after a random delay drawn over the command's
@@ -44,7 +44,7 @@ from runtime.ledger import Ledger  # noqa: E402
 
 __all__ = ["Base", "Trial", "TrialResult", "prepare_base", "run_trial", "run_trials", "main"]
 
-OPS = ("build", "promote", "rollback")
+OPS = ("build", "promote", "rollback", "gc")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 STATE = "rsi_state.json"
 
@@ -140,7 +140,10 @@ class _Plan:
     args: tuple[str, ...]
     expect_version: int
     expect_tier: str
-    pending: bytes | None
+    pending: bytes | None  # the user's edit the command is to commit
+    before: int = 2  # the active version before the command
+    committed: bytes | None = None  # a version 3 committed while preparing
+    gone: str | None = None  # a build the command deletes
 
 
 def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> _Plan:
@@ -161,6 +164,16 @@ def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> 
         v3 = _state_with(base.committed[2], 3, round(rng.uniform(0.0, 10.0), 3))
         _write_as_user(state, v3)
         return _Plan(("build", "--backend", trial.backend), 3, trial.backend, v3)
+    if trial.op == "gc":
+        # Commit v3 with a history of two: v1 drops out, and its build is garbage.
+        doc = json.loads(_state_with(base.committed[2], 3, round(rng.uniform(0.0, 10.0), 3)))
+        doc["safety"]["history_limit"] = 2
+        v3 = (json.dumps(doc, indent=2) + "\n").encode()
+        ledger = Ledger(root / ".rsi" / "ledger.sqlite3")
+        garbage = ledger.state(1).build_id
+        _write_as_user(state, v3)
+        _run_ok(rsi_cmd(state, "build", "--backend", "python"), "gc trial set-up")
+        return _Plan(("gc",), 3, "python", None, before=3, committed=v3, gone=garbage)
     if trial.rebuild:
         target = Ledger(root / ".rsi" / "ledger.sqlite3").state(1).build_id
         shutil.rmtree(generated / target)
@@ -261,8 +274,9 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
     try:
         plan = _prepare_trial(base, trial, root, rng)
         known = dict(base.committed)
-        if plan.pending is not None:
-            known[3] = plan.pending
+        for extra in (plan.pending, plan.committed):
+            if extra is not None:
+                known[3] = extra
         state = root / STATE
         log = (work / f"trial-{trial.index:04d}.log").open("w")
         proc = subprocess.Popen(
@@ -281,9 +295,10 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
         if not result.killed and rc != 0:
             raise TrialError(f"uncut command failed with {rc}")
         allowed_state = {plan.pending} if plan.pending is not None else set()
-        allowed_active = {2, plan.expect_version}
+        allowed_active = {plan.before, plan.expect_version}
         result.staging_left, data = _check_invariants(root, known, allowed_state, allowed_active)
-        result.pending_state = data == plan.pending
+        committed = Ledger(root / ".rsi" / "ledger.sqlite3").versions()
+        result.pending_state = data == plan.pending and plan.expect_version not in committed
         # Orphaned compiler workers may still be running: the next command must cope with
         # that, but its leftovers are only checked once they have exited.
         _reap_group(proc.pid, 120.0)
@@ -300,6 +315,8 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
             raise TrialError(f"{staging} staging dirs left after the recovery command")
         if list(root.glob(f".{STATE}.*.tmp")):
             raise TrialError("temp files of the state file left after the recovery command")
+        if plan.gone and (root / "generated" / plan.gone).exists():
+            raise TrialError(f"gc left the unused build {plan.gone}")
     except (TrialError, OSError, ValueError, subprocess.SubprocessError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -330,7 +347,8 @@ def run_trials(
     plans: list[tuple[str, str, bool, bool]] = []
     for i in range(n):
         op = OPS[i % len(OPS)]
-        backend = "cython" if op != "rollback" and rng.random() < cython_share else "python"
+        compiles = op in ("build", "promote")
+        backend = "cython" if compiles and rng.random() < cython_share else "python"
         rebuild = op == "rollback" and rng.random() < 0.3
         plans.append((op, backend, rebuild, rng.random() < 0.5))
     kinds = {(op, backend, rebuild) for op, backend, rebuild, _ in plans}
@@ -361,11 +379,13 @@ def summary(results: list[TrialResult]) -> str:
     passed = sum(r.error is None for r in results)
     return (
         f"crash trials: {len(results)} run, {passed} passed, {len(results) - passed} failed "
-        f"(build {ops['build']}, promote {ops['promote']}, rollback {ops['rollback']}; "
+        f"(build {ops['build']}, promote {ops['promote']}, rollback {ops['rollback']}, "
+        f"gc {ops['gc']}; "
         f"cython {sum(r.trial.backend == 'cython' for r in results)}; "
         f"killed mid-command {sum(r.killed for r in results)}; "
         f"process-group kills {sum(r.trial.group and r.killed for r in results)}; "
-        f"promotions killed with the user's edit pending {sum(r.pending_state for r in results)}; "
+        f"promotions killed before committing the user's edit (kept intact) "
+        f"{sum(r.pending_state for r in results)}; "
         f"trials with staging dirs left by the kill {sum(r.staging_left > 0 for r in results)}, "
         "all removed by the next command)"
     )
