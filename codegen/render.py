@@ -21,7 +21,15 @@ import jinja2
 from codegen.errors import RenderError
 from codegen.state import BenchmarkSummary, RSIState, atomic_write
 
-__all__ = ["TEMPLATE_DIR", "module_names", "render_sources", "render_module", "templates_digest"]
+__all__ = [
+    "TEMPLATE_DIR",
+    "MECHANISM_FAMILY",
+    "build_modules",
+    "module_names",
+    "render_sources",
+    "render_module",
+    "templates_digest",
+]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
@@ -40,8 +48,25 @@ def render_sources(
     ``memo_dir`` caches black's output by the raw render's hash (black is the slow step).
     """
     neutral = state.model_copy(update={"version": 1, "benchmark": BenchmarkSummary()})
-    names = module_names(template_dir)
+    names = build_modules(state, template_dir)
     return {name: render_module(name, neutral, template_dir, memo_dir) for name in names}
+
+
+#: Templates ``attention_<mechanism>.py.j2`` form one family: a build carries only the
+#: mechanism its state selects (``architecture.attention``); the kernel tooling
+#: (:mod:`runtime.kernels`) renders the others on demand. Eight unused kernels would
+#: otherwise triple the cold build for code no caller runs.
+MECHANISM_FAMILY = "attention_"
+
+
+def build_modules(state: RSIState, template_dir: Path | None = None) -> tuple[str, ...]:
+    """The modules a build of ``state`` contains (see :data:`MECHANISM_FAMILY`)."""
+    selected = f"{MECHANISM_FAMILY}{state.architecture.attention.value}"
+    return tuple(
+        name
+        for name in module_names(template_dir)
+        if not name.startswith(MECHANISM_FAMILY) or name == selected
+    )
 
 
 def module_names(template_dir: Path | None = None) -> tuple[str, ...]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from codegen.errors import RenderError
-from codegen.render import _num, _pyrepr, module_names, render_sources
-from codegen.state import load_state
+from codegen.render import _num, _pyrepr, build_modules, module_names, render_sources
+from codegen.state import AttentionMechanism, load_state
 from tests.conftest import PROBE_TEMPLATES, SHIPPED_STATE
 
 GOLDEN = '''"""A tiny generated module for tests: one coefficient baked in."""
@@ -36,6 +36,13 @@ class TestGolden:
 class TestModuleNames:
     def test_one_module_per_template(self) -> None:
         assert module_names(PROBE_TEMPLATES) == ("probe",)
+
+    def test_a_build_carries_only_the_selected_attention_mechanism(self) -> None:
+        state = load_state(SHIPPED_STATE)
+        arch = state.architecture.model_copy(update={"attention": AttentionMechanism.flash})
+        names = build_modules(state.model_copy(update={"architecture": arch}))
+        assert "attention_flash" in names and "attention_moe" not in names
+        assert {"attention", "experts", "scoring"} <= set(names)
 
     def test_empty_dir_is_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(RenderError, match=r"no templates"):
