@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.state import RSIState
+from codegen.state import BenchmarkSummary, RSIState
 from codegen.toolchain import Backend
 from runtime.babi.builds import build_model
 from runtime.babi.data import Story
@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def uniform_state(base: RSIState) -> RSIState:
-    """``base`` with every expert weight and coefficient 1 and no routing rules."""
+    """``base`` with every expert weight and coefficient 1, no routing rules, no benchmark."""
     data = base.model_dump(mode="json")
+    data["benchmark"] = BenchmarkSummary().model_dump(mode="json")
     for expert in data["experts"].values():
         expert["weight"] = 1.0
     for key in data["scoring"]:
