@@ -24,6 +24,9 @@ __all__ = [
     "answers_match",
     "evaluate",
     "load_split",
+    "prepare_all",
+    "TierComparison",
+    "compare_tiers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,3 +156,33 @@ def load_split(data: Path | None, split: Split, seed: int = 0) -> list[Story]:
     """Stories of ``split`` from a bAbI directory, or from the embedded generator."""
     stories = load_dir(data) if data is not None else generate_stories(seed=seed)
     return split_stories(stories, split, seed=seed)
+
+
+@dataclass(frozen=True)
+class TierComparison:
+    """Outcome of answering the same encoded questions with two builds."""
+
+    questions: int
+    mismatches: tuple[tuple[int, int, str, str], ...]  # (story, question, a's answer, b's)
+
+    @property
+    def agree(self) -> bool:
+        """True when every answer and confidence matched exactly."""
+        return not self.mismatches
+
+
+def compare_tiers(a: BabiModel, b: BabiModel, stories: Sequence[Story]) -> TierComparison:
+    """Differential test: stories encoded once by ``a``, answered by both ``a`` and ``b``.
+
+    For the gate's "compiled and interpreted tiers agree": same state, two backends.
+    """
+    mismatches: list[tuple[int, int, str, str]] = []
+    n = 0
+    for s, prepared in enumerate(prepare_all(a, stories)):
+        for q, (x, y) in enumerate(
+            zip(a.answer_all(prepared), b.answer_all(prepared), strict=True)
+        ):
+            n += 1
+            if x != y:
+                mismatches.append((s, q, f"{x[0]} ({x[1]:.6g})", f"{y[0]} ({y[1]:.6g})"))
+    return TierComparison(n, tuple(mismatches))

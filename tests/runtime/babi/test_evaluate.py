@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from runtime.babi.builds import BuiltModel
-from runtime.babi.evaluate import answers_match, evaluate
+from pathlib import Path
+
+from codegen.state import RSIState
+from runtime.babi.builds import BuiltModel, build_model
+from runtime.babi.evaluate import answers_match, compare_tiers, evaluate
 from runtime.babi.generate import generate_stories
 
 
@@ -19,3 +22,15 @@ def test_eval_summary_fields(python_model: BuiltModel) -> None:
 def test_answers_match_ignores_case_only() -> None:
     assert answers_match("Bill", "bill")
     assert not answers_match("milk,apple", "apple,milk")
+
+
+def test_compare_tiers_reports_mismatches(
+    python_model: BuiltModel, uniform_state: RSIState, babi_generated: Path
+) -> None:
+    stories = generate_stories(seed=4, stories_per_task=2)
+    same = compare_tiers(python_model.model, python_model.model, stories)
+    assert same.agree and same.questions == sum(len(s.questions) for s in stories)
+    other = build_model(uniform_state, babi_generated, "python").model
+    differ = compare_tiers(python_model.model, other, stories)
+    assert not differ.agree
+    assert all(len(m) == 4 for m in differ.mismatches)

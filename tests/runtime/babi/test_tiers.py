@@ -12,7 +12,7 @@ import pytest
 from codegen.state import RSIState
 from runtime.babi.builds import BuiltModel, build_model
 from runtime.babi.data import load_dir, split_stories
-from runtime.babi.evaluate import prepare_all
+from runtime.babi.evaluate import compare_tiers, prepare_all
 from runtime.babi.generate import generate_stories
 
 
@@ -48,6 +48,7 @@ def test_tiers_agree_on_a_sample(python_model: BuiltModel, compiled_model: Built
             python_model.model.answer_prepared(a, i)[0] for i in range(a.n_questions)
         ]
     assert n > 50
+    assert compare_tiers(compiled_model.model, python_model.model, stories).agree
 
 
 def test_tiers_agree_with_embedding_and_routing_on(
