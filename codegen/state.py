@@ -297,13 +297,15 @@ class KernelChoice(_Strict):
     """One kernel variant (a value object: equal knobs, equal code).
 
     ``tile`` query rows share each loaded key/value row; ``unroll`` reduction steps share
-    each load/store of an accumulator. Both only change speed, never results beyond
-    float32 rounding. Bounded so a block's scratch stays small (tile x seq_len floats).
+    each load/store of an accumulator; ``width`` blocks of 16 keys share each loaded query
+    value. They only change speed, never results beyond float32 rounding. Bounded so a
+    block's registers and scratch stay small (tile x seq_len floats).
     """
 
     variant: KernelVariant = KernelVariant.blocked
     tile: int = Field(default=4, ge=1, le=16)
     unroll: int = Field(default=4, ge=1, le=8)
+    width: int = Field(default=1, ge=1, le=4)  # 16-key vectors per register block (SDPA)
 
 
 class KernelParams(_Strict):
