@@ -68,7 +68,7 @@ def _print(report: TuneReport, *, saved: bool) -> None:
     for mech in report.mechanisms:
         cells = []
         for m in mech.measurements:
-            label = f"{m.config.tile}x{m.config.unroll}"
+            label = f"{m.config.tile}x{m.config.unroll}x{m.config.width}"
             value = "inf" if m.error else f"{m.median_us:.1f}us"
             cells.append(f"{label}={value}{'*' if m.config == mech.winner else ''}")
         print(f"{mech.mechanism.value:13s} {' '.join(cells)}")

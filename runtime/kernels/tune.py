@@ -53,13 +53,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Candidate configs in tie order (an earlier one wins an exact tie).
+#: A config whose knobs a mechanism ignores renders the same source as an earlier one and
+#: is measured once (same key).
 CANDIDATES: tuple[KernelChoice, ...] = (
     KernelChoice(tile=4, unroll=4),
-    KernelChoice(tile=2, unroll=4),
     KernelChoice(tile=4, unroll=2),
-    KernelChoice(tile=4, unroll=8),
+    KernelChoice(tile=4, unroll=2, width=2),
+    KernelChoice(tile=6, unroll=2, width=2),
     KernelChoice(tile=8, unroll=2),
     KernelChoice(tile=8, unroll=4),
+    KernelChoice(tile=2, unroll=4),
 )
 #: Version of the measurement procedure; part of every cache key.
 PROTOCOL = 1
@@ -206,11 +209,17 @@ def _tune_one(
     fresh: list[tuple[int, KernelChoice, str, Callable[[], object]]] = []
     rows = settings.rows or state.architecture.seq_len
     args, expected = kernel_inputs(mechanism, state.architecture, rows, settings.seed)
+    same_as: dict[int, int] = {}  # candidate index -> earlier index with the same key
+    first_with: dict[str, int] = {}
     for index, config in enumerate(settings.candidates):
         variant = _with_choice(state, mechanism, config)
         key = ""
         try:
             key = _key(variant, mechanism, settings, fingerprint, rows)
+            if key in first_with:
+                same_as[index] = first_with[key]
+                continue
+            first_with[key] = index
             cached = _read_cache(settings.cache_dir, key, config)
             if cached is not None:
                 results[index] = cached
@@ -232,6 +241,11 @@ def _tune_one(
         done = Measurement(config, key, samples, statistics.median(samples), False)
         _write_cache(settings.cache_dir, done)
         results[index] = done
+    for index, earlier in same_as.items():
+        twin = results[earlier]
+        results[index] = Measurement(
+            settings.candidates[index], twin.key, twin.samples_us, twin.median_us, True, twin.error
+        )
     ordered = tuple(results[i] for i in range(len(settings.candidates)))
     winner = None
     best = float("inf")

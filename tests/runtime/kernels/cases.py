@@ -49,7 +49,7 @@ ARCHES: dict[str, dict[str, Any]] = {
 }
 #: Loop structure per test architecture (remainder loops everywhere for "odd").
 CHOICES: dict[str, KernelChoice] = {
-    "odd": KernelChoice(tile=3, unroll=3),
+    "odd": KernelChoice(tile=3, unroll=3, width=2),
     "causal": KernelChoice(tile=1, unroll=2),
 }
 MASKS = ("none", "random", "all", "first")

@@ -148,3 +148,15 @@ def test_cli_tunes_and_saves(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     saved = load_state(path)
     assert saved.kernels.tuned[M.sdpa].model_dump(mode="json") == winner
     assert saved.kernels.fingerprint == out["fingerprint"]
+
+
+def test_configs_rendering_the_same_source_are_measured_once(tmp_path: Path) -> None:
+    # width only shapes the SDPA module: for multi-head, B and B-with-width-2 are one kernel.
+    state = make_state("odd")
+    wide = B.model_copy(update={"width": 2})
+    settings = _settings(tmp_path, B, wide)
+    settings = TuneSettings(**{**settings.__dict__, "mechanisms": (M.multihead,)})
+    report = tune_kernels(state, settings, _steady_clock())
+    first, twin = report.mechanisms[0].measurements
+    assert report.measured == 1
+    assert twin.cached and twin.key == first.key and twin.config == wide
