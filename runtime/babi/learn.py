@@ -50,8 +50,9 @@ def learn_associations(
     """
     pairs: Counter[tuple[str, str]] = Counter()
     for story in stories:
-        prepared = model.prepare(story.sentences, [(q.text, q.position) for q in story.questions])
-        enc = prepared.encoded
+        enc = model.encoding.encode(
+            list(story.sentences), [(q.text, q.position) for q in story.questions]
+        )
         for index, question in enumerate(story.questions):
             query = enc.queries[index]
             if int(query[0]) != _Q_WILL_GO or int(query[1]) < 0:

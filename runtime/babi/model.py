@@ -63,9 +63,9 @@ class Prepared:
 class BabiModel:
     """Answers bAbI questions with one build's ``encoding``, ``experts`` and ``scoring``.
 
-    ``attend`` is the attention kernel ``(q, k, v) -> out`` on float32 ``(N, D)`` arrays; by
-    default the build's ``attention.sdpa`` when the build is compiled, else the NumPy
-    reference (same math): the interpreted kernel costs seconds per story.
+    ``attend`` is the attention kernel ``(q, k, v) -> out`` on float32 ``(n, D)`` arrays; by
+    default the build's generated ``attention.sdpa`` (see :meth:`_attention`).
+    ``full_evidence`` computes every evidence row even where the state's weights zero it.
     """
 
     def __init__(
@@ -85,13 +85,15 @@ class BabiModel:
         attention = modules.get("attention")
         self.n_keys, self.dim = _attention_shape(attention, self.encoding)
         self.causal = False
+        self.attend: Attend = reference_sdpa
         if attend is not None:
-            self.attend: Attend = attend
-        elif attention is not None and tier != "python" and hasattr(attention, "sdpa"):
-            self.attend = attention.sdpa
-            self.causal = bool(getattr(attention, "CAUSAL", False))
-        else:
-            self.attend = reference_sdpa
+            self.attend = attend
+        elif attention is not None and hasattr(attention, "sdpa"):
+            # An interpreted kernel that only takes N rows costs seconds per story: there
+            # the NumPy reference stands in (same math).
+            if tier != "python" or _accepts_fewer_rows(attention.sdpa, self.dim):
+                self.attend = attention.sdpa
+                self.causal = bool(getattr(attention, "CAUSAL", False))
         self.fixed_rows = not _accepts_fewer_rows(self.attend, self.dim)
         self._vectors: dict[str, np.ndarray] = {}
         # Evidence the scoring multiplies by zero need not be computed, except when every
