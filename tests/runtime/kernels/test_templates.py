@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codegen.state import AttentionMechanism
+from runtime.kernels.build import module_source
 from runtime.kernels.reference import max_rel_err
 from tests.runtime.kernels.cases import ARCHES, MASKS, make_case, make_state
 from tests.runtime.kernels.conftest import built
@@ -152,3 +153,14 @@ class TestBoundary:
         a[0, 0] = 0.5
         with pytest.raises(ValueError, match=r"^mamba: a must be <= 0"):
             mamba(args[0], args[1], a, *args[3:])
+
+
+@pytest.mark.parametrize("mechanism", list(M), ids=lambda m: m.value)
+def test_hot_loops_release_the_gil_and_bake_the_state(mechanism: AttentionMechanism) -> None:
+    state = make_state("odd")
+    source = module_source(state, mechanism)
+    assert "with cython.nogil:" in source
+    assert source.startswith("# rsi: cflags = -O3 -march=native")
+    assert f"N: int = {state.architecture.seq_len}\n" in source
+    # The same .py is the interpreted tier: nothing Cython-only at module level.
+    compile(source, f"{mechanism.value}.py", "exec")
