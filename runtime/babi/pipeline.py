@@ -12,6 +12,7 @@ from codegen.toolchain import Backend
 from runtime.babi.builds import build_model
 from runtime.babi.data import Story
 from runtime.babi.learn import learn_associations, learn_vocabulary, with_knowledge
+from runtime.babi.lexicon import learn_verb_classes, with_learned_verbs
 from runtime.babi.tune import TuneResult, collect_evidence, state_from_data, tune
 
 __all__ = ["uniform_state", "TunedStates", "tune_states"]
@@ -49,9 +50,11 @@ def tune_states(
     proposals: int = 400,
     backend: Backend = "cython",
 ) -> TunedStates:
-    """Learn vocabulary and associations from ``train``, then search weights and rules."""
+    """Learn verbs, vocabulary and associations from ``train``; search weights and rules."""
+    lexicon = with_learned_verbs(base.lexicon, learn_verb_classes(train))
+    start = uniform_state(base).model_copy(update={"lexicon": lexicon})
     vocabulary = learn_vocabulary(train)
-    with_vocab = with_knowledge(uniform_state(base), vocabulary, ())
+    with_vocab = with_knowledge(start, vocabulary, ())
     learner = build_model(with_vocab, generated_dir, "python").model
     associations = learn_associations(learner, train)
     uniform = with_knowledge(with_vocab, vocabulary, associations)
