@@ -171,7 +171,11 @@ class Direction(_Strict):
 
 
 class Lexicon(_Strict):
-    """Word classes the story encoder needs (prior knowledge, rendered as constants)."""
+    """Word classes the story encoder needs, rendered as constants.
+
+    The verb classes (move, take, drop, give) can be learned from a seed of the verbs that
+    questions use: see ``runtime.babi.lexicon``. The rest is grammar the encoder relies on.
+    """
 
     move: tuple[Word, ...] = Field(
         default=("went", "moved", "journeyed", "travelled", "go"), max_length=64

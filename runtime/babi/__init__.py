@@ -6,7 +6,8 @@
   (story → integer-coded facts, parsed once), ``experts`` (typed reasoners writing evidence
   rows) and ``scoring`` (weights, coefficients and routing rules baked in) modules.
 - ``evaluate``: per-task accuracy and throughput (``rsi eval``, see ``cli``).
-- ``learn``: answer vocabulary and associations learned from the train split.
+- ``learn``: answer vocabulary and associations learned from the train split;
+  ``lexicon``: verb classes (move, take, drop, give) learned from its supporting facts.
 - ``tune``: evidence collection, the exact NumPy proposal screener and a seeded search
   (reusable by the RSI loop); ``pipeline`` chains learning and tuning.
 
