@@ -24,16 +24,21 @@ logger = logging.getLogger(__name__)
 #: Generated modules the model needs (``attention`` is optional: see :class:`BabiModel`).
 MODEL_MODULES: tuple[str, ...] = ("encoding", "experts", "scoring")
 
-Attend = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: ``(q, k, v, mask) -> out``: float32 ``(n, D)`` arrays and a uint8 ``(n,)`` key mask.
+Attend = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 class ModelError(RSIError):
     """A build lacks a module or a function the model needs."""
 
 
-def reference_sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``softmax(q @ k.T / sqrt(d)) @ v`` in float32 (the NumPy reference of the kernel)."""
+def reference_sdpa(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """``softmax(q @ k.T / sqrt(d)) @ v`` over unmasked keys, in float32 (NumPy reference)."""
     logits = (q @ k.T) * np.float32(1.0 / np.sqrt(q.shape[1]))
+    if mask is not None:
+        logits[:, mask == 0] = -np.inf
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
     weights /= weights.sum(axis=1, keepdims=True)
@@ -230,9 +235,9 @@ class BabiModel:
         One kernel call per block of questions: keys are the sentences of a window that ends
         at the block's last question, values one-hot sentence slots, so ``out[i, j]`` is the
         attention weight of question i on window sentence j. The experts renormalize over the
-        sentences before each question, which is exactly causal attention; padding rows get
-        weight too, and the renormalization drops them likewise. A causal kernel lets row i
-        see keys up to i only, so there each question gets its own call, read at the last row.
+        sentences before each question, which is exactly causal attention; padding keys are
+        masked. A causal kernel lets row i see keys up to i only, so there each question gets
+        its own call, read at the last row.
         """
         n_sent = len(svecs)
         # Evidence arrays are float64 in both tiers: NumPy 2 keeps float32 scalar arithmetic
@@ -257,7 +262,9 @@ class BabiModel:
             k[:m] = np.stack(svecs[lo:end])
             v = np.zeros((rows, self.dim), dtype=np.float32)
             v[np.arange(m), np.arange(m)] = 1.0
-            result = np.asarray(self.attend(q, k, v), dtype=np.float32)
+            mask = np.zeros(rows, dtype=np.uint8)
+            mask[:m] = 1
+            result = np.asarray(self.attend(q, k, v, mask), dtype=np.float32)
             if self.causal:
                 out[start, lo:end] = result[m - 1, :m]
             else:
@@ -293,7 +300,7 @@ def _accepts_fewer_rows(attend: Attend, dim: int) -> bool:
     """Whether the kernel takes any row count up to N (else exactly N rows)."""
     probe = np.zeros((1, dim), dtype=np.float32)
     try:
-        attend(probe, probe, probe)
+        attend(probe, probe, probe, np.ones(1, dtype=np.uint8))
     except ValueError:
         return False
     return True

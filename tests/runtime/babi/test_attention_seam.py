@@ -38,10 +38,10 @@ def test_fixed_row_and_causal_kernels_give_the_same_weights(python_model: BuiltM
     plain = _model(python_model)
     base = plain.prepare(STORY, QUESTIONS)
 
-    def fixed(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def fixed(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if q.shape[0] != plain.n_keys:
             raise ValueError("exactly N rows")
-        return reference_sdpa(q, k, v)
+        return reference_sdpa(q, k, v, mask)
 
     fixed_model = _model(python_model, attend=fixed)
     assert fixed_model.fixed_rows
