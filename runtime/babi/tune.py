@@ -167,25 +167,38 @@ def screen(state: RSIState, evidence: Evidence) -> Screened:
 
 
 def propose(
-    state: RSIState, evidence: Evidence, screened: Screened, rng: random.Random
+    state: RSIState,
+    evidence: Evidence,
+    screened: Screened,
+    rng: random.Random,
+    max_step: float | None = None,
 ) -> RSIState:
-    """One bounded random change: a weight, a coefficient, or a routing rule from a failure."""
+    """One bounded random change: a weight, a coefficient, or a routing rule from a failure.
+
+    ``max_step`` (e.g. the state's ``safety.max_relative_step``) limits a weight or
+    coefficient change to that fraction of its value; without it the search takes large
+    multiplicative steps (and may switch an expert off).
+    """
     data = state.model_dump(mode="json")
     names = sorted(state.experts)
     move = rng.random()
+    if max_step is None:
+        weight_factors: tuple[float, ...] = (0.0, 0.1, 0.5, 2.0, 10.0)
+        coef_factors: tuple[float, ...] = (0.1, 0.5, 2.0, 10.0)
+        nudges: tuple[float, ...] = (0.0, 0.05)
+    else:
+        weight_factors = coef_factors = (1.0 - max_step, 1.0 + max_step)
+        nudges = (0.0,)
     if move < 0.35:
         name = rng.choice(names)
         data["experts"][name]["weight"] = _bounded(
-            data["experts"][name]["weight"] * rng.choice((0.0, 0.1, 0.5, 2.0, 10.0))
-            + rng.choice((0.0, 0.05)),
+            data["experts"][name]["weight"] * rng.choice(weight_factors) + rng.choice(nudges),
             0.0,
             10.0,
         )
     elif move < 0.65:
         key = rng.choice(COEFFICIENTS)
-        data["scoring"][key] = _bounded(
-            data["scoring"][key] * rng.choice((0.1, 0.5, 2.0, 10.0)), 0.0, 10.0
-        )
+        data["scoring"][key] = _bounded(data["scoring"][key] * rng.choice(coef_factors), 0.0, 10.0)
     elif move < 0.9:
         rule = _rule_from_failure(state, evidence, screened, rng)
         if rule is None:
@@ -196,14 +209,20 @@ def propose(
     return state_from_data(data)
 
 
-def tune(state: RSIState, evidence: Evidence, seed: int = 0, proposals: int = 400) -> TuneResult:
+def tune(
+    state: RSIState,
+    evidence: Evidence,
+    seed: int = 0,
+    proposals: int = 400,
+    max_step: float | None = None,
+) -> TuneResult:
     """Hill-climb from ``state`` by screened proposals (accept when fitness does not drop)."""
     rng = random.Random(f"babi-tune:{seed}")
     best = state
     best_screen = screen(best, evidence)
     trail = [best_screen.fitness]
     for _ in range(proposals):
-        candidate = propose(best, evidence, best_screen, rng)
+        candidate = propose(best, evidence, best_screen, rng, max_step)
         if candidate is best:
             continue
         result = screen(candidate, evidence)

@@ -52,3 +52,18 @@ def test_proposals_stay_within_bounds(uniform_state: RSIState, babi_generated: P
         state = propose(state, evidence, screen(state, evidence), rng)
         assert all(0.0 <= e.weight <= 10.0 for e in state.experts.values())
         assert len(state.routing) <= 64
+
+
+def test_max_step_limits_each_change(uniform_state: RSIState, babi_generated: Path) -> None:
+    from runtime.babi.tune import propose
+
+    model = build_model(uniform_state, babi_generated, "python", full_evidence=True).model
+    evidence = collect_evidence(model, generate_stories(seed=2, stories_per_task=2))
+    rng = random.Random(3)
+    before = uniform_state
+    for _ in range(40):
+        after = propose(before, evidence, screen(before, evidence), rng, max_step=0.5)
+        for name, expert in after.experts.items():
+            old = before.experts[name].weight
+            assert abs(expert.weight - old) <= 0.5 * old + 1e-9
+        before = after
