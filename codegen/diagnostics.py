@@ -75,7 +75,9 @@ def with_origin(
 
 
 def origin_of_message(
-    message: str, state: RSIState, template_dir: Path | None = None,
+    message: str,
+    state: RSIState,
+    template_dir: Path | None = None,
     sources: Mapping[str, str] | None = None,
 ) -> Origin | None:
     """The origin of the first generated line a diagnostic names, if it can be found.
@@ -94,8 +96,12 @@ def origin_of_message(
 
 
 def locate(
-    module: str, line: int, state: RSIState, template_dir: Path | None = None,
-    *, source: str | None,
+    module: str,
+    line: int,
+    state: RSIState,
+    template_dir: Path | None = None,
+    *,
+    source: str | None,
 ) -> Origin | None:
     """Origin of ``line`` (1-based) of ``module``'s formatted ``source``, or of its raw
     render when ``source`` is None; None when the line cannot be traced."""
@@ -184,7 +190,8 @@ def _find(source: str, line: int, marked: list[tuple[str, str, int]]) -> int | N
         return exact[min(nth, len(exact) - 1)]
     # black split or joined the line: the nearest raw line containing it, or contained in it.
     loose = [
-        i for i, (code, _, _) in enumerate(marked)
+        i
+        for i, (code, _, _) in enumerate(marked)
         if _squash(code) and (target in _squash(code) or _squash(code) in target)
     ]
     return loose[min(nth, len(loose) - 1)] if loose else None
@@ -277,8 +284,10 @@ def _expand(parts: list[str], value: Any, prefix: str) -> Iterator[tuple[str, An
         part = "#key"  # iterating a mapping yields its keys
     if part in ("*", "*s", "#item"):
         items = (
-            [(f"[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list)
-            else [(f".{k}", v) for k, v in _ordered(value, part)] if isinstance(value, dict)
+            [(f"[{i}]", v) for i, v in enumerate(value)]
+            if isinstance(value, list)
+            else [(f".{k}", v) for k, v in _ordered(value, part)]
+            if isinstance(value, dict)
             else []
         )
         for suffix, item in items:
@@ -305,7 +314,12 @@ def _shown(value: Any, generated: str) -> bool:
 
 
 def _pretty(pattern: str) -> str:
-    for marker, shown in ((".#keys", " (key)"), (".#key", " (key)"), (".#item", "[*]"),
-                          (".*s", ".<key>"), (".*", ".<key>")):
+    for marker, shown in (
+        (".#keys", " (key)"),
+        (".#key", " (key)"),
+        (".#item", "[*]"),
+        (".*s", ".<key>"),
+        (".*", ".<key>"),
+    ):
         pattern = pattern.replace(marker, shown)
     return pattern

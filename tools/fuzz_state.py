@@ -116,9 +116,7 @@ COLLIDERS: tuple[str, ...] = (
 )
 
 _WORDS = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
-_IDENTS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True) | st.sampled_from(
-    COLLIDERS
-)
+_IDENTS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True) | st.sampled_from(COLLIDERS)
 _STRINGS = st.sampled_from(PAYLOADS) | _WORDS | _IDENTS | st.text(max_size=12)
 _NUMBERS = (
     st.integers(min_value=-(2**70), max_value=2**70)
@@ -129,8 +127,9 @@ _NUMBERS = (
 _SCALARS = st.none() | st.booleans() | _NUMBERS | _STRINGS
 _JSON: st.SearchStrategy[Any] = st.recursive(
     _SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(_STRINGS, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_STRINGS, children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -326,8 +325,9 @@ def _raw_render(state: RSIState) -> dict[str, str]:
     }
 
 
-def check_case(data: bytes, stats: FuzzStats, *, full_every: int, build_every: int,
-               work: Path) -> None:
+def check_case(
+    data: bytes, stats: FuzzStats, *, full_every: int, build_every: int, work: Path
+) -> None:
     """Run one case; raise :class:`FuzzError` unless its outcome is allowed."""
     stats.cases += 1
     try:

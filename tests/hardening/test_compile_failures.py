@@ -64,7 +64,7 @@ def test_template_renders_invalid_python(fragile: Served) -> None:
 def test_template_produces_a_type_error(fragile: Served) -> None:
     _edit(fragile, scoring={"temperature": 7.25})
     expected = (
-        'mypy: fragile.py:6: error: Incompatible types in assignment (expression has type '
+        "mypy: fragile.py:6: error: Incompatible types in assignment (expression has type "
         '"float", variable has type "int") [assignment] [from fragile.py.j2:10 `STEPS: int = '
         "{{ state.scoring.temperature|num }}`, state field scoring.temperature]"
     )
@@ -99,9 +99,19 @@ def test_missing_compiler_on_the_command_line(fragile: Served) -> None:
     state = fragile.project.state_path
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": "/nonexistent"}
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "build", "--backend", "cython", "--state",
-         str(state)],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "build",
+            "--backend",
+            "cython",
+            "--state",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 2
     assert proc.stderr == (
@@ -133,9 +143,16 @@ def test_full_disk_simulated_with_a_file_size_limit(fragile: Served) -> None:
     _edit(fragile, scoring={"rag": 3.0})
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}"}
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FULL_DISK_CHILD), str(fragile.project.state_path),
-         "100"],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(FULL_DISK_CHILD),
+            str(fragile.project.state_path),
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 2, proc.stderr
     assert re.fullmatch(r"StorageError: build failed: File too large( \(\S+\))?\n", proc.stdout)

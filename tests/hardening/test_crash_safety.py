@@ -46,7 +46,7 @@ def test_staging_left_by_a_killed_process_is_never_a_build_and_is_removed(
     tmp_state = project.state_path.with_name(f".{project.state_path.name}.x1y2.tmp")
     tmp_state.write_bytes(b'{"version": 1, "experts": {')  # a torn atomic write
     with pytest.raises(
-        LoadError, match=r"^'.tmp' names no build; give a build id, a unique " r"prefix or vN$"
+        LoadError, match=r"^'.tmp' names no build; give a build id, a unique prefix or vN$"
     ):
         project.resolve_build(".tmp")
     assert project.resolve_build(served.build_id[:6]).name == served.build_id

@@ -70,11 +70,20 @@ def test_trace_through_loops_dictsort_and_macros(templates: Path) -> None:
 
     assert trace("RAG: float = 1.0") == ("mod.py.j2", 5, ("scoring.rag",))
     assert trace("TRACKER: float = 1.0") == (
-        "mod.py.j2", 7, ("experts.tracker (key)", "experts.tracker.weight"))
+        "mod.py.j2",
+        7,
+        ("experts.tracker (key)", "experts.tracker.weight"),
+    )
     assert trace("DEDUCER: float = 1.0") == (
-        "mod.py.j2", 7, ("experts.deducer (key)", "experts.deducer.weight"))
+        "mod.py.j2",
+        7,
+        ("experts.deducer (key)", "experts.deducer.weight"),
+    )
     assert trace("BOOST_1: float = 2.0  # 1") == (
-        "mod.py.j2", 11, ("routing[0].boosts.deducer", "experts"))
+        "mod.py.j2",
+        11,
+        ("routing[0].boosts.deducer", "experts"),
+    )
     assert trace("SCALE: float = 4.5") == ("_macros.j2", 2, ())
     # black exploded the list over lines: each item still traces to its field.
     assert trace('    "no",') == ("mod.py.j2", 15, ("answer_vocabulary[1]",))
@@ -84,8 +93,9 @@ def test_a_message_naming_a_generated_line_gets_its_origin(templates: Path) -> N
     state = _state()
     sources = render_sources(state, templates)
     line = _line_of(sources["mod"], "RAG: float = 1.0")
-    exc = with_origin(CompileError(f"cython: mod.py: mod.py:{line}:4: bad"), state, templates,
-                      sources)
+    exc = with_origin(
+        CompileError(f"cython: mod.py: mod.py:{line}:4: bad"), state, templates, sources
+    )
     assert str(exc) == (
         f"cython: mod.py: mod.py:{line}:4: bad [from mod.py.j2:5 `RAG: float = "
         "{{ state.scoring.rag|num }}`, state field scoring.rag]"

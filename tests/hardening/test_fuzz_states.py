@@ -34,8 +34,10 @@ def test_fuzzed_states_have_only_the_two_allowed_outcomes(tmp_path: Path) -> Non
 
 
 def test_the_guard_catches_an_injected_call(tmp_path: Path) -> None:
-    with pytest.raises(fuzz.FuzzError, match=r"^m: generated code calls 'rsi_canary': a state "
-                       r"value became code$"):
+    with pytest.raises(
+        fuzz.FuzzError,
+        match=r"^m: generated code calls 'rsi_canary': a state value became code$",
+    ):
         fuzz._guard("m", "X = 1\nrsi_canary()\n")
     with pytest.raises(fuzz.FuzzError, match=r"^m: generated code imports 'os'$"):
         fuzz._guard("m", "import os\n")

@@ -82,35 +82,87 @@ def _word_length(doc: dict[str, Any], n: int) -> None:
 
 
 LIMITS: list[tuple[str, Edit, int, str]] = [
-    ("experts", _experts, 64,
-     "experts: Dictionary should have at most 64 items after validation, not more"),
-    ("routing rules", _rules, 256,
-     "routing: Tuple should have at most 256 items after validation, not 257"),
-    ("boosts per rule", _boosts, 16,
-     "routing[0].boosts: Dictionary should have at most 16 items after validation, not more"),
-    ("words per rule", _when_all, 4,
-     "routing[0].when_all: Tuple should have at most 4 items after validation, not 5"),
-    ("answer vocabulary", _vocabulary, 512,
-     "answer_vocabulary: Tuple should have at most 512 items after validation, not 513"),
-    ("associations", _associations, 256,
-     "associations: Tuple should have at most 256 items after validation, not 257"),
-    ("lexicon word class", _lexicon_move, 64,
-     "lexicon.move: Tuple should have at most 64 items after validation, not 65"),
-    ("plurals", _plurals, 256,
-     "lexicon.plurals: Dictionary should have at most 256 items after validation, not more"),
-    ("directions", _directions, 32,
-     "lexicon.directions: Tuple should have at most 32 items after validation, not 33"),
-    ("benchmark tasks", _per_task, 20,
-     "benchmark.per_task: Dictionary should have at most 20 items after validation, not more"),
-    ("approvals", _approvals, 64,
-     "safety.approval_required: Tuple should have at most 64 items after validation, not 65"),
-    ("identifier length", _name_length, 48,
-     "experts['eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee'] (key): "
-     "'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee' is not a plain identifier "
-     "([A-Za-z_][A-Za-z0-9_]*, at most 48 chars)"),
-    ("word length", _word_length, 32,
-     "answer_vocabulary[0]: 'wwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwww' is not a lowercase word "
-     "([a-z][a-z0-9]*, at most 32 chars)"),
+    (
+        "experts",
+        _experts,
+        64,
+        "experts: Dictionary should have at most 64 items after validation, not more",
+    ),
+    (
+        "routing rules",
+        _rules,
+        256,
+        "routing: Tuple should have at most 256 items after validation, not 257",
+    ),
+    (
+        "boosts per rule",
+        _boosts,
+        16,
+        "routing[0].boosts: Dictionary should have at most 16 items after validation, not more",
+    ),
+    (
+        "words per rule",
+        _when_all,
+        4,
+        "routing[0].when_all: Tuple should have at most 4 items after validation, not 5",
+    ),
+    (
+        "answer vocabulary",
+        _vocabulary,
+        512,
+        "answer_vocabulary: Tuple should have at most 512 items after validation, not 513",
+    ),
+    (
+        "associations",
+        _associations,
+        256,
+        "associations: Tuple should have at most 256 items after validation, not 257",
+    ),
+    (
+        "lexicon word class",
+        _lexicon_move,
+        64,
+        "lexicon.move: Tuple should have at most 64 items after validation, not 65",
+    ),
+    (
+        "plurals",
+        _plurals,
+        256,
+        "lexicon.plurals: Dictionary should have at most 256 items after validation, not more",
+    ),
+    (
+        "directions",
+        _directions,
+        32,
+        "lexicon.directions: Tuple should have at most 32 items after validation, not 33",
+    ),
+    (
+        "benchmark tasks",
+        _per_task,
+        20,
+        "benchmark.per_task: Dictionary should have at most 20 items after validation, not more",
+    ),
+    (
+        "approvals",
+        _approvals,
+        64,
+        "safety.approval_required: Tuple should have at most 64 items after validation, not 65",
+    ),
+    (
+        "identifier length",
+        _name_length,
+        48,
+        "experts['eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee'] (key): "
+        "'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee' is not a plain identifier "
+        "([A-Za-z_][A-Za-z0-9_]*, at most 48 chars)",
+    ),
+    (
+        "word length",
+        _word_length,
+        32,
+        "answer_vocabulary[0]: 'wwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwww' is not a lowercase word "
+        "([a-z][a-z0-9]*, at most 32 chars)",
+    ),
 ]
 
 
@@ -132,8 +184,11 @@ def test_every_kernel_variant_slot_is_bounded_by_the_mechanisms() -> None:
     doc["kernels"]["tuned"] = {m.value: {"tile": 4} for m in AttentionMechanism}
     assert len(parse_state(serialize(doc)).kernels.tuned) == len(AttentionMechanism) <= 16
     doc["kernels"]["tuned"]["extra"] = {"tile": 4}
-    with pytest.raises(StateError, match=r"^rsi_state.json: kernels.tuned.extra \(key\): Input "
-                       r"should be 'sdpa', 'multihead', "):
+    with pytest.raises(
+        StateError,
+        match=r"^rsi_state.json: kernels.tuned.extra \(key\): Input "
+        r"should be 'sdpa', 'multihead', ",
+    ):
         parse_state(serialize(doc))
 
 
@@ -147,13 +202,15 @@ def test_file_size_limit(tmp_path: Path) -> None:
     assert len(at_limit) == MAX_STATE_BYTES
     parse_state(at_limit)
     over = _padded(MAX_STATE_BYTES + 1)
-    with pytest.raises(StateError, match=r"^rsi_state.json: file is 1048577 bytes, the limit is "
-                       r"1048576$"):
+    with pytest.raises(
+        StateError, match=r"^rsi_state.json: file is 1048577 bytes, the limit is 1048576$"
+    ):
         parse_state(over)
     path = tmp_path / "rsi_state.json"
     path.write_bytes(over)
-    with pytest.raises(StateError, match=r"^rsi_state.json: file is larger than the limit of "
-                       r"1048576 bytes$"):
+    with pytest.raises(
+        StateError, match=r"^rsi_state.json: file is larger than the limit of 1048576 bytes$"
+    ):
         load_state(path)
 
 
@@ -165,8 +222,9 @@ def test_nesting_limit() -> None:
         inner = "[" * (depth - 2) + "]" * (depth - 2)
         return json.dumps(doc).replace('"PLACEHOLDER"', inner).encode()
 
-    with pytest.raises(StateError, match=r"^rsi_state.json: benchmark.per_task: Input should be "
-                       r"an object$"):
+    with pytest.raises(
+        StateError, match=r"^rsi_state.json: benchmark.per_task: Input should be an object$"
+    ):
         parse_state(nested(MAX_JSON_DEPTH))  # deep but within the limit: a schema error
     with pytest.raises(StateError, match=r"^rsi_state.json: JSON nested deeper than 32 levels$"):
         parse_state(nested(MAX_JSON_DEPTH + 1))
