@@ -99,7 +99,10 @@ def compile_modules(
     )
     if not todo and not need_shared:
         return results
-    jobs = [(name, sources[name], key) for name, key in todo.items()]
+    # Largest first, so two workers finish close together (C size tracks source size).
+    jobs = sorted(
+        ((name, sources[name], key) for name, key in todo.items()), key=lambda j: -len(j[1])
+    )
     if len(jobs) + need_shared <= 1 or settings.jobs <= 1:
         if need_shared:
             shared_utility(settings, cache_dir)
