@@ -86,6 +86,12 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ),
     ("receive", ["Bill passed the apple to Mary."], "Who received the apple?", "Mary"),
     ("give-what", ["Bill passed the apple to Mary."], "What did Bill give to Mary?", "apple"),
+    (
+        "unseen-words",
+        ["Zoe went to the attic.", "Zoe grabbed the lantern there.", "Zoe moved to the cellar."],
+        "Where is the lantern?",
+        "cellar",
+    ),
     # counting, lists, yes/no, negation, indefinite knowledge
     (
         "count",
