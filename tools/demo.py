@@ -1,5 +1,6 @@
-"""`make demo`: build the shipped state, hot-swap a changed state into a running process while
-two threads keep calling it, show what changed in the generated code, and roll back.
+"""`make demo`: build the shipped state, answer bAbI questions from the embedded generator,
+hot-swap a changed state into the running process while two threads keep answering, show
+what changed in the generated code, and roll back.
 
 Works in ``.demo/`` (a copy of the project), so the repository's own state is untouched.
 """
@@ -16,7 +17,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from codegen.errors import RSIError  # noqa: E402
 from codegen.toolchain import CompileSettings  # noqa: E402
+from runtime.babi.builds import model_of  # noqa: E402
+from runtime.babi.data import Story  # noqa: E402
+from runtime.babi.evaluate import answers_match, evaluate, load_split  # noqa: E402
+from runtime.babi.model import BabiModel  # noqa: E402
 from runtime.live import LiveProject  # noqa: E402
 from runtime.project import Project  # noqa: E402
 
@@ -34,17 +40,23 @@ def main() -> int:
         f"1. built state v{report.state_version} -> build {report.build_id} ({report.tier}), "
         f"{report.modules_compiled} modules compiled in {report.seconds:.1f} s"
     )
-
+    stories = load_split(None, "heldout")
     live = LiveProject(project)
+    result = evaluate(model_of(live.current()), stories, report.build_id)
+    print(
+        f"   bAbI on embedded generated stories ({result.questions} questions): mean accuracy "
+        f"{result.mean:.3f}, {result.passed}/{len(result.per_task)} task families >= 0.95, "
+        f"{result.questions_per_s:,.0f} questions/s"
+    )
+
     served: Counter[str] = Counter()
     failures: list[BaseException] = []
     stop = threading.Event()
-    threads = [
-        threading.Thread(target=_caller, args=(live, served, failures, stop)) for _ in range(2)
-    ]
+    args = (live, stories, served, failures, stop)
+    threads = [threading.Thread(target=_caller, args=args) for _ in range(2)]
     for t in threads:
         t.start()
-    print("2. two threads now call the active build continuously")
+    print("2. two threads now answer questions with the active build continuously")
 
     data = json.loads(project.state_path.read_text())
     old = data["scoring"]["temperature"]
@@ -64,13 +76,10 @@ def main() -> int:
     print(
         f"   compiled tier live after {swap.final.seconds:.2f} s more "
         f"(build {swap.final.build_id}, {swap.final.modules_compiled} module recompiled), "
-        "after both tiers agreed on their self-tests"
+        "once both tiers agreed on their self-tests"
     )
-    changed = [
-        ln
-        for ln in project.diff(report.build_id, swap.final.build_id).splitlines()
-        if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))
-    ]
+    diff = project.diff(report.build_id, swap.final.build_id).splitlines()
+    changed = [ln for ln in diff if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
     print("   generated code that changed:")
     for line in changed[:6]:
         print(f"     {line}")
@@ -80,29 +89,39 @@ def main() -> int:
         f"4. rolled back to state v{back.state_version}: build {back.build_id} live again in "
         f"{back.seconds * 1000:.0f} ms, no compiler run: {not back.compiled}"
     )
-    identical = project.state_path.read_bytes() == project.ledger.state(1).data
+    identical = project.state_path.read_bytes() == project.ledger.state(back.state_version).data
     print(f"   state file restored byte for byte: {identical}")
 
     stop.set()
     for t in threads:
         t.join()
-    print(f"5. calls served per build: {dict(served)}; failed calls: {len(failures)}")
+    print(f"5. questions answered per build: {dict(served)}; wrong or failed: {len(failures)}")
     return 1 if failures or not identical else 0
 
 
 def _caller(
-    live: LiveProject, served: Counter[str], failures: list[BaseException], stop: threading.Event
+    live: LiveProject,
+    stories: list[Story],
+    served: Counter[str],
+    failures: list[BaseException],
+    stop: threading.Event,
 ) -> None:
+    models: dict[str, BabiModel] = {}
     while not stop.is_set():
-        build = live.current()
-        try:
-            for module in build.modules.values():
-                probe = getattr(module, "rsi_selftest", None)
-                if probe is not None:
-                    probe()
-        except Exception as exc:  # noqa: BLE001 - the demo reports every failed call
-            failures.append(exc)
-        served[build.build_id] += 1
+        for story in stories[:50]:
+            build = live.current()  # taken once per call, used for the whole call
+            model = models.setdefault(build.build_id, model_of(build))
+            question = story.questions[0]
+            try:
+                choice, _ = model.answer(story.sentences[: question.position], question.text)
+            except RSIError as exc:
+                failures.append(exc)
+                continue
+            if not answers_match(choice, question.answer):
+                failures.append(AssertionError(f"{question.text} -> {choice}"))
+            served[build.build_id] += 1
+            if stop.is_set():
+                return
 
 
 if __name__ == "__main__":
