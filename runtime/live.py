@@ -78,16 +78,20 @@ class LiveProject:
         return True
 
 
-def differential_check(reference: LoadedBuild, candidate: LoadedBuild) -> None:
+def differential_check(reference: LoadedBuild, candidate: LoadedBuild) -> list[str]:
     """Raise :class:`TierMismatch` unless every module's ``rsi_selftest()`` agrees.
+
+    Returns the names of the modules compared.
 
     A generated module may define ``rsi_selftest()``: a deterministic function of baked
     inputs whose result both tiers must reproduce (floats to a relative 1e-5).
     """
+    compared = []
     for name, module in reference.modules.items():
         probe = getattr(module, SELFTEST, None)
         if probe is None:
             continue
+        compared.append(name)
         expected = probe()
         got = getattr(candidate.module(name), SELFTEST)()
         if not _close(expected, got):
@@ -96,6 +100,7 @@ def differential_check(reference: LoadedBuild, candidate: LoadedBuild) -> None:
                 f"with the {reference.tier} tier on rsi_selftest()"
             )
         logger.debug("tiers agree on %s", name)
+    return compared
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -10,7 +10,9 @@ from codegen.toolchain import CompileSettings
 from runtime.live import LiveProject, TierMismatch, differential_check
 from runtime.loader import load_build
 from runtime.project import Project
-from tests.conftest import edit_state
+from codegen.render import render_sources
+from codegen.state import load_state
+from tests.conftest import SHIPPED_STATE, edit_state
 
 
 def test_two_tier_rebuild(make_project: Callable[..., Project]) -> None:
@@ -22,6 +24,23 @@ def test_two_tier_rebuild(make_project: Callable[..., Project]) -> None:
     assert swap.interim is not None and swap.interim.tier == "python"
     assert live.current().tier == "cython"
     assert live.current().module("probe").weighted(2.0) == 10.0
+
+
+def test_agreeing_tiers_are_compared(make_project: Callable[..., Project]) -> None:
+    project = make_project()
+    a = load_build(
+        project.generated_dir / project.build(CompileSettings(backend="python")).build_id
+    )
+    b = load_build(project.generated_dir / project.build(CompileSettings()).build_id)
+    assert differential_check(a, b) == ["probe"]
+
+
+def test_shipped_templates_have_selftests() -> None:
+    sources = render_sources(load_state(SHIPPED_STATE))
+    assert [n for n, src in sources.items() if "def rsi_selftest()" in src] == [
+        "attention",
+        "scoring",
+    ]
 
 
 def test_mismatch_is_detected(make_project: Callable[..., Project]) -> None:
