@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import pytest
 
+from codegen.render import render_sources
+from codegen.state import load_state
 from codegen.toolchain import CompileSettings
 from runtime.live import LiveProject, TierMismatch, differential_check
 from runtime.loader import load_build
 from runtime.project import Project
-from codegen.render import render_sources
-from codegen.state import load_state
 from tests.conftest import SHIPPED_STATE, edit_state
 
 
