@@ -121,7 +121,11 @@ def _bench_state(base: RSIState, args: argparse.Namespace) -> RSIState:
 
 def _choice(state: RSIState, mech: AttentionMechanism) -> str:
     choice = state.kernels.tuned.get(mech)
-    return "default 4x4" if choice is None else f"{choice.tile}x{choice.unroll}"
+    if mech is M.mamba:
+        return "-"
+    if choice is None:
+        return "4x4x1 (default)"
+    return f"{choice.tile}x{choice.unroll}x{choice.width}"
 
 
 def _interleaved(
@@ -250,7 +254,7 @@ def _print_table(rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
         f"{config['isa']}: single-core peak ~{config['peak_gflops_1core']} GFLOP/s "
         f"(AVX2+FMA ~{config['peak_gflops_1core_avx2_fma']}); load {config['load_avg']:.1f}"
     )
-    head = f"{'mechanism':13s} {'n':>4s} {'d':>4s} {'h':>2s} {'tile':>11s} {'kernel us':>10s} "
+    head = f"{'mechanism':13s} {'n':>4s} {'d':>4s} {'h':>2s} {'tile':>15s} {'kernel us':>10s} "
     head += f"{'numpy us':>10s} {'torch us':>10s} {'x numpy':>8s} {'x torch':>8s} "
     head += f"{'GFLOP/s':>8s} {'rel err':>8s}"
     print(head)
@@ -258,7 +262,7 @@ def _print_table(rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
         torch_us = r["torch_us_median"]
         vs_torch = f"{torch_us / r['us_median']:8.2f}" if torch_us else f"{'-':>8s}"
         print(
-            f"{r['mechanism']:13s} {r['n']:4d} {r['d']:4d} {r['heads']:2d} {r['tile']:>11s} "
+            f"{r['mechanism']:13s} {r['n']:4d} {r['d']:4d} {r['heads']:2d} {r['tile']:>15s} "
             f"{r['us_median']:10.1f} {r['numpy_us_median']:10.1f} "
             f"{(torch_us if torch_us else float('nan')):10.1f} "
             f"{r['numpy_us_median'] / r['us_median']:8.2f} {vs_torch} {r['gflops']:8.2f} "
