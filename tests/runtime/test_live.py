@@ -9,7 +9,7 @@ import pytest
 from codegen.render import render_sources
 from codegen.state import load_state
 from codegen.toolchain import CompileSettings
-from runtime.live import LiveProject, TierMismatch, differential_check
+from runtime.live import LiveProject, TierMismatch, _close, differential_check
 from runtime.loader import load_build
 from runtime.project import Project
 from tests.conftest import SHIPPED_STATE, edit_state
@@ -53,3 +53,14 @@ def test_mismatch_is_detected(make_project: Callable[..., Project]) -> None:
     b = load_build(project.generated_dir / project.build(CompileSettings()).build_id)
     with pytest.raises(TierMismatch, match=r"^module probe: cython tier of build \w+ disagrees"):
         differential_check(a, b)
+
+
+class TestTolerance:
+    def test_float32_rounding_against_float64_passes(self) -> None:
+        assert _close([0.18, 2e-6, 0.05], [0.18 + 3e-6, 6e-6, 0.05])
+
+    def test_a_real_difference_fails(self) -> None:
+        assert not _close([0.18, 0.0, 0.05], [0.18, 1e-3, 0.05])
+
+    def test_lengths_must_match(self) -> None:
+        assert not _close([1.0], [1.0, 1.0])
