@@ -6,6 +6,7 @@ Compiled kernels are checked by property tests (shapes, values, masks); the inte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codegen.state import AttentionMechanism
-from runtime.kernels.build import module_source
+from codegen.state import AttentionMechanism, RSIState
+from codegen.toolchain import CompileSettings
+from runtime.kernels.build import kernel_module, module_source
 from runtime.kernels.reference import max_rel_err
 from tests.runtime.kernels.cases import ARCHES, MASKS, make_case, make_state
 from tests.runtime.kernels.conftest import built
@@ -164,3 +166,17 @@ def test_hot_loops_release_the_gil_and_bake_the_state(mechanism: AttentionMechan
     assert f"N: int = {state.architecture.seq_len}\n" in source
     # The same .py is the interpreted tier: nothing Cython-only at module level.
     compile(source, f"{mechanism.value}.py", "exec")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("causal", [False, True])
+def test_tall_tiles_at_full_width(causal: bool, kernel_cache: Path) -> None:
+    """tile 8 at D=64 splits the weighted-value rows into register-sized groups."""
+    data = make_state("odd").model_dump(mode="json")
+    data["architecture"].update(embedding_dim=64, heads=4, num_experts=4, seq_len=45, causal=causal)
+    data["kernels"]["tuned"] = {"sdpa": {"variant": "blocked", "tile": 8, "unroll": 3, "width": 2}}
+    state = RSIState.model_validate_json(json.dumps(data))
+    kernel = kernel_module(state, M.sdpa, CompileSettings(), kernel_cache).kernel
+    for n, mask_kind in ((45, "random"), (9, "none"), (1, "none")):
+        args, expected = make_case(M.sdpa, state, n, seed=n, mask_kind=mask_kind)
+        assert max_rel_err(kernel(*args), expected()) <= TOL
