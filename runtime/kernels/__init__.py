@@ -2,9 +2,10 @@
 
 The kernels themselves are generated: one module per mechanism, rendered from
 ``codegen/templates/attention*.py.j2`` with the state's shapes and knobs baked in
-(``attention`` is scaled dot-product; the others are ``attention_<mechanism>``). Every build
-carries all of them; each module reads only its own knobs, so changing one knob recompiles
-one module.
+(``attention`` is scaled dot-product; the others are ``attention_<mechanism>``). A build
+carries ``attention`` plus the module of the mechanism ``architecture.attention`` selects
+(:func:`codegen.render.build_modules`); :mod:`runtime.kernels.build` renders any other on
+demand. Each module reads only its own knobs, so changing one knob recompiles one module.
 
 * :mod:`runtime.kernels.reference` — the executable specification (float64 NumPy), masks
   and the fully-masked-row rule (zeros) included.
