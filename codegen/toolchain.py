@@ -53,7 +53,7 @@ class CompileSettings:
 
     backend: Backend = "cython"
     cc: str = field(default_factory=lambda: os.environ.get("CC") or "cc")
-    cflags: tuple[str, ...] = ("-O1", "-fno-strict-aliasing")
+    cflags: tuple[str, ...] = ("-O1", "-pipe", "-fno-strict-aliasing")
     native: bool = True
     shared_utility: bool = True
     jobs: int = 2
