@@ -129,7 +129,12 @@ def _num(value: Any) -> str:
 
 
 def _pyrepr(value: Any) -> str:
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        text = repr(value)
+        # black's quotes, so already-formatted output needs one black pass, not two.
+        # Safe: a value without '"' needs no escape between double quotes.
+        return f'"{text[1:-1]}"' if text[0] == "'" and '"' not in value else text
+    if value is None or isinstance(value, bool | int):
         return repr(value)
     if isinstance(value, float):
         return _num(value)

@@ -73,3 +73,12 @@ class TestBadTemplates:
         (tmp_path / "bad.py.j2").write_text("def f(:\n")
         with pytest.raises(RenderError, match=r"^bad.py.j2: rendered source is not valid Python"):
             render_sources(load_state(SHIPPED_STATE), tmp_path)
+
+
+class TestBlackStable:
+    @pytest.mark.parametrize("value", ["a", "it's", 'say "x"', "both ' \"", "nl\n", "back\\slash"])
+    def test_pyrepr_round_trips(self, value: str) -> None:
+        assert eval(_pyrepr(value)) == value  # noqa: S307 - a literal we just produced
+
+    def test_pyrepr_prefers_double_quotes(self) -> None:
+        assert _pyrepr("tracker") == '"tracker"'
