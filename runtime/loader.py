@@ -2,7 +2,8 @@
 
 A changed extension cannot be re-imported under its old name (the old shared object stays
 mapped and CPython caches its init), so every build is imported as the package
-``rsi_build_<id>``. A build loaded once in a process is kept and reused, never loaded again.
+``rsi_build_<id>``. A build loaded once in a process is kept and reused, never loaded
+again, and so is a module whose artifact is byte-identical to one already imported.
 Artifacts are verified against the manifest's hashes before anything is imported.
 """
 
@@ -25,6 +26,9 @@ from codegen.errors import RSIError
 __all__ = ["LoadError", "LoadedBuild", "load_build", "load_shipped", "loaded_builds"]
 
 _loaded: dict[Path, LoadedBuild] = {}
+# A module whose artifact is byte-identical to one already imported is the same code: the
+# new build reuses that module object (a coefficient change imports one module, not all).
+_by_artifact: dict[tuple[str, str], types.ModuleType] = {}
 _guard = threading.Lock()
 
 
@@ -93,7 +97,10 @@ def _import(build_dir: Path) -> LoadedBuild:
     sys.modules[package] = pkg
     modules: dict[str, types.ModuleType] = {}
     for name, info in manifest["modules"].items():
-        modules[name] = _exec(f"{package}.{name}", build_dir / info["artifact"])
+        digest = (name, info["artifact_sha256"])
+        if digest not in _by_artifact:
+            _by_artifact[digest] = _exec(f"{package}.{name}", build_dir / info["artifact"])
+        modules[name] = _by_artifact[digest]
         setattr(pkg, name, modules[name])
     return LoadedBuild(build_id, tier, build_dir, manifest, types.MappingProxyType(modules))
 
