@@ -23,7 +23,13 @@ import jinja2
 from black import __version__ as black_version  # type: ignore[attr-defined]
 
 from codegen.check import check_sources
-from codegen.compile import CompiledModule, compile_modules, module_key, shared_utility
+from codegen.compile import (
+    CompiledModule,
+    compile_modules,
+    module_key,
+    shared_utility,
+    start_shared_utility,
+)
 from codegen.compile import _staging as staging
 from codegen.diagnostics import with_origin
 from codegen.errors import CheckError, CompileError, RenderError, StorageError
@@ -112,6 +118,8 @@ def _build_state(
         if (final / MANIFEST).exists():
             n = len(read_manifest(final)["modules"])  # type: ignore[arg-type]
             return BuildResult(build_id, final, settings.backend, _since(start), (), n, n, ())
+    # The shared utility module depends on no source: it compiles while the sources render.
+    shared = start_shared_utility(settings, cache)
     try:
         sources = render_sources(state, template_dir, cache / "black")
     except RenderError as exc:
@@ -122,9 +130,13 @@ def _build_state(
         with ThreadPoolExecutor(1) as checker:
             checking = checker.submit(check_sources, sources, cache / "checked")
             compiled = (
-                {} if (final / MANIFEST).exists() else compile_modules(sources, settings, cache)
+                {}
+                if (final / MANIFEST).exists()
+                else compile_modules(sources, settings, cache, shared_started=shared is not None)
             )
             checked = tuple(checking.result())
+            if shared is not None:
+                shared.result()
     except (CheckError, CompileError) as exc:
         raise with_origin(exc, state, template_dir, sources) from None
     if compiled:

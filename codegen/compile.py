@@ -20,7 +20,7 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "module_key",
     "compile_modules",
     "remove_stale_staging",
+    "start_shared_utility",
     "shared_utility",
 ]
 
@@ -79,8 +80,30 @@ def module_key(name: str, source: str, settings: CompileSettings) -> str:
     return content_key(payload)
 
 
+def start_shared_utility(settings: CompileSettings, cache_dir: Path) -> Future[object] | None:
+    """Start compiling the shared utility module in a worker process, if it is needed.
+
+    It depends on no generated source, so a build starts it before rendering anything; pass
+    ``shared_started=True`` to :func:`compile_modules` and wait on the future before loading.
+    """
+    if (
+        settings.backend != "cython"
+        or not settings.shared_utility
+        or _shared_artifact(settings, cache_dir).exists()
+    ):
+        return None
+    pool = ThreadPoolExecutor(1)
+    future: Future[object] = pool.submit(_in_worker, None, settings, cache_dir)
+    pool.shutdown(wait=False)
+    return future
+
+
 def compile_modules(
-    sources: dict[str, str], settings: CompileSettings, cache_dir: Path
+    sources: dict[str, str],
+    settings: CompileSettings,
+    cache_dir: Path,
+    *,
+    shared_started: bool = False,
 ) -> dict[str, CompiledModule]:
     """Compile every module not already cached; modules compile in parallel."""
     results: dict[str, CompiledModule] = {}
@@ -95,6 +118,7 @@ def compile_modules(
     need_shared = (
         settings.backend == "cython"
         and settings.shared_utility
+        and not shared_started
         and not _shared_artifact(settings, cache_dir).exists()
     )
     if not todo and not need_shared:
