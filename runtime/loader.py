@@ -23,7 +23,14 @@ from typing import Any
 
 from codegen.errors import RSIError
 
-__all__ = ["LoadError", "LoadedBuild", "load_build", "load_shipped", "loaded_builds"]
+__all__ = [
+    "LoadError",
+    "LoadedBuild",
+    "exec_artifact",
+    "load_build",
+    "load_shipped",
+    "loaded_builds",
+]
 
 _loaded: dict[Path, LoadedBuild] = {}
 # A module whose artifact is byte-identical to one already imported is the same code: the
@@ -90,7 +97,7 @@ def _import(build_dir: Path) -> LoadedBuild:
         artifacts = sorted(build_dir.glob(f"{shared}.*"))
         if not artifacts:
             raise LoadError(f"build {build_id}: shared utility module {shared} is missing")
-        _exec(shared, artifacts[0])
+        exec_artifact(shared, artifacts[0])
     package = f"rsi_build_{build_id}"
     pkg = types.ModuleType(package)
     pkg.__path__ = [str(build_dir)]
@@ -99,7 +106,7 @@ def _import(build_dir: Path) -> LoadedBuild:
     for name, info in manifest["modules"].items():
         digest = (name, info["artifact_sha256"])
         if digest not in _by_artifact:
-            _by_artifact[digest] = _exec(f"{package}.{name}", build_dir / info["artifact"])
+            _by_artifact[digest] = exec_artifact(f"{package}.{name}", build_dir / info["artifact"])
         modules[name] = _by_artifact[digest]
         setattr(pkg, name, modules[name])
     return LoadedBuild(build_id, tier, build_dir, manifest, types.MappingProxyType(modules))
@@ -124,7 +131,8 @@ def _verified_manifest(build_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _exec(fullname: str, path: Path) -> types.ModuleType:
+def exec_artifact(fullname: str, path: Path) -> types.ModuleType:
+    """Import one artifact (``.py`` source or extension) as ``fullname``."""
     if path.suffix == ".py":
         # Interpreted tier: exec the source without writing __pycache__ into the build.
         module = types.ModuleType(fullname)

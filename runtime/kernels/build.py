@@ -9,8 +9,6 @@ a name already used, see :mod:`runtime.loader`).
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import sys
 import threading
 import types
@@ -22,6 +20,7 @@ from codegen.compile import compile_modules, shared_utility
 from codegen.render import render_module
 from codegen.state import AttentionMechanism, RSIState
 from codegen.toolchain import CompileSettings
+from runtime.loader import exec_artifact
 
 __all__ = [
     "MODULES",
@@ -104,29 +103,12 @@ def _import(
 ) -> types.ModuleType:
     package = f"rsi_kernel_{key[:16]}"
     fullname = f"{package}.{name}"
-    if artifact.suffix == ".py":
-        module = types.ModuleType(fullname)
-        module.__file__ = str(artifact)
-        sys.modules[fullname] = module
-        code = compile(artifact.read_bytes(), str(artifact), "exec")
-        exec(code, module.__dict__)  # noqa: S102 - our own rendered, checked source
-        return module
-    if settings.backend == "cython" and settings.shared_utility:
-        shared = settings.shared_module_name
-        if shared not in sys.modules:
-            _exec_extension(shared, shared_utility(settings, cache_dir))
-    pkg = types.ModuleType(package)
-    pkg.__path__ = [str(artifact.parent)]
-    sys.modules[package] = pkg
-    return _exec_extension(fullname, artifact)
-
-
-def _exec_extension(fullname: str, path: Path) -> types.ModuleType:
-    loader = importlib.machinery.ExtensionFileLoader(fullname, str(path))
-    spec = importlib.util.spec_from_file_location(fullname, path, loader=loader)
-    if spec is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[fullname] = module
-    loader.exec_module(module)
-    return module
+    if artifact.suffix != ".py":
+        if settings.backend == "cython" and settings.shared_utility:
+            shared = settings.shared_module_name
+            if shared not in sys.modules:
+                exec_artifact(shared, shared_utility(settings, cache_dir))
+        pkg = types.ModuleType(package)
+        pkg.__path__ = [str(artifact.parent)]
+        sys.modules[package] = pkg
+    return exec_artifact(fullname, artifact)
