@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -54,6 +57,16 @@ def edit_state(project: Project, **changes: Any) -> bytes:
     raw = (json.dumps(data, indent=2) + "\n").encode()
     project.state_path.write_bytes(raw)
     return raw
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import ``tools/<name>.py`` (a script, not a package module) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def copy_state(dst: Path) -> Path:

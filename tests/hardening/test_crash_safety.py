@@ -3,20 +3,19 @@ a build, is cleaned by the next command, and loses nothing (``tools/crash_trials
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from conftest import PURE, Served
 
 from codegen.build import MANIFEST
 from runtime.loader import LoadError
+from tests.conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,18 +83,9 @@ def test_rollback_removes_leftovers_too(served: Served) -> None:
     assert v2.build_id != served.build_id
 
 
-def _crash_trials() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crash_trials", REPO / "tools/crash_trials.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_trials"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_crash_trials(tmp_path: Path) -> None:
-    trials = _crash_trials()
+    trials = load_tool("crash_trials")
     results, _ = trials.run_trials(5, cython_share=0.0, seed=7, work=tmp_path)
     failures = [f"{r.trial}: {r.error}" for r in results if r.error]
     assert not failures, failures

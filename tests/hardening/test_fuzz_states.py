@@ -3,26 +3,16 @@ valid state that renders to guarded code or a clean one-line StateError."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _fuzz() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fuzz_state", REPO / "tools/fuzz_state.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fuzz_state"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _fuzz()
+fuzz = load_tool("fuzz_state")
 
 
 @pytest.mark.slow
