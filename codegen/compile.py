@@ -127,7 +127,8 @@ def compile_modules(
     jobs = sorted(
         ((name, sources[name], key) for name, key in todo.items()), key=lambda j: -len(j[1])
     )
-    if len(jobs) + need_shared <= 1 or settings.jobs <= 1:
+    if len(jobs) + need_shared <= 1 or settings.jobs <= 1 or settings.backend == "python":
+        # In-process: one job, or the python backend, whose "compile" is a file copy.
         if need_shared:
             shared_utility(settings, cache_dir)
         done = [_compile_into_cache(*job, settings, cache_dir) for job in jobs]
