@@ -29,32 +29,44 @@ def kernel_inputs(
 
 
 def reference_call(
-    mechanism: AttentionMechanism, arch: ArchitectureParams, n: int, seed: int = 0
+    mechanism: AttentionMechanism,
+    arch: ArchitectureParams,
+    n: int,
+    seed: int = 0,
+    *,
+    scale: float = 1.0,
+    mask: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[tuple[Any, ...], Any]:
-    """Kernel arguments and a zero-argument callable running the reference on them."""
+    """Kernel arguments and a zero-argument callable running the reference on them.
+
+    ``scale`` multiplies the standard-normal q, k, v; a key ``mask`` (1 = attend) is passed
+    to every mechanism that takes one (all but mamba) as its last argument.
+    """
     d = arch.embedding_dim
     rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal((n, d)).astype(np.float32) for _ in range(3))
+    q, k, v = ((rng.standard_normal((n, d)) * scale).astype(np.float32) for _ in range(3))
     c = arch.causal
+    km = None if mask is None else mask.astype(bool)
+    tail: tuple[Any, ...] = () if mask is None else (mask,)
     if mechanism is M.mamba:
         p = ref.mamba_params(seed, n, d, arch.state_dim)
         args: tuple[Any, ...] = (q, p["delta"], p["a"], p["b"], p["c"], p["skip"])
         return args, lambda: ref.mamba(*args)
     if mechanism is M.linear:
         omega = ref.performer_features(seed, arch.random_features, d)
-        return (q, k, v, omega), lambda: ref.linear(q, k, v, omega, None, c)
+        return (q, k, v, omega, *tail), lambda: ref.linear(q, k, v, omega, km, c)
     if mechanism is M.moe:
         router = ref.router_weights(seed, d, arch.num_experts)
-        return (q, k, v, router), lambda: ref.moe(q, k, v, router, arch.top_k, None, c)
+        return (q, k, v, router, *tail), lambda: ref.moe(q, k, v, router, arch.top_k, km, c)
     calls = {
-        M.sdpa: lambda: ref.sdpa(q, k, v, None, c),
-        M.flash: lambda: ref.flash(q, k, v, None, c),
-        M.multihead: lambda: ref.multihead(q, k, v, arch.heads, None, c),
-        M.local_global: lambda: ref.local_global(q, k, v, arch.window, arch.global_tokens, None, c),
-        M.hyperbolic: lambda: ref.hyperbolic(q, k, v, arch.curvature, None, c),
-        M.differential: lambda: ref.differential(q, k, v, arch.diff_lambda, None, c),
+        M.sdpa: lambda: ref.sdpa(q, k, v, km, c),
+        M.flash: lambda: ref.flash(q, k, v, km, c),
+        M.multihead: lambda: ref.multihead(q, k, v, arch.heads, km, c),
+        M.local_global: lambda: ref.local_global(q, k, v, arch.window, arch.global_tokens, km, c),
+        M.hyperbolic: lambda: ref.hyperbolic(q, k, v, arch.curvature, km, c),
+        M.differential: lambda: ref.differential(q, k, v, arch.diff_lambda, km, c),
     }
-    return (q, k, v), calls[mechanism]
+    return (q, k, v, *tail), calls[mechanism]
 
 
 def flops(mechanism: AttentionMechanism, arch: ArchitectureParams, n: int) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from codegen.state import AttentionMechanism, KernelChoice, RSIState, parse_state
-from runtime.kernels import reference as ref
+from runtime.kernels.inputs import reference_call
 from tests.conftest import SHIPPED_STATE
 
 M = AttentionMechanism
@@ -73,36 +73,8 @@ def make_case(
     mask_kind: str = "random",
 ) -> tuple[tuple[Any, ...], Callable[[], np.ndarray]]:
     """Kernel arguments for ``mechanism`` and a thunk computing the reference output."""
-    a = state.architecture
-    d = a.embedding_dim
-    rng = np.random.default_rng(seed)
-
-    def draw(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-    q, k, v = draw(n, d), draw(n, d), draw(n, d)
-    mask = _mask(mask_kind, n, rng)
-    kmask = None if mask is None else mask.astype(bool)
-    c = a.causal
-    if mechanism is M.mamba:
-        p = ref.mamba_params(seed, n, d, a.state_dim)
-        args: tuple[Any, ...] = (q, p["delta"], p["a"], p["b"], p["c"], p["skip"])
-        return args, lambda: ref.mamba(*args)
-    if mechanism is M.linear:
-        omega = ref.performer_features(seed, a.random_features, d)
-        return (q, k, v, omega, mask), lambda: ref.linear(q, k, v, omega, kmask, c)
-    if mechanism is M.moe:
-        router = ref.router_weights(seed, d, a.num_experts)
-        return (q, k, v, router, mask), lambda: ref.moe(q, k, v, router, a.top_k, kmask, c)
-    thunks: dict[AttentionMechanism, Callable[[], np.ndarray]] = {
-        M.sdpa: lambda: ref.sdpa(q, k, v, kmask, c),
-        M.flash: lambda: ref.flash(q, k, v, kmask, c),
-        M.multihead: lambda: ref.multihead(q, k, v, a.heads, kmask, c),
-        M.local_global: lambda: ref.local_global(q, k, v, a.window, a.global_tokens, kmask, c),
-        M.hyperbolic: lambda: ref.hyperbolic(q, k, v, a.curvature, kmask, c),
-        M.differential: lambda: ref.differential(q, k, v, a.diff_lambda, kmask, c),
-    }
-    return (q, k, v, mask), thunks[mechanism]
+    mask = _mask(mask_kind, n, np.random.default_rng(seed + 1))
+    return reference_call(mechanism, state.architecture, n, seed, scale=scale, mask=mask)
 
 
 def _mask(kind: str, n: int, rng: np.random.Generator) -> np.ndarray | None:
