@@ -142,6 +142,17 @@ class TestBoundary:
         with pytest.raises(ValueError, match=r"mask must be a bool or uint8 array of shape \(4,\)"):
             sdpa(q, q, q, np.ones(5, bool))
 
+    def test_not_an_array(self, sdpa: Kernel) -> None:
+        with pytest.raises(ValueError, match=r"^sdpa: q must be a float32 numpy array, got list$"):
+            sdpa([[0.0] * 12] * 4, np.zeros((4, 12), np.float32), np.zeros((4, 12), np.float32))
+
+    def test_read_only_inputs_accepted(self, sdpa: Kernel) -> None:
+        q = np.ones((4, 12), np.float32)
+        q.flags.writeable = False
+        mask = np.array([True, False, True, True])
+        mask.flags.writeable = False
+        assert np.isfinite(sdpa(q, q, q, mask)).all()
+
     def test_bool_mask_accepted(self, sdpa: Kernel) -> None:
         q = np.ones((4, 12), np.float32)
         mask = np.array([True, False, True, True])
