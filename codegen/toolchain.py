@@ -35,7 +35,7 @@ EXT_SUFFIX: str = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 _MODULE_FLAGS = re.compile(r"^# rsi: cflags = (.*)$", re.MULTILINE)
 _ALLOWED_MODULE_FLAG = re.compile(
-    r"-O[0-3s]|-march=native|-mtune=native|-funroll-loops|-fno-math-errno|-ffp-contract=fast"
+    r"-O[0-3s]|-march=native|-mtune=native|-funroll-loops|-fno-math-errno|-ffp-contract=fast|-fno-trapping-math"
 )
 _NATIVE = ("-march=", "-mtune=", "-mcpu=")
 

@@ -9,7 +9,11 @@ Shapes default to the issue's: n=100 tokens, d=64, multi-head 4 heads of 16.
 
 With ``--json`` the last line is one JSON object whose ``results`` is a list of
 ``{mechanism, n, d, heads, us_median, numpy_us_median, torch_us_median, max_rel_err,
-gflops}`` (torch null where torch is absent or has no equivalent).
+gflops}`` (torch null where torch is absent or has no equivalent), plus ``us_min``,
+``tile``, ``numpy_ratio_paired`` and, with ``--threads T``, ``thread_scaling``: the
+throughput of T threads calling the kernel at once over one thread (about T on T idle cores
+when the hot loop runs without the GIL, about 1 when it holds it). ``--march x86-64-v3``
+compiles for AVX2+FMA without AVX-512, to see what such a machine gets.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -50,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(torch)
     bench_state = _bench_state(base, args)
     mechanisms = [M(m) for m in args.mechanism] if args.mechanism else list(M)
-    settings = CompileSettings(backend="cython", jobs=args.jobs)
+    settings = _settings(args)
+    config["march"] = args.march
+    config["threads"] = args.threads
     cache = args.cache_dir or (args.state.resolve().parent / "generated" / ".cache")
     start = time.perf_counter()
     built = kernel_modules(bench_state, mechanisms, settings, cache)
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             impls["torch"] = torch_call
         times = _interleaved(impls, args.repeats, args.warmup)
         us = statistics.median(times["kernel"])
+        paired = [b / a for a, b in zip(times["kernel"], times["numpy"], strict=True)]
         rows.append(
             {
                 "mechanism": mech.value,
@@ -86,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                 "max_rel_err": float(f"{err:.3g}"),
                 "gflops": round(flops(mech, arch, args.n) / us / 1e3, 2),
                 "tile": _choice(bench_state, mech),
+                # Median of the per-round ratios: each round times both back to back, so
+                # the machine's drift cancels (the ratio of medians is the headline).
+                "numpy_ratio_paired": round(statistics.median(paired), 2),
             }
         )
+        if args.threads > 1:
+            scaling = _thread_scaling(impls["kernel"], args.threads, args.repeats)
+            rows[-1]["thread_scaling"] = scaling
     _print_table(rows, config)
     if args.json:
         print(json.dumps({"results": rows, "config": config}, sort_keys=True))
@@ -107,7 +121,51 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="parallel compiles")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.add_argument(
+        "--march",
+        choices=("native", "x86-64-v3", "x86-64-v2"),
+        default="native",
+        help="instruction set the kernels are compiled for (x86-64-v3 = AVX2+FMA, no AVX-512)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="also time THREADS threads calling each kernel at once: the throughput gain "
+        "over one thread shows the hot loops run without the GIL",
+    )
     return p
+
+
+def _settings(args: argparse.Namespace) -> CompileSettings:
+    """Compile settings; a named ``--march`` replaces the modules' own ``-march=native``."""
+    if args.march == "native":
+        return CompileSettings(backend="cython", jobs=args.jobs)
+    base = CompileSettings().cflags
+    return CompileSettings(
+        backend="cython", jobs=args.jobs, native=False, cflags=(*base, f"-march={args.march}")
+    )
+
+
+def _thread_scaling(call: Callable[[], object], threads: int, calls: int) -> float:
+    """Throughput of ``threads`` threads calling at once over one thread, same total calls."""
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            call()
+
+    def wall(workers: int) -> float:
+        pool = [threading.Thread(target=run, args=(calls // workers,)) for _ in range(workers)]
+        t0 = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        return time.perf_counter() - t0
+
+    one = min(wall(1) for _ in range(3))
+    many = min(wall(threads) for _ in range(3))
+    return round(one / many, 2)
 
 
 def _bench_state(base: RSIState, args: argparse.Namespace) -> RSIState:
@@ -249,7 +307,7 @@ def _blas() -> str:
 
 def _print_table(rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
     print(
-        f"# 1 thread; BLAS {config['blas']}; torch {config['torch']} "
+        f"# 1 thread; -march={config['march']}; BLAS {config['blas']}; torch {config['torch']} "
         f"(threads {config['torch_threads']}); {config['cpu']} @ {config['cpu_mhz']:.0f} MHz, "
         f"{config['isa']}: single-core peak ~{config['peak_gflops_1core']} GFLOP/s "
         f"(AVX2+FMA ~{config['peak_gflops_1core_avx2_fma']}); load {config['load_avg']:.1f}"
@@ -268,6 +326,9 @@ def _print_table(rows: list[dict[str, Any]], config: dict[str, Any]) -> None:
             f"{r['numpy_us_median'] / r['us_median']:8.2f} {vs_torch} {r['gflops']:8.2f} "
             f"{r['max_rel_err']:8.1e}"
         )
+    scaling = [f"{r['mechanism']} {r['thread_scaling']}x" for r in rows if "thread_scaling" in r]
+    if scaling:
+        print(f"# throughput of {config['threads']} threads over 1: " + ", ".join(scaling))
 
 
 if __name__ == "__main__":

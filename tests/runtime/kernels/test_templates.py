@@ -105,6 +105,20 @@ def test_tiers_agree(mechanism: AttentionMechanism, kernel_cache: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mechanism", list(M), ids=lambda m: m.value)
+def test_read_only_inputs(mechanism: AttentionMechanism, kernel_cache: Path) -> None:
+    """Inputs are read through const views: frozen arrays (e.g. memory-mapped) are fine."""
+    state = make_state("odd")
+    kernel = built("odd", "cython", kernel_cache)[mechanism].kernel
+    args, expected = make_case(mechanism, state, 6, seed=9)
+    frozen = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    for a in frozen:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    assert max_rel_err(kernel(*frozen), expected()) <= TOL
+
+
+@pytest.mark.slow
 class TestBoundary:
     """Shapes, dtypes and layouts are checked before any loop runs: one-line ValueError."""
 
