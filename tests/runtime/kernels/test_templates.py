@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from codegen.check import check_sources
 from codegen.state import AttentionMechanism, RSIState
 from codegen.toolchain import CompileSettings
-from runtime.kernels.build import kernel_module, module_source
+from runtime.kernels.build import MODULES, kernel_module, module_source
 from runtime.kernels.reference import max_rel_err
 from tests.runtime.kernels.cases import ARCHES, MASKS, make_case, make_state
 from tests.runtime.kernels.conftest import built
@@ -102,6 +103,14 @@ def test_tiers_agree(mechanism: AttentionMechanism, kernel_cache: Path) -> None:
         a, b = compiled.kernel(*args), interpreted.kernel(*args)
         assert max_rel_err(a, b) <= TOL
         assert max_rel_err(b, expected()) <= TOL
+
+
+@pytest.mark.slow
+def test_every_mechanism_passes_the_build_checks(tmp_path: Path) -> None:
+    """A build checks only the mechanism its state selects: each must pass guards and mypy."""
+    state = make_state("odd")
+    sources = {MODULES[m]: module_source(state, m) for m in M}
+    assert sorted(check_sources(sources, tmp_path)) == sorted(sources)
 
 
 @pytest.mark.slow
