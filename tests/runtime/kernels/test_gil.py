@@ -2,8 +2,8 @@
 
 Deterministic rather than timed: with a long switch interval, a thread spinning in Python
 code only gets the GIL when the main thread gives it up on its own. A call that releases the
-GIL for its loops (milliseconds at N=512) lets the spinner in; plain Python work of the same
-length does not, which the control checks.
+GIL for its loops (about a millisecond at N=512) lets the spinner in; the control, a few
+milliseconds of plain Python, does not.
 """
 
 from __future__ import annotations
