@@ -203,12 +203,18 @@ def test_hot_loops_release_the_gil_and_bake_the_state(mechanism: AttentionMechan
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("causal", [False, True])
-def test_tall_tiles_at_full_width(causal: bool, kernel_cache: Path) -> None:
-    """tile 8 at D=64 splits the weighted-value rows into register-sized groups."""
+@pytest.mark.parametrize(
+    ("causal", "tile", "unroll", "width"),
+    [(False, 8, 3, 2), (True, 8, 3, 2), (False, 10, 4, 1), (True, 12, 4, 1)],
+)
+def test_tall_tiles_at_full_width(
+    causal: bool, tile: int, unroll: int, width: int, kernel_cache: Path
+) -> None:
+    """Tiles of 8 to 12 rows at D=64 split the weighted-value rows into register-sized groups."""
     data = make_state("odd").model_dump(mode="json")
     data["architecture"].update(embedding_dim=64, heads=4, num_experts=4, seq_len=45, causal=causal)
-    data["kernels"]["tuned"] = {"sdpa": {"variant": "blocked", "tile": 8, "unroll": 3, "width": 2}}
+    choice = {"variant": "blocked", "tile": tile, "unroll": unroll, "width": width}
+    data["kernels"]["tuned"] = {"sdpa": choice}
     state = RSIState.model_validate_json(json.dumps(data))
     kernel = kernel_module(state, M.sdpa, CompileSettings(), kernel_cache).kernel
     for n, mask_kind in ((45, "random"), (9, "none"), (1, "none")):
