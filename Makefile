@@ -4,17 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rsi-installed
 STATE ?= rsi_state.json
-DEPS := hatchling editables jinja2 libcst black mypy "cython>=3.1" "pydantic>=2.5" numpy watchdog \
-        pytest hypothesis ruff
+# Exact versions come from constraints.txt (make constraints refreshes it).
+DEPS := hatchling editables jinja2 libcst black mypy cython pydantic numpy scipy watchdog rich \
+        matplotlib pytest hypothesis ruff ray nuitka
 
-.PHONY: install demo test lint typecheck rebuild status rollback bench clean
+.PHONY: constraints install demo test lint typecheck rebuild status rollback bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml hatch_build.py
+$(STAMP): pyproject.toml hatch_build.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(DEPS)
+	$(BIN)/python -m pip install -q -c constraints.txt $(DEPS)
 	# Editable install: the build hook renders and compiles the shipped state once.
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
@@ -46,3 +46,10 @@ bench: $(STAMP)
 clean:
 	find generated -mindepth 1 -maxdepth 1 ! -name __init__.py -exec rm -rf {} +
 	rm -rf .rsi .demo dist build .pytest_cache .mypy_cache .ruff_cache rsi_state.json.lock
+
+# Newest releases of DEPS into a scratch venv, written back as exact pins.
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install -q $(DEPS)
+	{ head -2 constraints.txt; .venv-constraints/bin/python -m pip freeze | sort -f; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-constraints
