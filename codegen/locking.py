@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from codegen.errors import LockTimeout, RSIError
+from codegen.errors import LockTimeout, RSIError, StateError
 
-__all__ = ["project_lock", "lock_path_for", "LockError"]
+__all__ = ["project_lock", "lock_path_for", "check_state_path", "LockError"]
 
 _POLL_S = 0.02
 _registry_guard = threading.Lock()
@@ -30,6 +31,44 @@ class LockError(RSIError):
 def lock_path_for(state_path: Path) -> Path:
     """The lock file that guards ``state_path`` and everything kept beside it."""
     return state_path.with_name(state_path.name + ".lock")
+
+
+def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
+    """``state_path`` made absolute, or :class:`StateError` before anything touches the disk.
+
+    The lock, ``.rsi/`` and ``generated/`` are created beside the state file, so its path
+    must name a regular file (or, unless ``must_exist``, nothing yet) in an existing
+    directory: never a symlink (its target's directory is not the project's), a directory
+    (``--state .`` would put them one level up) or a name such as ``''`` or ``/``.
+    """
+    raw = str(state_path)
+    if raw in ("", ".", "..", "/") or state_path.absolute().name in ("", ".", ".."):
+        raise StateError(f"{raw!r}: not a state file path; give a file such as rsi_state.json")
+    try:
+        # The directory resolved (one project, one lock, however it is reached), the file not.
+        path = state_path.absolute().parent.resolve() / state_path.name
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if must_exist:
+            raise StateError(f"{path.name}: no such file ({path})") from None
+        if not path.parent.is_dir():
+            raise StateError(f"{path.name}: directory {path.parent} does not exist") from None
+        return path
+    except (OSError, RuntimeError) as exc:  # a loop or a non-directory among the parents
+        why = exc.strerror if isinstance(exc, OSError) else "symlink loop"
+        raise StateError(f"{state_path.name}: cannot inspect {state_path}: {why}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise StateError(
+            f"{path.name}: is a symlink; rsi reads only regular files (give the file it names)"
+        )
+    if stat.S_ISDIR(info.st_mode):
+        raise StateError(
+            f"{path.name}: is a directory; give the state file in it, "
+            f"such as {path.name}/rsi_state.json"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"{path.name}: is not a regular file")
+    return path
 
 
 def _entry(path: Path) -> tuple[threading.RLock, list[int]]:
@@ -49,8 +88,12 @@ def _holder(path: Path) -> str:
 
 @contextmanager
 def project_lock(state_path: Path, *, timeout_s: float = 10.0) -> Iterator[None]:
-    """Hold the project lock of ``state_path``; raise :class:`LockTimeout` after ``timeout_s``."""
-    path = lock_path_for(state_path.resolve())
+    """Hold the project lock of ``state_path``; raise :class:`LockTimeout` after ``timeout_s``.
+
+    The path is checked first (:func:`check_state_path`): a lock is only ever created beside
+    a regular state file (or where a new one is about to be written), never at a link's target.
+    """
+    path = lock_path_for(check_state_path(state_path, must_exist=False))
     rlock, slot = _entry(path)
     if not rlock.acquire(timeout=timeout_s):
         raise LockTimeout(f"{path.name}: another thread held the lock for over {timeout_s:g} s")
