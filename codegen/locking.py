@@ -17,7 +17,7 @@ from pathlib import Path
 
 from codegen.errors import LockTimeout, RSIError, StateError
 
-__all__ = ["project_lock", "lock_path_for", "check_state_path", "LockError"]
+__all__ = ["project_lock", "builds_lock", "lock_path_for", "check_state_path", "LockError"]
 
 _POLL_S = 0.02
 _registry_guard = threading.Lock()
@@ -113,7 +113,29 @@ def project_lock(state_path: Path, *, timeout_s: float = 10.0) -> Iterator[None]
         rlock.release()
 
 
-def _acquire_file(path: Path, timeout_s: float) -> int:
+@contextmanager
+def builds_lock(state_path: Path, *, exclusive: bool, timeout_s: float = 10.0) -> Iterator[None]:
+    """Hold the lock on the builds shared by every state file of ``state_path``'s directory.
+
+    Builds and rollbacks (which publish a build and then record it in their own history)
+    hold it shared; ``gc`` (which deletes what no history records) holds it exclusive, so
+    it never deletes a build another state file has published but not yet committed. The
+    lock file is ``.rsi/builds.lock``; take it inside the project lock.
+    """
+    directory = check_state_path(state_path, must_exist=False).parent / ".rsi"
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise LockError(f"{directory}: cannot create: {exc.strerror}") from None
+    fd = _acquire_file(directory / "builds.lock", timeout_s, exclusive=exclusive)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _acquire_file(path: Path, timeout_s: float, *, exclusive: bool = True) -> int:
     # O_NOFOLLOW: the lock file is truncated and written below, so a symlink planted in its
     # place must not redirect that to another file.
     try:
@@ -121,9 +143,10 @@ def _acquire_file(path: Path, timeout_s: float) -> int:
     except OSError as exc:
         raise LockError(f"{path.name}: cannot open the lock file: {exc.strerror}") from None
     deadline = time.monotonic() + timeout_s
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
@@ -133,6 +156,8 @@ def _acquire_file(path: Path, timeout_s: float) -> int:
                 ) from None
             time.sleep(_POLL_S)
             continue
+        if not exclusive:
+            return fd  # many holders: no single pid to record
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return fd

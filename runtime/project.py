@@ -22,7 +22,7 @@ from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_ma
 from codegen.check import remove_stale_mypy_dirs
 from codegen.compile import STAGING_PREFIX, remove_stale_staging
 from codegen.errors import LedgerError, StateError
-from codegen.locking import check_state_path, project_lock
+from codegen.locking import builds_lock, check_state_path, project_lock
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger, ledger_path, ledger_paths
@@ -107,7 +107,10 @@ class Project:
         templates or the toolchain changed, records a new build of that version.
         """
         check_state_path(self.state_path, must_exist=True)
-        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+        with (
+            project_lock(self.state_path, timeout_s=self.lock_timeout_s),
+            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
+        ):
             self._remove_leftovers()
             data = self._read_state_bytes()
             state = parse_state(data, self.state_path.name)
@@ -173,7 +176,10 @@ class Project:
         """
         start = time.perf_counter()
         check_state_path(self.state_path, must_exist=False)
-        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+        with (
+            project_lock(self.state_path, timeout_s=self.lock_timeout_s),
+            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
+        ):
             self._remove_leftovers()
             active = self._active()
             version, build_id, tier = self._rollback_target(active, to)
@@ -210,7 +216,10 @@ class Project:
     def gc(self) -> GcReport:
         """Delete builds no committed state or loaded build uses, and their cached modules."""
         check_state_path(self.state_path, must_exist=False)
-        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+        with (
+            project_lock(self.state_path, timeout_s=self.lock_timeout_s),
+            builds_lock(self.state_path, exclusive=True, timeout_s=self.lock_timeout_s),
+        ):
             self._remove_leftovers()
             keep = {p.name for p in loaded_builds()}
             for path in {self.ledger.path, *ledger_paths(self.state_path.parent)}:

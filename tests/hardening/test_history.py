@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from codegen.check import MYPY_TMP_PREFIX, remove_stale_mypy_dirs
-from codegen.errors import LedgerError, StateError
+from codegen.errors import LedgerError, LockTimeout, StateError
+from codegen.locking import builds_lock
 from codegen.state import RSIState, atomic_write
 from codegen.toolchain import CompileSettings, cc_command, toolchain_fingerprint
 from runtime.cli import main
@@ -84,7 +85,7 @@ class TestTwoStateFilesInOneDirectory:
     ) -> None:
         a = make_project()
         b = _sibling(
-            a, "b.json", scoring={**json.loads(a.state_path.read_text())["scoring"], "rag": 5.0}
+            a, "b.json", scoring={**json.loads(a.state_path.read_text())["scoring"], "rag": 0.123}
         )
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         procs = [
@@ -118,6 +119,18 @@ class TestTwoStateFilesInOneDirectory:
         a.gc()
         assert (b.generated_dir / b_build / "manifest.json").is_file()
         b.load_active()
+
+    def test_gc_waits_for_a_build_of_another_state_file(
+        self, make_project: Callable[..., Project]
+    ) -> None:
+        a = make_project()
+        a.build(PY)
+        b = _sibling(a, "b.json")
+        quick = Project(a.state_path, template_dir=a.template_dir, lock_timeout_s=0.2)
+        with builds_lock(b.state_path, exclusive=False):  # b has published, not committed
+            with pytest.raises(LockTimeout, match=r"^builds.lock: held by another process; "):
+                quick.gc()
+        quick.gc()
 
 
 class TestUncommittedEdit:
@@ -457,8 +470,10 @@ class TestKilledCommandLeavesNothing:
     def test_worker_of_an_already_dead_parent_exits(self) -> None:
         code = "from codegen.compile import _die_with_parent; _die_with_parent(1 << 22)"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=60)
-        assert proc.returncode == 1
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, timeout=60, capture_output=True, text=True
+        )
+        assert (proc.returncode, proc.stderr) == (1, "")
 
     def test_stale_mypy_dirs_are_removed_live_ones_kept(self) -> None:
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
