@@ -58,15 +58,8 @@ def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
         why = exc.strerror if isinstance(exc, OSError) else "symlink loop"
         raise StateError(f"{state_path.name}: cannot inspect {state_path}: {why}") from None
     if stat.S_ISLNK(info.st_mode):
-        raise StateError(
-            f"{path.name}: is a symlink; rsi reads only regular files (give the file it names)"
-        )
-    if stat.S_ISDIR(info.st_mode):
-        raise StateError(
-            f"{path.name}: is a directory; give the state file in it, "
-            f"such as {path.name}/rsi_state.json"
-        )
-    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"{path.name}: is a symlink; rsi reads only regular files")
+    if not stat.S_ISREG(info.st_mode):  # a directory, a FIFO, a device
         raise StateError(f"{path.name}: is not a regular file")
     return path
 

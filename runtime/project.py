@@ -138,10 +138,10 @@ class Project:
         A state file that cannot be read is an error for a project never built, and is
         reported (``state_file_problem``) for one that has a history.
         """
-        check_state_path(self.state_path, must_exist=False)
-        active = self.ledger.active()
+        active = self.ledger.active()  # reading creates nothing, wherever the path points
         problem: str | None = None
         try:
+            check_state_path(self.state_path, must_exist=True)
             data = self._read_state_bytes()
             file_version: int | None = parse_state(data, self.state_path.name).version
             committed = self.ledger.is_committed(data)
