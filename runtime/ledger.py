@@ -181,22 +181,27 @@ class Ledger:
         A committed version's bytes never change (other bytes are refused); a build of them
         not seen before is added as a new build record of the version. Keeps at most
         ``limit`` states, dropping the oldest, but never the active one nor the one the
-        default rollback would restore. Returns whether the build record is new.
+        default rollback would restore. Returns whether ``build_id`` is another build of a
+        version already committed with a different one.
         """
         digest = hashlib.sha256(data).hexdigest()
+        now = time.time()
         with self._db() as db:
             row = db.execute("SELECT sha256 FROM states WHERE version = ?", (version,)).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?)",
-                    (version, digest, data, build_id, tier, time.time()),
+                    (version, digest, data, build_id, tier, now),
                 )
+                db.execute("INSERT INTO builds VALUES (?, ?, ?, ?)", (version, build_id, tier, now))
+                added = False
             elif row[0] != digest:
                 raise LedgerError(
                     f"ledger {self.path}: version {version} is already committed with "
                     "different content; bump the state's version"
                 )
-            added = _record_build(db, version, build_id, tier)
+            else:
+                added = _record_build(db, version, build_id, tier)
             _activate(db, version, build_id, tier, "commit")
             keep = {version}
             target = _default_target(db)
@@ -210,7 +215,7 @@ class Ledger:
         return added
 
     def activate(self, version: int, build_id: str, tier: str, kind: str = "activate") -> bool:
-        """Point the project at a committed state's build; return whether the record is new.
+        """Point the project at a committed state's build; return whether it is a new build.
 
         ``kind`` "rollback" is the default rollback (it steps back in the activation
         history); "restore" (``--to``) and others push a new activation.
