@@ -385,6 +385,7 @@ def remove_stale_staging(root: Path) -> list[Path]:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
