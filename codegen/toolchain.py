@@ -128,8 +128,9 @@ def _compiler_version(cc: str) -> str:
     compiler, *flags = cc_command(cc)
     path = shutil.which(compiler)
     if path is None:
+        source = f" (from CC={cc!r})" if flags else ""
         raise CompileError(
-            f"C compiler {compiler!r} (from CC={cc!r}) not found on PATH "
+            f"C compiler {compiler!r}{source} not found on PATH "
             "(install gcc, or use --backend python)"
         )
     try:
