@@ -13,6 +13,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import logging
+import os
+import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import libcst as cst
 from mypy import api as mypy_api
 
+from codegen.compile import process_alive
 from codegen.errors import CheckError
 
 __all__ = [
@@ -30,6 +35,8 @@ __all__ = [
     "type_skeleton",
     "type_check",
     "check_sources",
+    "remove_stale_mypy_dirs",
+    "MYPY_TMP_PREFIX",
 ]
 
 logger = logging.getLogger(__name__)
@@ -118,7 +125,8 @@ def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
             pending[name] = digest
     if not pending:
         return []
-    with tempfile.TemporaryDirectory(prefix="rsi-mypy-") as tmp:
+    # The pid in the name lets a later command remove a dir this process leaves if killed.
+    with tempfile.TemporaryDirectory(prefix=f"{MYPY_TMP_PREFIX}{os.getpid()}-") as tmp:
         paths = []
         for name in pending:
             path = Path(tmp) / f"{name}.py"
@@ -133,6 +141,35 @@ def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
         (ok_dir / digest).touch()
     logger.debug("mypy checked %s", sorted(pending))
     return sorted(pending)
+
+
+def remove_stale_mypy_dirs() -> list[Path]:
+    """Delete ``rsi-mypy-<pid>-*`` temp dirs of processes that are gone; return them.
+
+    Only this user's dirs are touched, and never one whose process is alive (it may be
+    type-checking right now).
+    """
+    removed: list[Path] = []
+    tmp_root = Path(tempfile.gettempdir())
+    for path in tmp_root.glob(f"{MYPY_TMP_PREFIX}*"):
+        match = _MYPY_TMP_NAME.fullmatch(path.name)
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if not match or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        if process_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.info("removed %d mypy temp dirs left by killed processes", len(removed))
+    return removed
+
+
+MYPY_TMP_PREFIX = "rsi-mypy-"
+_MYPY_TMP_NAME = re.compile(rf"{MYPY_TMP_PREFIX}(\d+)-[A-Za-z0-9_]+")
 
 
 def _sha(text: str) -> str:

@@ -8,12 +8,14 @@ in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename).
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +31,7 @@ from codegen.errors import CompileError
 from codegen.toolchain import (
     EXT_SUFFIX,
     CompileSettings,
+    cc_command,
     content_key,
     cpu_features,
     toolchain_fingerprint,
@@ -41,6 +44,7 @@ __all__ = [
     "module_key",
     "compile_modules",
     "remove_stale_staging",
+    "process_alive",
     "start_shared_utility",
     "shared_utility",
 ]
@@ -150,7 +154,12 @@ def compile_modules(
 def _in_worker(
     job: tuple[str, str, str] | None, settings: CompileSettings, cache_dir: Path
 ) -> dict[str, object]:
-    spec = {"job": job, "settings": asdict(settings), "cache_dir": str(cache_dir)}
+    spec = {
+        "job": job,
+        "settings": asdict(settings),
+        "cache_dir": str(cache_dir),
+        "parent_pid": os.getpid(),
+    }
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_IMPORT_ROOT, *sys.path[1:]]))
     proc = subprocess.run(
         [sys.executable, "-m", "codegen.compile"],
@@ -179,6 +188,7 @@ def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) 
 def _worker_main() -> int:
     """``python -m codegen.compile``: compile one job read as JSON from stdin."""
     spec = json.loads(sys.stdin.read())
+    _die_with_parent(int(spec["parent_pid"]))
     raw = spec["settings"]
     settings = CompileSettings(**{**raw, "cflags": tuple(raw["cflags"])})
     cache_dir = Path(spec["cache_dir"])
@@ -196,6 +206,22 @@ def _worker_main() -> int:
     return 0
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when the process that started it dies.
+
+    A ``kill -9`` of ``rsi build`` must not leave workers compiling into the cache for
+    seconds. Linux only (``prctl(PR_SET_PDEATHSIG)``); the parent-pid check covers a parent
+    that died before the request was made.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 _IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -274,7 +300,7 @@ def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings
 
 def _cc(settings: CompileSettings, cflags: tuple[str, ...], c_file: Path, out: Path) -> None:
     include = sysconfig.get_paths()["include"]
-    cmd = [settings.cc, *cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
+    cmd = [*cc_command(settings.cc), *cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
     _run([*cmd, "-o", str(out)], f"{settings.cc} {c_file.name}")
 
 
@@ -349,7 +375,7 @@ def remove_stale_staging(root: Path) -> list[Path]:
         match = _STAGING_NAME.match(path.name)
         if not match or not path.is_dir() or path.is_symlink():
             continue
-        if match.group(1) and _process_alive(int(match.group(1))):
+        if match.group(1) and process_alive(int(match.group(1))):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
@@ -358,7 +384,8 @@ def remove_stale_staging(root: Path) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from codegen.errors import LockTimeout, RSIError
+from codegen.errors import LockTimeout, RSIError, StateError
 
-__all__ = ["project_lock", "lock_path_for", "LockError"]
+__all__ = ["project_lock", "builds_lock", "lock_path_for", "check_state_path", "LockError"]
 
 _POLL_S = 0.02
 _registry_guard = threading.Lock()
@@ -30,6 +31,37 @@ class LockError(RSIError):
 def lock_path_for(state_path: Path) -> Path:
     """The lock file that guards ``state_path`` and everything kept beside it."""
     return state_path.with_name(state_path.name + ".lock")
+
+
+def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
+    """``state_path`` made absolute, or :class:`StateError` before anything touches the disk.
+
+    The lock, ``.rsi/`` and ``generated/`` are created beside the state file, so its path
+    must name a regular file (or, unless ``must_exist``, nothing yet) in an existing
+    directory: never a symlink (its target's directory is not the project's), a directory
+    (``--state .`` would put them one level up) or a name such as ``''`` or ``/``.
+    """
+    raw = str(state_path)
+    if raw in ("", ".", "..", "/") or state_path.absolute().name in ("", ".", ".."):
+        raise StateError(f"{raw!r}: not a state file path; give a file such as rsi_state.json")
+    try:
+        # The directory resolved (one project, one lock, however it is reached), the file not.
+        path = state_path.absolute().parent.resolve() / state_path.name
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if must_exist:
+            raise StateError(f"{path.name}: no such file ({path})") from None
+        if not path.parent.is_dir():
+            raise StateError(f"{path.name}: directory {path.parent} does not exist") from None
+        return path
+    except (OSError, RuntimeError) as exc:  # a loop or a non-directory among the parents
+        why = exc.strerror if isinstance(exc, OSError) else "symlink loop"
+        raise StateError(f"{state_path.name}: cannot inspect {state_path}: {why}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise StateError(f"{path.name}: is a symlink; rsi reads only regular files")
+    if not stat.S_ISREG(info.st_mode):  # a directory, a FIFO, a device
+        raise StateError(f"{path.name}: is not a regular file")
+    return path
 
 
 def _entry(path: Path) -> tuple[threading.RLock, list[int]]:
@@ -49,8 +81,12 @@ def _holder(path: Path) -> str:
 
 @contextmanager
 def project_lock(state_path: Path, *, timeout_s: float = 10.0) -> Iterator[None]:
-    """Hold the project lock of ``state_path``; raise :class:`LockTimeout` after ``timeout_s``."""
-    path = lock_path_for(state_path.resolve())
+    """Hold the project lock of ``state_path``; raise :class:`LockTimeout` after ``timeout_s``.
+
+    The path is checked first (:func:`check_state_path`): a lock is only ever created beside
+    a regular state file (or where a new one is about to be written), never at a link's target.
+    """
+    path = lock_path_for(check_state_path(state_path, must_exist=False))
     rlock, slot = _entry(path)
     if not rlock.acquire(timeout=timeout_s):
         raise LockTimeout(f"{path.name}: another thread held the lock for over {timeout_s:g} s")
@@ -70,7 +106,29 @@ def project_lock(state_path: Path, *, timeout_s: float = 10.0) -> Iterator[None]
         rlock.release()
 
 
-def _acquire_file(path: Path, timeout_s: float) -> int:
+@contextmanager
+def builds_lock(state_path: Path, *, exclusive: bool, timeout_s: float = 10.0) -> Iterator[None]:
+    """Hold the lock on the builds shared by every state file of ``state_path``'s directory.
+
+    Builds and rollbacks (which publish a build and then record it in their own history)
+    hold it shared; ``gc`` (which deletes what no history records) holds it exclusive, so
+    it never deletes a build another state file has published but not yet committed. The
+    lock file is ``.rsi/builds.lock``; take it inside the project lock.
+    """
+    directory = check_state_path(state_path, must_exist=False).parent / ".rsi"
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise LockError(f"{directory}: cannot create: {exc.strerror}") from None
+    fd = _acquire_file(directory / "builds.lock", timeout_s, exclusive=exclusive)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _acquire_file(path: Path, timeout_s: float, *, exclusive: bool = True) -> int:
     # O_NOFOLLOW: the lock file is truncated and written below, so a symlink planted in its
     # place must not redirect that to another file.
     try:
@@ -78,9 +136,10 @@ def _acquire_file(path: Path, timeout_s: float) -> int:
     except OSError as exc:
         raise LockError(f"{path.name}: cannot open the lock file: {exc.strerror}") from None
     deadline = time.monotonic() + timeout_s
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
@@ -90,6 +149,8 @@ def _acquire_file(path: Path, timeout_s: float) -> int:
                 ) from None
             time.sleep(_POLL_S)
             continue
+        if not exclusive:
+            return fd  # many holders: no single pid to record
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return fd

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -90,8 +91,24 @@ def _word(value: str) -> str:
     return value
 
 
-Identifier = Annotated[str, AfterValidator(_identifier)]
-Word = Annotated[str, AfterValidator(_word)]
+# The schema states the patterns the validators enforce (reserved words are listed by name).
+Identifier = Annotated[
+    str,
+    AfterValidator(_identifier),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^(?!__)(?!.*__$){_IDENT.pattern}$",
+            "not": {"enum": sorted(_RESERVED | set(keyword.kwlist) | set(keyword.softkwlist))},
+            "description": "a plain identifier: no keyword, C/Cython reserved word or dunder",
+        }
+    ),
+]
+Word = Annotated[
+    str,
+    AfterValidator(_word),
+    WithJsonSchema({"type": "string", "pattern": f"^{_WORD.pattern}$"}),
+]
 
 
 def Bounded(lo: float, hi: float, default: float) -> Any:
@@ -539,10 +556,20 @@ def state_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old bytes or the new, never a mix."""
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old bytes or the new, never a mix.
+
+    The file keeps its permission bits (``mode`` when given; 0644 for a new file), not the
+    0600 of the temp file it is renamed from.
+    """
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

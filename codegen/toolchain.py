@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "toolchain_fingerprint",
     "content_key",
     "cpu_features",
+    "cc_command",
 ]
 
 Backend = Literal["python", "cython", "nuitka"]
@@ -110,18 +112,36 @@ def cpu_features(cflags: tuple[str, ...]) -> str:
     return _cpu_flags() if any(f.startswith(_NATIVE) for f in cflags) else ""
 
 
+def cc_command(cc: str) -> list[str]:
+    """``$CC`` as a command: a compiler and its flags (``CC="gcc -w"``), shell-quoted."""
+    try:
+        words = shlex.split(cc)
+    except ValueError as exc:
+        raise CompileError(f"CC={cc!r} cannot be split into words: {exc}") from None
+    if not words:
+        raise CompileError("CC is empty; set it to a C compiler such as gcc, or unset it")
+    return words
+
+
 @functools.lru_cache(maxsize=8)
 def _compiler_version(cc: str) -> str:
-    path = shutil.which(cc)
+    compiler, *flags = cc_command(cc)
+    path = shutil.which(compiler)
     if path is None:
+        source = f" (from CC={cc!r})" if flags else ""
         raise CompileError(
-            f"C compiler {cc!r} not found on PATH (install gcc, or use --backend python)"
+            f"C compiler {compiler!r}{source} not found on PATH "
+            "(install gcc, or use --backend python)"
         )
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [path, *flags, "--version"], capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise CompileError(f"C compiler {cc!r} does not run: {exc}") from None
-    return f"{path}: {out.stdout.splitlines()[0] if out.stdout else '?'}"
+        raise CompileError(f"C compiler CC={cc!r} does not run: {exc}") from None
+    # The flags change the artifact, so they are part of the toolchain's identity.
+    head = out.stdout.splitlines()[0] if out.stdout else "?"
+    return f"{path}{''.join(' ' + f for f in flags)}: {head}"
 
 
 @functools.lru_cache(maxsize=1)

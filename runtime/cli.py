@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     handler: Handler = args.handler
     try:
+        _check_common(args)
         return handler(args)
     except RSIError as exc:
         print(f"rsi: error: {exc}", file=sys.stderr)
@@ -45,11 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--state",
-        type=Path,
-        default=Path("rsi_state.json"),
+        type=str,  # a Path would turn '' into '.': checked and converted in _check_common
+        default="rsi_state.json",
         help="state file; builds and history live beside it (default: ./rsi_state.json)",
     )
-    common.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS")
+    common.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help=f"wait at most this long for the project lock (0 to {MAX_LOCK_TIMEOUT_S:g})",
+    )
     common.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="VERSION",
-        help="default: the committed version before the active one",
+        help="default: the version that was live before the active one",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_rollback)
@@ -102,6 +110,22 @@ def _register_extensions(
         register(sub, common)
 
 
+MAX_LOCK_TIMEOUT_S = 86400.0
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Refuse bad common options in one line; turn ``--state`` into a Path."""
+    raw = args.state
+    if not raw.strip():
+        raise RSIError(f"--state {raw!r}: empty path; give a state file such as rsi_state.json")
+    args.state = Path(raw)
+    timeout = args.lock_timeout
+    if not (math.isfinite(timeout) and 0 <= timeout <= MAX_LOCK_TIMEOUT_S):
+        raise RSIError(
+            f"--lock-timeout {timeout:g}: give a number of seconds from 0 to {MAX_LOCK_TIMEOUT_S:g}"
+        )
+
+
 def settings_from(args: argparse.Namespace) -> CompileSettings:
     """Compile settings from ``--backend``/``--jobs`` and ``$RSI_BACKEND``."""
     backend = args.backend or os.environ.get("RSI_BACKEND") or "cython"
@@ -126,22 +150,38 @@ def emit(args: argparse.Namespace, summary: str, report: Any) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     r = project_from(args).build(settings_from(args))
-    return emit(
-        args,
+    summary = (
         f"build {r.build_id} ({r.tier}) of state v{r.state_version}: "
-        f"{r.modules_compiled} compiled, {r.cache_hits} cached, {r.seconds:.2f} s",
-        r,
+        f"{r.modules_compiled} compiled, {r.cache_hits} cached, {r.seconds:.2f} s"
     )
+    if r.new_build_of_committed:
+        summary += (
+            f"\nnote: committed v{r.state_version} now has {len(r.version_builds)} builds "
+            f"(templates, toolchain or tier changed): {', '.join(r.version_builds)}"
+        )
+    return emit(args, summary, r)
 
 
 def _status(args: argparse.Namespace) -> int:
     r = project_from(args).status()
-    sync = "matches" if r.state_file_committed else "differs from every committed state"
+    if r.active_build is None:
+        return emit(args, f"{args.state}: never built", r)
+    if r.state_file_problem is not None:
+        file = f"state file unreadable ({r.state_file_problem})"
+    else:
+        sync = "matches" if r.state_file_committed else "differs from every committed state"
+        file = f"state file v{r.state_file_version} {sync}"
+    builds = len(r.active_version_builds)
+    rebuilt = (
+        f" (build {r.active_version_builds.index(r.active_build) + 1} of {builds} of "
+        f"v{r.state_version}: {', '.join(r.active_version_builds)})"
+        if builds > 1 and r.active_build in r.active_version_builds
+        else ""
+    )
+    target = f"v{r.rollback_target}" if r.rollback_target is not None else "none"
     summary = (
-        f"{args.state}: never built"
-        if r.active_build is None
-        else f"active build {r.active_build} ({r.tier}) of state v{r.state_version}; "
-        f"state file v{r.state_file_version} {sync}; history {r.history}"
+        f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
+        f"{file}; history {r.history}; rollback target {target}"
     )
     return emit(args, summary, r)
 
@@ -149,7 +189,12 @@ def _status(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     r = project_from(args).rollback(args.to)
     how = "rebuilt" if r.compiled else "no compiler run"
-    return emit(args, f"rolled back to state v{r.state_version}, build {r.build_id} ({how})", r)
+    if r.new_build:
+        how = "recorded build was gone; rebuilt as a new build of this version"
+    summary = f"rolled back to state v{r.state_version}, build {r.build_id} ({how})"
+    if r.kept_uncommitted:
+        summary += f"\nkept the uncommitted state file content as {r.kept_uncommitted}"
+    return emit(args, summary, r)
 
 
 def _gc(args: argparse.Namespace) -> int:

@@ -1,7 +1,14 @@
-"""The ledger: committed states (exact bytes), the active build, events. SQLite in WAL mode.
+"""The ledger: committed states (exact bytes), their builds, activations, events. SQLite, WAL.
 
 Each change is one transaction, so a process killed at any instant leaves either the old or
 the new record, never half of one.
+
+One ledger belongs to one state file (:func:`ledger_path`): two state files in a directory
+share ``generated/`` (builds are content-addressed) but never a history. A committed
+version's bytes never change; every distinct build made of them (another tier, or new
+templates or toolchain) is a *build record* of that version (``builds``), and every time a
+build goes live is an *activation* (``activations``), which is what the default rollback
+follows.
 """
 
 from __future__ import annotations
@@ -19,7 +26,18 @@ from urllib.parse import quote
 
 from codegen.errors import LedgerError
 
-__all__ = ["Ledger", "StateRecord", "Active"]
+__all__ = [
+    "Ledger",
+    "StateRecord",
+    "Active",
+    "Activation",
+    "BuildRecord",
+    "ledger_path",
+    "ledger_paths",
+    "LEDGER_DIR",
+]
+
+LEDGER_DIR = ".rsi"
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +56,21 @@ CREATE TABLE IF NOT EXISTS active (
     build_id TEXT NOT NULL,
     tier TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS builds (
+    version INTEGER NOT NULL,
+    build_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (version, build_id)
+);
+CREATE TABLE IF NOT EXISTS activations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    build_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    kind TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -49,7 +82,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 @dataclass(frozen=True)
 class StateRecord:
-    """One committed state."""
+    """One committed state and its newest build record."""
 
     version: int
     sha256: str
@@ -67,8 +100,42 @@ class Active:
     tier: str
 
 
+@dataclass(frozen=True)
+class BuildRecord:
+    """One build made of a committed version's bytes."""
+
+    version: int
+    build_id: str
+    tier: str
+    recorded_at: float
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One time a build went live: ``kind`` is commit, rollback, restore or activate."""
+
+    version: int
+    build_id: str
+    tier: str
+    kind: str
+    at: float
+
+
+def ledger_path(state_path: Path) -> Path:
+    """The ledger of ``state_path``: ``.rsi/<state file name>/ledger.sqlite3`` beside it."""
+    return state_path.parent / LEDGER_DIR / state_path.name / "ledger.sqlite3"
+
+
+def ledger_paths(directory: Path) -> list[Path]:
+    """Every ledger kept in ``directory`` (one per state file; a pre-split shared one too)."""
+    root = directory / LEDGER_DIR
+    found = sorted(root.glob("*/ledger.sqlite3")) if root.is_dir() else []
+    legacy = root / "ledger.sqlite3"
+    return [*found, legacy] if legacy.is_file() else found
+
+
 class Ledger:
-    """History of one project, at ``path`` (created on first use)."""
+    """History of one state file, at ``path`` (created on first use)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -76,7 +143,8 @@ class Ledger:
     @contextmanager
     def _db(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if write:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect(write)) as conn, conn:  # one transaction
                 yield conn
         except sqlite3.Error as exc:
@@ -85,6 +153,11 @@ class Ledger:
             raise LedgerError(f"ledger {self.path}: {exc.strerror or exc}") from None
 
     def _connect(self, write: bool) -> sqlite3.Connection:
+        if not write and not self.path.exists():
+            # Reading a ledger never written: an empty one, and nothing created on disk.
+            conn = sqlite3.connect(":memory:")
+            conn.executescript(_SCHEMA)
+            return conn
         conn = sqlite3.connect(self.path, timeout=30.0)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -102,34 +175,57 @@ class Ledger:
         logger.warning("ledger %s: opening read-only (disk full or read-only?)", self.path)
         return sqlite3.connect(f"file:{quote(str(self.path))}?immutable=1", uri=True)
 
-    def commit(self, version: int, data: bytes, build_id: str, tier: str, *, limit: int) -> None:
+    def commit(self, version: int, data: bytes, build_id: str, tier: str, *, limit: int) -> bool:
         """Record ``data`` as committed ``version`` built as ``build_id``; make it active.
 
-        Keeps at most ``limit`` states, dropping the oldest (never the active one).
+        A committed version's bytes never change (other bytes are refused); a build of them
+        not seen before is added as a new build record of the version. Keeps at most
+        ``limit`` states, dropping the oldest, but never the active one nor the one the
+        default rollback would restore. Returns whether ``build_id`` is another build of a
+        version already committed with a different one.
         """
         digest = hashlib.sha256(data).hexdigest()
+        now = time.time()
         with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?)",
-                (version, digest, data, build_id, tier, time.time()),
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier)
-            )
-            db.execute(
-                "DELETE FROM states WHERE version != ? AND version NOT IN "
-                "(SELECT version FROM states ORDER BY version DESC LIMIT ?)",
-                (version, limit),
-            )
-            _event(db, "commit", {"version": version, "build_id": build_id, "tier": tier})
+            row = db.execute("SELECT sha256 FROM states WHERE version = ?", (version,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?)",
+                    (version, digest, data, build_id, tier, now),
+                )
+                db.execute("INSERT INTO builds VALUES (?, ?, ?, ?)", (version, build_id, tier, now))
+                added = False
+            elif row[0] != digest:
+                raise LedgerError(
+                    f"ledger {self.path}: version {version} is already committed with "
+                    "different content; bump the state's version"
+                )
+            else:
+                added = _record_build(db, version, build_id, tier)
+            _activate(db, version, build_id, tier, "commit")
+            keep = {version}
+            target = _default_target(db)
+            if target is not None:
+                keep.add(target.version)
+            others = [v for (v,) in db.execute("SELECT version FROM states ORDER BY version DESC")]
+            keep.update([v for v in others if v not in keep][: max(0, limit - len(keep))])
+            for old in set(others) - keep:
+                db.execute("DELETE FROM states WHERE version = ?", (old,))
+                db.execute("DELETE FROM builds WHERE version = ?", (old,))
+        return added
 
-    def activate(self, version: int, build_id: str, tier: str, kind: str = "activate") -> None:
-        """Point the project at an already committed state's build."""
+    def activate(self, version: int, build_id: str, tier: str, kind: str = "activate") -> bool:
+        """Point the project at a committed state's build; return whether it is a new build.
+
+        ``kind`` "rollback" is the default rollback (it steps back in the activation
+        history); "restore" (``--to``) and others push a new activation.
+        """
         with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier)
-            )
-            _event(db, kind, {"version": version, "build_id": build_id, "tier": tier})
+            if not db.execute("SELECT 1 FROM states WHERE version = ?", (version,)).fetchone():
+                raise LedgerError(f"state version {version} is not in the history")
+            added = _record_build(db, version, build_id, tier)
+            _activate(db, version, build_id, tier, kind)
+        return added
 
     def active(self) -> Active | None:
         """The active build, or None for a project never built."""
@@ -138,15 +234,53 @@ class Ledger:
         return Active(*row) if row else None
 
     def state(self, version: int) -> StateRecord:
-        """Committed state ``version``."""
+        """Committed state ``version`` with its newest build; its bytes checked against the hash.
+
+        Raises :class:`LedgerError` for a version not in the history or a record whose bytes
+        do not match its stored sha256 (an edited or damaged ledger): never restore those.
+        """
         with self._db(write=False) as db:
             row = db.execute(
-                "SELECT version, sha256, data, build_id, tier FROM states WHERE version = ?",
-                (version,),
+                "SELECT version, sha256, data FROM states WHERE version = ?", (version,)
             ).fetchone()
+            builds = _builds(db, version)
         if row is None:
             raise LedgerError(f"state version {version} is not in the history")
-        return StateRecord(*row)
+        _, digest, data = row
+        if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != digest:
+            raise LedgerError(
+                f"ledger {self.path}: state version {version} does not match its stored "
+                "sha256; refusing to use it (restore the ledger, or pick another version)"
+            )
+        newest = builds[-1]
+        return StateRecord(version, digest, data, newest.build_id, newest.tier)
+
+    def builds(self, version: int) -> list[BuildRecord]:
+        """Every build recorded for committed ``version``, oldest first."""
+        with self._db(write=False) as db:
+            return _builds(db, version)
+
+    def activations(self) -> list[Activation]:
+        """Every activation, oldest first."""
+        with self._db(write=False) as db:
+            return _activations(db)
+
+    def rollback_target(self) -> Activation | None:
+        """What the default rollback restores: what was live before the current activation.
+
+        The activation history is replayed as a stack (a default rollback pops, anything
+        else pushes); the target is the newest entry below the top of another version still
+        in the history. With no such entry (the bottom of the stack, or a ledger from before
+        activations were recorded) it is the newest committed version older than the active.
+        """
+        with self._db(write=False) as db:
+            return _default_target(db)
+
+    def is_committed(self, data: bytes) -> bool:
+        """Whether ``data`` is byte for byte a committed state."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._db(write=False) as db:
+            return bool(db.execute("SELECT 1 FROM states WHERE sha256 = ?", (digest,)).fetchone())
 
     def versions(self) -> list[int]:
         """Committed versions, oldest first."""
@@ -154,9 +288,10 @@ class Ledger:
             return [v for (v,) in db.execute("SELECT version FROM states ORDER BY version")]
 
     def builds_in_use(self) -> set[str]:
-        """Build ids referenced by the history or the active pointer."""
+        """Build ids referenced by the history (every build record) or the active pointer."""
         with self._db(write=False) as db:
             ids = {b for (b,) in db.execute("SELECT build_id FROM states")}
+            ids.update(b for (b,) in db.execute("SELECT build_id FROM builds"))
             ids.update(b for (b,) in db.execute("SELECT build_id FROM active"))
         return ids
 
@@ -174,12 +309,96 @@ class Ledger:
             for version, digest, data in db.execute("SELECT version, sha256, data FROM states"):
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise LedgerError(f"ledger: state version {version} does not match its hash")
-            row = db.execute("SELECT version FROM active").fetchone()
+            row = db.execute("SELECT version, build_id FROM active").fetchone()
             if (
                 row
                 and not db.execute("SELECT 1 FROM states WHERE version = ?", (row[0],)).fetchone()
             ):
                 raise LedgerError(f"ledger: active version {row[0]} is not in the history")
+            if row and row[1] not in {b.build_id for b in _builds(db, row[0])}:
+                raise LedgerError(
+                    f"ledger: active build {row[1]} is not a recorded build of v{row[0]}"
+                )
+
+
+def _builds(db: sqlite3.Connection, version: int) -> list[BuildRecord]:
+    rows = db.execute(
+        "SELECT version, build_id, tier, recorded_at FROM builds WHERE version = ? "
+        "ORDER BY recorded_at, rowid",
+        (version,),
+    ).fetchall()
+    if not rows:  # a ledger from before build records: the state row names its one build
+        rows = db.execute(
+            "SELECT version, build_id, tier, committed_at FROM states WHERE version = ?",
+            (version,),
+        ).fetchall()
+    return [BuildRecord(*r) for r in rows]
+
+
+def _record_build(db: sqlite3.Connection, version: int, build_id: str, tier: str) -> bool:
+    known = _builds(db, version)
+    if any(b.build_id == build_id for b in known):
+        return False
+    now = time.time()
+    for old in known:  # backfill a pre-build-record ledger's one build before adding another
+        db.execute(
+            "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?)",
+            (old.version, old.build_id, old.tier, old.recorded_at),
+        )
+    db.execute("INSERT INTO builds VALUES (?, ?, ?, ?)", (version, build_id, tier, now))
+    if known:
+        logger.warning(
+            "state v%d: new build %s (%s) recorded beside %s (templates or toolchain changed)",
+            version,
+            build_id,
+            tier,
+            ", ".join(b.build_id for b in known),
+        )
+        _event(db, "new-build", {"version": version, "build_id": build_id, "tier": tier})
+    return True
+
+
+def _activate(db: sqlite3.Connection, version: int, build_id: str, tier: str, kind: str) -> None:
+    db.execute("INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier))
+    db.execute(
+        "INSERT INTO activations (at, version, build_id, tier, kind) VALUES (?, ?, ?, ?, ?)",
+        (time.time(), version, build_id, tier, kind),
+    )
+    _event(db, kind, {"version": version, "build_id": build_id, "tier": tier})
+
+
+def _activations(db: sqlite3.Connection) -> list[Activation]:
+    rows = db.execute(
+        "SELECT version, build_id, tier, kind, at FROM activations ORDER BY id"
+    ).fetchall()
+    return [Activation(*r) for r in rows]
+
+
+def _default_target(db: sqlite3.Connection) -> Activation | None:
+    versions = {v for (v,) in db.execute("SELECT version FROM states")}
+    stack: list[Activation] = []
+    for act in _activations(db):
+        if act.kind == "rollback":
+            while stack and stack[-1].version != act.version:
+                stack.pop()
+            if stack:
+                stack[-1] = act
+                continue
+        if stack and stack[-1].version == act.version:
+            stack[-1] = act  # the same version rebuilt (another tier or build): one entry
+        else:
+            stack.append(act)
+    if stack:
+        current = stack[-1].version
+        below = [a for a in stack[:-1] if a.version != current and a.version in versions]
+        if below:
+            return below[-1]
+    row = db.execute("SELECT version FROM active").fetchone()
+    older = sorted(v for v in versions if row and v < row[0])
+    if not older:
+        return None
+    newest = _builds(db, older[-1])[-1]
+    return Activation(newest.version, newest.build_id, newest.tier, "commit", newest.recorded_at)
 
 
 def _event(db: sqlite3.Connection, kind: str, detail: dict[str, object]) -> None:

@@ -2,6 +2,10 @@
 
 This is the in-process API behind the CLI. Every method that changes something holds the
 project lock, so two processes never interleave a build, a commit or a rollback.
+
+Each state file is its own project: its history is ``.rsi/<state file name>/`` and its lock
+``<state file>.lock``. Builds in ``generated/`` are content-addressed and shared by the state
+files of a directory, so ``gc`` keeps every build any of their histories uses.
 """
 
 from __future__ import annotations
@@ -11,15 +15,17 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_manifest
+from codegen.check import remove_stale_mypy_dirs
 from codegen.compile import STAGING_PREFIX, remove_stale_staging
 from codegen.errors import LedgerError, StateError
-from codegen.locking import project_lock
+from codegen.locking import builds_lock, check_state_path, project_lock
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
-from runtime.ledger import Active, Ledger
+from runtime.ledger import Active, Ledger, ledger_path, ledger_paths
 from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
 
 __all__ = ["Project", "BuildReport", "StatusReport", "RollbackReport", "GcReport"]
@@ -37,6 +43,8 @@ class BuildReport:
     tier: str
     state_version: int
     path: str
+    version_builds: list[str]  # every build recorded for this version, oldest first
+    new_build_of_committed: bool  # a committed version got another build (visible, not swapped)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,9 @@ class StatusReport:
     state_file_version: int | None
     state_file_committed: bool
     history: list[int]
+    state_file_problem: str | None  # why the state file could not be read, if it could not
+    active_version_builds: list[str]  # every build recorded for the active version
+    rollback_target: int | None  # what `rsi rollback` would restore
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ class RollbackReport:
     tier: str
     seconds: float
     compiled: bool
+    new_build: bool  # the recorded build was gone and today's templates built another
+    kept_uncommitted: str | None  # where the state file's uncommitted content was kept
 
 
 class Project:
@@ -81,28 +94,37 @@ class Project:
         lock_timeout_s: float = 10.0,
         template_dir: Path | None = None,
     ) -> None:
-        self.state_path = state_path.absolute()
+        self.state_path = check_state_path(state_path, must_exist=False)
         self.generated_dir = self.state_path.parent / "generated"
-        self.ledger = Ledger(self.state_path.parent / ".rsi" / "ledger.sqlite3")
+        self.ledger = Ledger(ledger_path(self.state_path))
         self.lock_timeout_s = lock_timeout_s
         self.template_dir = template_dir
 
     def build(self, settings: CompileSettings) -> BuildReport:
-        """Validate, build and commit the state file; make its build active."""
-        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+        """Validate, build and commit the state file; make its build active.
+
+        Rebuilding a committed version (same bytes) into a different build, because the
+        templates or the toolchain changed, records a new build of that version.
+        """
+        check_state_path(self.state_path, must_exist=True)
+        with (
+            project_lock(self.state_path, timeout_s=self.lock_timeout_s),
+            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
+        ):
             self._remove_leftovers()
             data = self._read_state_bytes()
             state = parse_state(data, self.state_path.name)
             self._check_version(state, data)
             result = build_state(state, data, settings, self.generated_dir, self.template_dir)
-            self.ledger.commit(
+            added = self.ledger.commit(
                 state.version,
                 data,
                 result.build_id,
                 result.tier,
                 limit=state.safety.history_limit,
             )
-        return _report(result, state.version)
+            builds = [b.build_id for b in self.ledger.builds(state.version)]
+        return _report(result, state.version, builds, added and len(builds) > 1)
 
     def build_candidate(
         self, state: RSIState, data: bytes, settings: CompileSettings
@@ -111,16 +133,23 @@ class Project:
         return build_state(state, data, settings, self.generated_dir, self.template_dir)
 
     def status(self) -> StatusReport:
-        """What the project serves and whether the state file matches it."""
-        active = self.ledger.active()
+        """What the project serves and whether the state file matches it.
+
+        A state file that cannot be read is an error for a project never built, and is
+        reported (``state_file_problem``) for one that has a history.
+        """
+        active = self.ledger.active()  # reading creates nothing, wherever the path points
+        problem: str | None = None
         try:
+            check_state_path(self.state_path, must_exist=True)
             data = self._read_state_bytes()
             file_version: int | None = parse_state(data, self.state_path.name).version
-            committed = any(
-                self.ledger.state(v).sha256 == state_sha256(data) for v in self.ledger.versions()
-            )
-        except StateError:
-            file_version, committed = None, False
+            committed = self.ledger.is_committed(data)
+        except StateError as exc:
+            if active is None:
+                raise
+            file_version, committed, problem = None, False, str(exc)
+        target = self.ledger.rollback_target() if active else None
         return StatusReport(
             active_build=active.build_id if active else None,
             state_version=active.version if active else None,
@@ -129,27 +158,55 @@ class Project:
             state_file_version=file_version,
             state_file_committed=committed,
             history=self.ledger.versions(),
+            state_file_problem=problem,
+            active_version_builds=(
+                [b.build_id for b in self.ledger.builds(active.version)] if active else []
+            ),
+            rollback_target=target.version if target else None,
         )
 
     def rollback(self, to: int | None = None) -> RollbackReport:
-        """Restore a committed state byte for byte and re-activate its cached build."""
+        """Restore a committed state byte for byte and re-activate its recorded build.
+
+        With no ``to``, the target is what was live before the current activation
+        (:meth:`Ledger.rollback_target`), with the very build that was live then; ``to``
+        restores version ``to`` with its newest recorded build. The record must match its
+        stored sha256 and the state schema. Content of the state file that is not committed
+        is kept beside it (``<stem>.uncommitted-<UTC time>.json``), never overwritten.
+        """
         start = time.perf_counter()
-        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+        check_state_path(self.state_path, must_exist=False)
+        with (
+            project_lock(self.state_path, timeout_s=self.lock_timeout_s),
+            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
+        ):
             self._remove_leftovers()
             active = self._active()
-            target = self._rollback_target(active, to)
-            record = self.ledger.state(target)
-            compiled = False
-            if not (self.generated_dir / record.build_id / MANIFEST).exists():
-                # The build was deleted by hand: rebuild it from the recorded state.
-                state = parse_state(record.data, f"history version {target}")
-                settings = CompileSettings(backend=record.tier)  # type: ignore[arg-type]
-                build_state(state, record.data, settings, self.generated_dir, self.template_dir)
-                compiled = True
+            version, build_id, tier = self._rollback_target(active, to)
+            record = self.ledger.state(version)  # checks the bytes against the stored hash
+            state = self._recorded_state(record.data, version)
+            compiled = new_build = False
+            if not (self.generated_dir / build_id / MANIFEST).exists():
+                # The build was deleted: rebuild it from the recorded state. Changed templates
+                # give another build, which is recorded as a new build of the version.
+                settings = CompileSettings(backend=tier)  # type: ignore[arg-type]
+                result = build_state(
+                    state, record.data, settings, self.generated_dir, self.template_dir
+                )
+                compiled, new_build = True, result.build_id != build_id
+                build_id, tier = result.build_id, result.tier
+            kept = self._keep_uncommitted()
             atomic_write(self.state_path, record.data)
-            self.ledger.activate(target, record.build_id, record.tier, kind="rollback")
+            kind = "rollback" if to is None else "restore"
+            self.ledger.activate(version, build_id, tier, kind=kind)
         return RollbackReport(
-            target, record.build_id, record.tier, time.perf_counter() - start, compiled
+            version,
+            build_id,
+            tier,
+            time.perf_counter() - start,
+            compiled,
+            new_build,
+            str(kept) if kept else None,
         )
 
     def load_active(self) -> LoadedBuild:
@@ -158,9 +215,16 @@ class Project:
 
     def gc(self) -> GcReport:
         """Delete builds no committed state or loaded build uses, and their cached modules."""
-        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+        check_state_path(self.state_path, must_exist=False)
+        with (
+            project_lock(self.state_path, timeout_s=self.lock_timeout_s),
+            builds_lock(self.state_path, exclusive=True, timeout_s=self.lock_timeout_s),
+        ):
             self._remove_leftovers()
-            keep = self.ledger.builds_in_use() | {p.name for p in loaded_builds()}
+            keep = {p.name for p in loaded_builds()}
+            for path in {self.ledger.path, *ledger_paths(self.state_path.parent)}:
+                # Every state file of this directory shares generated/: keep what any uses.
+                keep |= Ledger(path).builds_in_use()
             removed, freed = [], 0
             for path in sorted(self.generated_dir.iterdir()) if self.generated_dir.exists() else []:
                 if (path / MANIFEST).exists() and path.name not in keep:
@@ -223,16 +287,50 @@ class Project:
             raise LedgerError(f"{self.state_path.name}: never built; run `rsi build` first")
         return active
 
-    def _rollback_target(self, active: Active, to: int | None) -> int:
+    def _rollback_target(self, active: Active, to: int | None) -> tuple[int, str, str]:
         versions = self.ledger.versions()
         if to is not None:
             if to not in versions:
                 raise LedgerError(f"version {to} is not in the history {versions}")
-            return to
-        older = [v for v in versions if v < active.version]
-        if not older:
-            raise LedgerError(f"no committed version older than the active {active.version}")
-        return older[-1]
+            record = self.ledger.state(to)
+            return to, record.build_id, record.tier
+        target = self.ledger.rollback_target()
+        if target is None:
+            raise LedgerError(
+                f"nothing to roll back to: no other version was live before the active "
+                f"{active.version} (history {versions}; use --to VERSION)"
+            )
+        return target.version, target.build_id, target.tier
+
+    def _recorded_state(self, data: bytes, version: int) -> RSIState:
+        """The state a ledger record holds, refused unless it passes the schema as ``version``."""
+        try:
+            state = parse_state(data, f"history version {version}")
+        except StateError as exc:
+            raise LedgerError(
+                f"ledger {self.ledger.path}: refusing to restore version {version}: {exc}"
+            ) from None
+        if state.version != version:
+            raise LedgerError(
+                f"ledger {self.ledger.path}: refusing to restore version {version}: "
+                f"its bytes say version {state.version}"
+            )
+        return state
+
+    def _keep_uncommitted(self) -> Path | None:
+        """Copy the state file beside it unless it is a committed state (or absent)."""
+        try:
+            data = self._read_state_bytes()
+        except StateError:
+            if not os.path.lexists(self.state_path):
+                return None
+            raise
+        if self.ledger.is_committed(data):
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        kept = self.state_path.with_name(f"{self.state_path.stem}.uncommitted-{stamp}.json")
+        atomic_write(kept, data, mode=self.state_path.stat().st_mode & 0o7777)
+        return kept
 
     def _check_version(self, state: RSIState, data: bytes) -> None:
         versions = self.ledger.versions()
@@ -259,14 +357,17 @@ class Project:
         """
         remove_stale_staging(self.generated_dir)
         remove_stale_staging(self.generated_dir / CACHE_DIR)
-        for tmp in self.state_path.parent.glob(f".{self.state_path.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        remove_stale_mypy_dirs()
+        name, stem = self.state_path.name, self.state_path.stem
+        for pattern in (f".{name}.*.tmp", f".{stem}.uncommitted-*.json.*.tmp"):
+            for tmp in self.state_path.parent.glob(pattern):
+                tmp.unlink(missing_ok=True)
 
     def _read_state_bytes(self) -> bytes:
         return read_state_file(self.state_path)
 
 
-def _report(result: BuildResult, version: int) -> BuildReport:
+def _report(result: BuildResult, version: int, builds: list[str], new: bool) -> BuildReport:
     return BuildReport(
         build_id=result.build_id,
         seconds=round(result.seconds, 4),
@@ -276,6 +377,8 @@ def _report(result: BuildResult, version: int) -> BuildReport:
         tier=result.tier,
         state_version=version,
         path=str(result.path),
+        version_builds=builds,
+        new_build_of_committed=new,
     )
 
 

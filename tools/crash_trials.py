@@ -1,5 +1,11 @@
 """Crash trials: SIGKILL ``rsi build``, a promotion, ``rsi rollback`` and ``rsi gc`` at random.
 
+Two more kinds: ``pair`` promotes ``rsi_state.json`` while a second state file in the same
+directory (``other.json``) is promoted concurrently and uncut (each keeps its own commit;
+``other.json`` rolls back to its own bytes), and ``edit-rollback`` rolls back over an
+uncommitted edit of the state file (the edit is the state file or a kept
+``rsi_state.uncommitted-*.json`` copy, at every instant).
+
 Each trial copies a prepared project (state v1 and v2 committed, v2 active), starts one
 command as a subprocess, kills it with SIGKILL after a random delay drawn over the command's
 measured duration, and checks, before anything else runs:
@@ -40,13 +46,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from codegen.state import load_state, read_state_file  # noqa: E402
-from runtime.ledger import Ledger  # noqa: E402
+from runtime.ledger import Ledger, ledger_path  # noqa: E402
 
 __all__ = ["Base", "Trial", "TrialResult", "prepare_base", "run_trial", "run_trials", "main"]
 
-OPS = ("build", "promote", "rollback", "gc")
+OPS = ("build", "promote", "rollback", "gc", "pair", "edit-rollback")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 STATE = "rsi_state.json"
+OTHER = "other.json"  # a second state file in the project directory (its own history)
 
 LOAD_ACTIVE = (
     "import sys; from pathlib import Path; from runtime.project import Project; "
@@ -66,6 +73,7 @@ class Base:
     committed: dict[int, bytes]
     tiers: dict[int, str]
     cython: bool
+    other: dict[int, bytes]  # other.json: v1 committed and active
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,14 @@ def prepare_base(work: Path, *, cython: bool) -> Base:
     if cython:  # warm the compiled cache (shared utility, every module of v2)
         _run_ok(rsi_cmd(state, "build", "--backend", "cython"), "base build v2 (cython)")
     _run_ok(rsi_cmd(state, "build", "--backend", "python"), "base build v2")
-    return Base(root, {1: v1, 2: v2}, {1: "python", 2: "python"}, cython)
+    other = _state_with(v1, 1, 0.5)
+    (root / OTHER).write_bytes(other)
+    _run_ok(rsi_cmd(root / OTHER, "build", "--backend", "python"), "base build other.json v1")
+    return Base(root, {1: v1, 2: v2}, {1: "python", 2: "python"}, cython, {1: other})
+
+
+def _ledger(root: Path, name: str = STATE) -> Ledger:
+    return Ledger(ledger_path(root / name))
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,8 @@ class _Plan:
     before: int = 2  # the active version before the command
     committed: bytes | None = None  # a version 3 committed while preparing
     gone: str | None = None  # a build the command deletes
+    other_edit: bytes | None = None  # other.json v2, promoted concurrently and uncut
+    kept_edit: bool = False  # ``pending`` is an uncommitted edit the rollback must keep
 
 
 def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> _Plan:
@@ -160,22 +177,29 @@ def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> 
             if manifest.exists() and json.loads(manifest.read_text())["tier"] != "python":
                 shutil.rmtree(build)
         return _Plan(("build", "--backend", trial.backend), 2, trial.backend, None)
-    if trial.op == "promote":
+    if trial.op in ("promote", "pair"):
         v3 = _state_with(base.committed[2], 3, round(rng.uniform(0.0, 10.0), 3))
         _write_as_user(state, v3)
-        return _Plan(("build", "--backend", trial.backend), 3, trial.backend, v3)
+        other = None
+        if trial.op == "pair":
+            other = _state_with(base.other[1], 2, round(rng.uniform(0.0, 10.0), 3))
+            _write_as_user(root / OTHER, other)
+        return _Plan(("build", "--backend", trial.backend), 3, trial.backend, v3, other_edit=other)
+    if trial.op == "edit-rollback":
+        edit = _state_with(base.committed[2], 3, round(rng.uniform(0.0, 10.0), 3))
+        _write_as_user(state, edit)
+        return _Plan(("rollback", "--to", "1"), 1, base.tiers[1], edit, kept_edit=True)
     if trial.op == "gc":
         # Commit v3 with a history of two: v1 drops out, and its build is garbage.
         doc = json.loads(_state_with(base.committed[2], 3, round(rng.uniform(0.0, 10.0), 3)))
         doc["safety"]["history_limit"] = 2
         v3 = (json.dumps(doc, indent=2) + "\n").encode()
-        ledger = Ledger(root / ".rsi" / "ledger.sqlite3")
-        garbage = ledger.state(1).build_id
+        garbage = _ledger(root).state(1).build_id
         _write_as_user(state, v3)
         _run_ok(rsi_cmd(state, "build", "--backend", "python"), "gc trial set-up")
         return _Plan(("gc",), 3, "python", None, before=3, committed=v3, gone=garbage)
     if trial.rebuild:
-        target = Ledger(root / ".rsi" / "ledger.sqlite3").state(1).build_id
+        target = _ledger(root).state(1).build_id
         shutil.rmtree(generated / target)
     return _Plan(("rollback", "--to", "1"), 1, base.tiers[1], None)
 
@@ -229,7 +253,7 @@ def _check_invariants(
     state = root / STATE
     data = read_state_file(state)
     load_state(state)
-    ledger = Ledger(root / ".rsi" / "ledger.sqlite3")
+    ledger = _ledger(root)
     ledger.check_integrity()
     stored = {v: ledger.state(v).data for v in ledger.versions()}
     for version, blob in stored.items():
@@ -240,12 +264,34 @@ def _check_invariants(
     active = ledger.active()
     if active is None or active.version not in allowed_active:
         raise TrialError(f"active {active} is not one of versions {sorted(allowed_active)}")
-    if ledger.state(active.version).build_id != active.build_id:
-        raise TrialError(f"active build {active.build_id} is not the build of its version")
+    if active.build_id not in {b.build_id for b in ledger.builds(active.version)}:
+        raise TrialError(f"active build {active.build_id} is not a build of its version")
     build_id, _ = _check_active_loads(state)
     if build_id != active.build_id:
         raise TrialError(f"loaded build {build_id}, ledger says {active.build_id}")
     return _check_builds(root / "generated"), data
+
+
+def _check_edit_kept(root: Path, edit: bytes | None, data: bytes) -> None:
+    """The user's uncommitted edit is the state file or a kept copy beside it."""
+    if data == edit:
+        return
+    kept = [p.read_bytes() for p in root.glob("rsi_state.uncommitted-*.json")]
+    if edit not in kept:
+        raise TrialError("the uncommitted edit is neither the state file nor a kept copy")
+
+
+def _check_other(root: Path, base: Base, edit: bytes) -> None:
+    """other.json kept its own commit, and rolls back to its own bytes."""
+    other = _ledger(root, OTHER)
+    other.check_integrity()
+    if other.versions() != [1, 2] or other.state(2).data != edit:
+        raise TrialError(f"{OTHER}: commit lost (history {other.versions()})")
+    if other.state(1).data != base.other[1]:
+        raise TrialError(f"{OTHER}: history holds bytes it never committed")
+    _run_ok(rsi_cmd(root / OTHER, "rollback"), f"rollback of {OTHER}")
+    if (root / OTHER).read_bytes() != base.other[1]:
+        raise TrialError(f"{OTHER}: rollback did not restore its own v1")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -279,6 +325,17 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
                 known[3] = extra
         state = root / STATE
         log = (work / f"trial-{trial.index:04d}.log").open("w")
+        sibling = (
+            subprocess.Popen(
+                rsi_cmd(root / OTHER, "build", "--backend", "python"),
+                env=ENV,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+            if plan.other_edit is not None
+            else None
+        )
         proc = subprocess.Popen(
             rsi_cmd(state, *plan.args), env=ENV, stdout=log, stderr=log, start_new_session=True
         )
@@ -291,21 +348,26 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
             else:
                 proc.send_signal(signal.SIGKILL)
         rc = proc.wait()
+        sibling_rc = sibling.wait(timeout=600) if sibling is not None else 0
         log.close()
         if not result.killed and rc != 0:
             raise TrialError(f"uncut command failed with {rc}")
+        if sibling_rc != 0:
+            raise TrialError(f"the concurrent build of {OTHER} failed with {sibling_rc}")
         allowed_state = {plan.pending} if plan.pending is not None else set()
         allowed_active = {plan.before, plan.expect_version}
         result.staging_left, data = _check_invariants(root, known, allowed_state, allowed_active)
-        committed = Ledger(root / ".rsi" / "ledger.sqlite3").versions()
+        committed = _ledger(root).versions()
         result.pending_state = data == plan.pending and plan.expect_version not in committed
+        if plan.kept_edit:
+            _check_edit_kept(root, plan.pending, data)
         # Orphaned compiler workers may still be running: the next command must cope with
         # that, but its leftovers are only checked once they have exited.
         _reap_group(proc.pid, 120.0)
         _run_ok(rsi_cmd(state, *plan.args), "recovery command")
         _run_ok(rsi_cmd(state, "status"), "status after recovery")
         staging, data = _check_invariants(root, known, set(), {plan.expect_version})
-        active = Ledger(root / ".rsi" / "ledger.sqlite3").active()
+        active = _ledger(root).active()
         assert active is not None
         if (active.version, active.tier) != (plan.expect_version, plan.expect_tier):
             raise TrialError(f"after recovery: active {active}, expected v{plan.expect_version}")
@@ -317,6 +379,12 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
             raise TrialError("temp files of the state file left after the recovery command")
         if plan.gone and (root / "generated" / plan.gone).exists():
             raise TrialError(f"gc left the unused build {plan.gone}")
+        if plan.kept_edit:
+            _check_edit_kept(root, plan.pending, data)
+            if list(root.glob(".rsi_state.uncommitted-*.tmp")):
+                raise TrialError("temp files of a kept edit left after the recovery command")
+        if plan.other_edit is not None:
+            _check_other(root, base, plan.other_edit)
     except (TrialError, OSError, ValueError, subprocess.SubprocessError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -347,7 +415,7 @@ def run_trials(
     plans: list[tuple[str, str, bool, bool]] = []
     for i in range(n):
         op = OPS[i % len(OPS)]
-        compiles = op in ("build", "promote")
+        compiles = op in ("build", "promote", "pair")
         backend = "cython" if compiles and rng.random() < cython_share else "python"
         rebuild = op == "rollback" and rng.random() < 0.3
         plans.append((op, backend, rebuild, rng.random() < 0.5))
@@ -380,7 +448,8 @@ def summary(results: list[TrialResult]) -> str:
     return (
         f"crash trials: {len(results)} run, {passed} passed, {len(results) - passed} failed "
         f"(build {ops['build']}, promote {ops['promote']}, rollback {ops['rollback']}, "
-        f"gc {ops['gc']}; "
+        f"gc {ops['gc']}, two state files {ops['pair']}, "
+        f"rollback over an uncommitted edit {ops['edit-rollback']}; "
         f"cython {sum(r.trial.backend == 'cython' for r in results)}; "
         f"killed mid-command {sum(r.killed for r in results)}; "
         f"process-group kills {sum(r.trial.group and r.killed for r in results)}; "
