@@ -350,8 +350,10 @@ def _latency(samples: LatencySamples, s: GateSettings) -> dict[str, Stat]:
     if min(min(inc), min(cand)) <= 0:
         raise GateError("latency: every repetition must take a positive number of seconds")
     med_inc, med_cand = statistics.median(inc), statistics.median(cand)
-    slower = sps.mannwhitneyu(cand, inc, alternative="greater")
-    faster = sps.mannwhitneyu(cand, inc, alternative="less")
+    # Exact p-values unless timings tie (then the normal approximation with tie correction).
+    method = "exact" if len(set(inc) | set(cand)) == len(inc) + len(cand) else "asymptotic"
+    slower = sps.mannwhitneyu(cand, inc, alternative="greater", method=method)
+    faster = sps.mannwhitneyu(cand, inc, alternative="less", method=method)
     return {
         "latency_repeats": min(len(inc), len(cand)),
         "latency_median_incumbent_s": med_inc,

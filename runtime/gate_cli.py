@@ -63,7 +63,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         latency=not args.no_latency,
         backend=args.backend,
     )
-    report = run_calibrate(args.state, args.data, settings, GateSettings(), Console(stderr=True))
+    report = run_calibrate(
+        args.state, args.data, settings, GateSettings(), Console(stderr=True, log_path=False)
+    )
     print(report.table())
     if args.json:
         print(json.dumps(report.to_json(), sort_keys=True))
