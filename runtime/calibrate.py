@@ -152,6 +152,15 @@ class CalibrationReport:
         chosen = [t for t in self.trials if t.kind == kind and t.decision.require == require]
         return sum(t.wrong for t in chosen), len(chosen)
 
+    def causes(self, kind: TrialKind, require: Require) -> dict[str, int]:
+        """The checks that decided the wrong verdicts of ``kind`` under ``require``."""
+        out: dict[str, int] = {}
+        for t in self.trials:
+            if t.kind == kind and t.decision.require == require and t.wrong:
+                check = str(t.decision.stats["decided_by"])
+                out[check] = out.get(check, 0) + 1
+        return out
+
     @property
     def latency_noise_floor(self) -> float:
         """Largest relative median difference between A/A timings (0 when not measured)."""
@@ -163,7 +172,11 @@ class CalibrationReport:
         for kind in TRIAL_KINDS:
             for require in REQUIRES:
                 wrong, total = self.count(kind, require)
-                rates[f"{kind}/{require}"] = {"wrong": wrong, "trials": total}
+                rates[f"{kind}/{require}"] = {
+                    "wrong": wrong,
+                    "trials": total,
+                    "decided_by": self.causes(kind, require),
+                }
         discordant = [
             int(t.decision.stats["heldout_gains"] or 0)
             + int(t.decision.stats["heldout_losses"] or 0)
@@ -202,7 +215,13 @@ class CalibrationReport:
         for kind in TRIAL_KINDS:
             for require in REQUIRES:
                 wrong, total = self.count(kind, require)
-                lines.append(f"{kind:<13} {require:<10} {wrong:>5}/{total:<6}")
+                causes = ", ".join(
+                    f"{c} {n}" for c, n in sorted(self.causes(kind, require).items())
+                )
+                lines.append(
+                    f"{kind:<13} {require:<10} {wrong:>5}/{total:<6}"
+                    + (f" decided by: {causes}" if causes else "")
+                )
         for w in self.worse:
             lines.append(f"known worse: {w.label} (build {w.build_id}), train -{w.train_cost:.2%}")
         if self.latency_changes:

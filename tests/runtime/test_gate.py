@@ -77,6 +77,7 @@ def test_unchanged_candidate_is_not_significant_for_better_and_promoted_for_not_
     worse = decide(inc, cand, require="not-worse", settings=GATE)
     assert worse.verdict is Verdict.PROMOTE
     assert worse.reason == "changes no answer on held-out or hidden: not worse"
+    assert (better.stats["decided_by"], worse.stats["decided_by"]) == ("heldout", "unchanged")
     assert (worse.candidate, worse.incumbent, worse.require) == ("cand", "inc", "not-worse")
 
 
@@ -133,6 +134,7 @@ def test_tier_disagreement_is_rejected_first() -> None:
     d = decide(evidence("i", BASE), cand, require="better", settings=GATE)
     assert d.verdict is Verdict.REJECT
     assert d.reason == "compiled and pure tiers disagree (differential self-test)"
+    assert d.stats["decided_by"] == "tiers"
     assert d.stats["tiers_agree"] is False
 
 
@@ -152,6 +154,7 @@ def test_hidden_task_that_passed_may_not_fall_below_the_pass_mark() -> None:
     d = decide(inc, cand, require="better", settings=GATE)
     assert d.verdict is Verdict.REJECT
     assert d.reason == "hidden task(s) 2 (1.000 -> 0.940) fell below the pass mark 0.95"
+    assert d.stats["decided_by"] == "hidden_pass_mark"
     assert d.stats["hidden_passed_incumbent"] == 2 and d.stats["hidden_passed_candidate"] == 1
 
 
@@ -170,7 +173,9 @@ def test_hidden_task_already_failing_may_move_within_tolerance() -> None:
     lenient = decide(
         inc, cand, require="not-worse", settings=GateSettings(hidden_mean_tolerance=0.02)
     )
+    assert d.stats["decided_by"] == "hidden_mean"
     assert lenient.verdict is Verdict.PROMOTE
+    assert lenient.stats["decided_by"] == "all"
 
 
 def _latency(inc_ms: float, cand_ms: float, n: int = 9) -> LatencySamples:
