@@ -81,7 +81,9 @@ class CalibrationSettings:
 
     ``worse_margin = 0.02``: a known-worse candidate costs at least 2 points on the train
     split (the issue's margin); ``max_worse``: how many of them the trials cycle through
-    (the cheapest ones above the margin).
+    (the cheapest ones above the margin). ``ablate``: the dotted paths screened (e.g.
+    ``experts.tracker.weight``, ``scoring.rag``); empty means every positive expert weight
+    and scoring coefficient but the temperature.
     """
 
     trials: int = 20
@@ -90,6 +92,7 @@ class CalibrationSettings:
     max_worse: int = 3
     latency: bool = True
     backend: Backend = "cython"
+    ablate: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.trials <= 10_000:
@@ -337,7 +340,7 @@ def _known_worse(
     """The single ablations closest to ``worse_margin`` (at or above it) on the train split."""
     base = outcome(incumbent.model, data, "train", 0).accuracy
     found: list[tuple[KnownWorse, BuiltModel]] = []
-    for name, variant in _ablations(state):
+    for name, variant in _ablations(state, settings.ablate):
         note(f"screening: {name} zeroed (train split)")
         built = build_model(variant, generated_dir, settings.backend)
         cost = base - outcome(built.model, data, "train", 0).accuracy
@@ -355,17 +358,23 @@ def _known_worse(
     return found[: settings.max_worse]
 
 
-def _ablations(state: RSIState) -> Iterator[tuple[str, RSIState]]:
+def _ablations(state: RSIState, only: tuple[str, ...]) -> Iterator[tuple[str, RSIState]]:
     """The state with one expert's weight, or one scoring coefficient, set to zero."""
     raw = json.loads(dump_state(state))
-    paths: list[tuple[str, ...]] = [("experts", name, "weight") for name in raw["experts"]]
-    paths += [("scoring", name) for name in raw["scoring"] if name != "temperature"]
-    for path in paths:
+    paths = [f"experts.{name}.weight" for name in raw["experts"]]
+    paths += [f"scoring.{name}" for name in raw["scoring"] if name != "temperature"]
+    unknown = [path for path in only if path not in paths]
+    if unknown:
+        raise CalibrationError(
+            f"ablate {unknown[0]!r}: not an expert weight or scoring coefficient of the state; "
+            f"use one of {', '.join(paths)}"
+        )
+    for path in only or paths:
         data = json.loads(dump_state(state))
+        *parents, leaf = path.split(".")
         target = data
-        for part in path[:-1]:
+        for part in parents:
             target = target[part]
-        if target[path[-1]] > 0:
-            target[path[-1]] = 0.0
-            label = ".".join(path)
-            yield label, parse_state(json.dumps(data).encode(), f"{label} zeroed")
+        if target[leaf] > 0:
+            target[leaf] = 0.0
+            yield path, parse_state(json.dumps(data).encode(), f"{path} zeroed")

@@ -52,6 +52,14 @@ def register(
     p.add_argument("--seed", type=int, default=1, help="split seed of the first trial")
     p.add_argument("--backend", choices=BACKENDS, default="cython")
     p.add_argument("--no-latency", action="store_true", help="skip the latency A/A timings")
+    p.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="screen only this expert weight or scoring coefficient for known-worse "
+        "candidates (repeatable; default: all)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_calibrate)
 
@@ -62,6 +70,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         first_seed=args.seed,
         latency=not args.no_latency,
         backend=args.backend,
+        ablate=tuple(args.ablate),
     )
     report = run_calibrate(
         args.state, args.data, settings, GateSettings(), Console(stderr=True, log_path=False)
