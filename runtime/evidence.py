@@ -67,6 +67,11 @@ TIER_SAMPLE_QUESTIONS = 2
 LATENCY_QUESTIONS = 400
 
 _pure: dict[Path, LoadedBuild] = {}
+_pure_modules: dict[tuple[str, str], types.ModuleType] = {}
+# Modules whose two tiers passed their self-test, by (name, source sha, artifact sha): the
+# same source compiled to the same artifact gives the same result, so a loop step that
+# changes one module re-tests that module only.
+_selftested: set[tuple[str, str, str]] = set()
 _guard = threading.Lock()
 
 
@@ -132,18 +137,27 @@ def pure_tier(build: LoadedBuild) -> LoadedBuild:
 def tiers_agree(build: LoadedBuild, stories: Sequence[Story]) -> bool:
     """True when the compiled and pure tiers of ``build`` agree (always, with one tier).
 
-    Every module's ``rsi_selftest()`` (:func:`runtime.live.differential_check`), then the
+    Every module's ``rsi_selftest()`` (:func:`runtime.live.differential_check`; a module
+    whose source and artifact already passed in this process is not run again), then the
     first :data:`TIER_SAMPLE_QUESTIONS` questions of each task's first story encoded once
     and answered by both tiers (:func:`runtime.babi.evaluate.compare_tiers`).
     """
     if build.tier == "python":
         return True
     pure = pure_tier(build)
+    identities = {
+        name: (name, str(info.get("source_sha256")), str(info["artifact_sha256"]))
+        for name, info in build.manifest["modules"].items()
+    }
+    with _guard:
+        untested = [name for name, key in identities.items() if key not in _selftested]
     try:
-        differential_check(pure, build)
+        differential_check(_only(pure, untested), _only(build, untested))
     except RSIError as exc:
         logger.warning("build %s: %s", build.build_id, exc)
         return False
+    with _guard:
+        _selftested.update(identities[name] for name in untested)
     sample = _first_per_task(stories, TIER_SAMPLE_QUESTIONS)
     comparison = compare_tiers(model_of(build), model_of(pure), sample)
     if not comparison.agree:
@@ -211,6 +225,12 @@ def measure_latency(
         for i in order:
             times[i].append(_time_once(models[i], sample))
     return LatencySamples(tuple(times[0]), tuple(times[1]))
+
+
+def _only(build: LoadedBuild, names: Sequence[str]) -> LoadedBuild:
+    """``build`` with only the modules ``names``."""
+    modules = {name: build.modules[name] for name in names}
+    return replace(build, modules=types.MappingProxyType(modules))
 
 
 def _time_once(model: BabiModel, stories: Sequence[Story]) -> float:
@@ -293,7 +313,10 @@ def _import_sources(build: LoadedBuild) -> LoadedBuild:
             ) from None
         if hashlib.sha256(raw).hexdigest() != info.get("source_sha256"):
             raise LoadError(f"build {build.build_id}: {name}.py does not match its manifest")
-        modules[name] = exec_artifact(f"{package}.{name}", source)
+        digest = (name, hashlib.sha256(raw).hexdigest())
+        if digest not in _pure_modules:  # the same source is the same pure module
+            _pure_modules[digest] = exec_artifact(f"{package}.{name}", source)
+        modules[name] = _pure_modules[digest]
     return LoadedBuild(
         build.build_id, "python", build.path, build.manifest, types.MappingProxyType(modules)
     )
