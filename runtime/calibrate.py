@@ -205,6 +205,17 @@ class CalibrationReport:
                 {"label": w.label, "build": w.build_id, "train_cost": round(w.train_cost, 4)}
                 for w in self.worse
             ],
+            "wrong": [
+                {
+                    "kind": t.kind,
+                    "require": t.decision.require,
+                    "seed": t.seed,
+                    "partner": t.partner,
+                    "reason": t.decision.reason,
+                }
+                for t in self.trials
+                if t.wrong
+            ],
             "latency_noise_floor": round(self.latency_noise_floor, 4),
             "latency_changes": [round(c, 4) for c in self.latency_changes],
             "latency_aa_flagged": self.latency_flagged,
@@ -234,6 +245,12 @@ class CalibrationReport:
                 f"{self.latency_flagged} flagged by the gate; tolerance "
                 f"{self.gate.latency_tolerance:.0%}"
             )
+            if self.latency_noise_floor > self.gate.latency_tolerance:
+                lines.append(
+                    f"latency noise floor {self.latency_noise_floor:.1%} exceeds the tolerance "
+                    f"{self.gate.latency_tolerance:.0%}: on this machine set latency_tolerance "
+                    "above the floor"
+                )
         lines.append(f"{len(self.trials)} decisions in {self.seconds:.1f} s")
         return "\n".join(lines)
 

@@ -91,6 +91,11 @@ class GateSettings:
     * ``hidden_mean_tolerance = 0.005``: the hidden mean of per-task accuracies may drop by
       half a point (about 10 of 2,000 questions) so that a real held-out gain is not blocked
       by a few flipped hidden answers; a larger drop is a regression whatever held-out says.
+      It is a margin on what was measured, with no allowance for noise: a candidate that
+      changes many answers (10% of them in ``rsi gate calibrate``'s exchanged A/A trials)
+      moves the hidden mean by about 0.7 points by chance and is often refused by
+      "not-worse" (8 of 20 trials on the real files); a loop step that changes 1% of the
+      answers moves it by about 0.2 points.
     * ``pass_mark = 0.95``: the usual bAbI bar (:data:`runtime.babi.evaluate.PASS_MARK`).
     * ``latency_repeats = 9``: interleaved repetitions of each build, the least that gives
       Mann-Whitney U an exact one-sided p below 0.01 with room to spare (min p = 1/48620).
