@@ -98,7 +98,7 @@ class GateSettings:
       It is a margin on what was measured, with no allowance for noise: a candidate that
       changes many answers (10% of them in ``rsi gate calibrate``'s exchanged A/A trials)
       moves the hidden mean by about 0.7 points by chance and is often refused by
-      "not-worse" (8 of 20 trials on the real files); a loop step that changes 1% of the
+      "not-worse" (7 of 20 trials on the real files); a loop step that changes 1% of the
       answers moves it by about 0.2 points.
     * ``pass_mark = 0.95``: the usual bAbI bar (:data:`runtime.babi.evaluate.PASS_MARK`).
     * ``latency_repeats = 9``: interleaved repetitions of each build, the least that gives
