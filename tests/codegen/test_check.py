@@ -18,7 +18,7 @@ GOOD = (
 class TestAllowlist:
     def test_import_os_is_refused(self) -> None:
         with pytest.raises(
-            CheckError, match=r"^m.py: generated code imports 'os', which is not allowed$"
+            CheckError, match=r"^m.py:1: generated code imports 'os', which is not allowed$"
         ):
             parse_checked("m", "import os\n")
 
@@ -27,15 +27,15 @@ class TestAllowlist:
             parse_checked("m", "from subprocess import run\n")
 
     def test_eval_is_refused(self) -> None:
-        with pytest.raises(CheckError, match=r"forbidden name 'eval'"):
+        with pytest.raises(CheckError, match=r"^m.py:1: generated code uses the name 'eval', which is not allowed$"):
             parse_checked("m", "x = eval('1')\n")
 
     def test_forbidden_name_as_attribute(self) -> None:
-        with pytest.raises(CheckError, match=r"forbidden name 'exec'"):
+        with pytest.raises(CheckError, match=r"^m.py:2: generated code uses math.exec, which is not allowed$"):
             parse_checked("m", "import math\nf = math.exec\n")
 
     def test_relative_import_is_refused(self) -> None:
-        with pytest.raises(CheckError, match=r"relative imports are not allowed"):
+        with pytest.raises(CheckError, match=r"^m.py:1: generated code uses a relative import, which is not allowed$"):
             parse_checked("m", "from . import experts\n")
 
     def test_syntax_error(self) -> None:
