@@ -232,6 +232,7 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
         )
         # Utility code is not hot: -O1 keeps this one-off compile short.
         _cc(settings, ("-O1",), c_file, work / artifact.name)
+        c_file.unlink()
         _seal_and_publish(work, artifact.name, entry)
     return artifact
 
@@ -394,28 +395,29 @@ def discard(path: Path) -> None:
 
 
 def _seal_and_publish(work: Path, artifact: str, entry: Path) -> str:
-    """Write the entry's seal (its artifact's sha256), then publish it; return the digest.
+    """Write the entry's seal (every file's sha256), then publish it; return the artifact's.
 
-    A sealed entry that fails its check is discarded first, so a bad entry never blocks
+    A present entry that fails its check is discarded first, so a bad entry never blocks
     the rename of a good one.
     """
-    digest = hashlib.sha256((work / artifact).read_bytes()).hexdigest()
-    (work / SEAL).write_text(f"{digest}  {artifact}\n")
-    if entry.exists() and _sealed(entry / artifact) is None:
-        _drop(entry, "was replaced")
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in work.iterdir()}
+    (work / SEAL).write_text("".join(f"{digests[n]}  {n}\n" for n in sorted(digests)))
+    if entry.exists():
+        _sealed(entry / artifact)  # discards a bad entry, so that the rename can replace it
     try:
         os.rename(work, entry)
     except OSError:
         # Another process published the same key first; contents are identical by key.
         logger.debug("cache entry %s already present", entry.name)
-    return digest
+    return digests[artifact]
 
 
 def _sealed(artifact: Path) -> str | None:
     """``artifact``'s sha256 if its cache entry is present and intact, else None.
 
-    An entry that exists but fails its seal (truncated, altered, unsealed, missing file) is
-    discarded with a one-line warning, so the caller compiles it again.
+    Intact: the seal names the artifact and every file it names has its sha256. An entry
+    that exists but fails (truncated, altered, unsealed, a file missing) is discarded with a
+    one-line warning, so the caller compiles it again.
     """
     entry = artifact.parent
     try:
@@ -427,15 +429,22 @@ def _sealed(artifact: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         _drop(entry, "has an unreadable seal")
         return None
-    expected, _, name = seal.strip().partition("  ")
-    try:
-        actual = hashlib.sha256(artifact.read_bytes()).hexdigest()
-    except OSError:
-        actual = ""
-    if name != artifact.name or actual != expected:
-        _drop(entry, f"does not match its seal ({artifact.name})")
+    expected: dict[str, str] = {}
+    for line in seal.splitlines():
+        digest, _, name = line.partition("  ")
+        expected[name] = digest
+    if artifact.name not in expected:
+        _drop(entry, f"has a seal that does not name {artifact.name}")
         return None
-    return actual
+    for name, digest in expected.items():
+        try:
+            actual = hashlib.sha256((entry / name).read_bytes()).hexdigest()
+        except OSError:
+            actual = ""
+        if actual != digest:
+            _drop(entry, f"does not match its seal ({name})")
+            return None
+    return expected[artifact.name]
 
 
 def _drop(entry: Path, why: str) -> None:

@@ -128,11 +128,14 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str]) -> Manifest
 
 
 def verify_build(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
-    """The manifest of ``build_dir`` after checking every artifact's sha256 against it."""
+    """The manifest of ``build_dir`` after checking the sha256 of every file it names (each
+    module's artifact and rendered source, the shared utility module)."""
     manifest = read_manifest(build_dir, allowed_modules)
-    entries: list[tuple[str, str, str]] = [
-        (name, e.artifact, e.artifact_sha256) for name, e in manifest.modules.items()
-    ]
+    entries: list[tuple[str, str, str]] = []
+    for name, e in manifest.modules.items():
+        entries.append((name, e.artifact, e.artifact_sha256))
+        if e.artifact != f"{name}.py":  # the rendered source, unless it is the artifact
+            entries.append((name, f"{name}.py", e.source_sha256))
     if manifest.shared_module is not None:
         shared = manifest.shared_module
         entries.append((shared.name, shared.artifact, shared.artifact_sha256))
@@ -140,9 +143,13 @@ def verify_build(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
         try:
             actual = file_sha256(build_dir / artifact)
         except OSError:
-            raise ManifestError(f"{build_dir.name}: module {name} artifact is missing") from None
+            raise ManifestError(
+                f"{build_dir.name}: {artifact} of module {name} is missing"
+            ) from None
         if actual != digest:
-            raise ManifestError(f"{build_dir.name}: module {name} does not match its manifest")
+            raise ManifestError(
+                f"{build_dir.name}: {artifact} of module {name} does not match its manifest"
+            )
     return manifest
 
 

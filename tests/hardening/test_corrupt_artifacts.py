@@ -103,7 +103,7 @@ def test_flipped_byte_in_the_active_build_is_rebuilt(
     assert report.build_id == served.build_id
     assert [r.getMessage() for r in caplog.records] == [
         f"corrupt build discarded, it is built again: {served.build_id}: "
-        "module tiny does not match its manifest"
+        "tiny.py of module tiny does not match its manifest"
     ]
     assert served.project.load_active().module("tiny").rsi_selftest() > 0
 
