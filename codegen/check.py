@@ -58,7 +58,7 @@ FROM_IMPORTS: Mapping[str, frozenset[str]] = {
     ),
     "cython.cimports.libc.stdlib": frozenset({"malloc", "calloc", "free"}),
     "cython.cimports.libc.string": frozenset({"memcpy", "memset"}),
-    "typing": frozenset({"Any", "Final", "Literal", "NamedTuple", "TypeAlias", "cast"}),
+    "typing": frozenset({"Any", "Final", "Literal", "TypeAlias", "cast"}),
 }
 ALLOWED_IMPORTS = PLAIN_IMPORTS | frozenset(FROM_IMPORTS)
 MODULE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
@@ -87,7 +87,8 @@ DECORATOR_ONLY = frozenset({("cython", "inline")})
 ALLOWED_BUILTINS = frozenset(
     "abs all any bool dict divmod enumerate float frozenset int isinstance len list "
     "map max min object pow range reversed round set sorted str sum tuple zip "
-    "classmethod staticmethod property ArithmeticError IndexError KeyError "
+    "classmethod staticmethod property Exception ArithmeticError AssertionError "
+    "IndexError KeyError LookupError StopIteration "
     "NotImplementedError OverflowError RuntimeError TypeError ValueError "
     "ZeroDivisionError type".split()
 )
