@@ -219,9 +219,11 @@ def _publish_build(
         if _shared_name(settings):
             lib = shared_utility(settings, generated_dir / CACHE_DIR)
             shutil.copyfile(lib, work / lib.name)
-            digest = file_sha256(work / lib.name)
-            shared = {"name": settings.shared_module_name, "artifact": lib.name}
-            shared["artifact_sha256"] = digest
+            shared = {
+                "name": settings.shared_module_name,
+                "artifact": lib.name,
+                "artifact_sha256": file_sha256(work / lib.name),
+            }
         manifest = {
             "build_id": build_id,
             "tier": settings.backend,
