@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +24,11 @@ from pathlib import Path
 import jinja2
 from black import __version__ as black_version  # type: ignore[attr-defined]
 
-from codegen.check import check_sources
+from codegen.check import check_sources, guard_sources
 from codegen.compile import (
     CompiledModule,
     compile_modules,
+    discard,
     module_key,
     shared_utility,
     start_shared_utility,
@@ -33,7 +36,15 @@ from codegen.compile import (
 from codegen.compile import _staging as staging
 from codegen.diagnostics import with_origin
 from codegen.errors import CheckError, CompileError, RenderError, StorageError
-from codegen.render import render_sources, templates_digest
+from codegen.manifest import (
+    MANIFEST,
+    Manifest,
+    ManifestError,
+    file_sha256,
+    read_manifest,
+    verify_build,
+)
+from codegen.render import module_names, render_sources, templates_digest
 from codegen.state import RSIState, atomic_write, state_sha256
 from codegen.toolchain import CompileSettings, content_key, toolchain_fingerprint
 
@@ -45,12 +56,13 @@ __all__ = [
     "read_manifest",
     "plan_build_id",
     "render_key",
+    "verified_or_discarded",
 ]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 CACHE_DIR = ".cache"
+_BUILD_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -65,12 +77,6 @@ class BuildResult:
     cache_hits: int
     modules: int
     type_checked: tuple[str, ...]
-
-
-def read_manifest(build_dir: Path) -> dict[str, object]:
-    """The manifest of a published build directory."""
-    data: dict[str, object] = json.loads((build_dir / MANIFEST).read_text())
-    return data
 
 
 def plan_build_id(sources: dict[str, str], settings: CompileSettings) -> str:
@@ -90,8 +96,10 @@ def build_state(
 
     Fast path: the *render key* (templates, behaviour-relevant state, codegen and toolchain)
     maps to a build id already published, so an unchanged state costs no rendering at all.
-    Otherwise the checks (libcst, mypy) run in a thread while the compilers run. A template,
-    check or compiler error names the template line and state field of the failing line.
+    Otherwise the guard runs first, then the checks (libcst, mypy) run in a thread while the
+    compilers run. A template, check or compiler error names the template line and state
+    field of the failing line. A build is reused only after its artifacts match its manifest;
+    a corrupt one is discarded (with a one-line warning) and built again.
     """
     try:
         return _build_state(state, state_bytes, settings, generated_dir, template_dir)
@@ -112,12 +120,14 @@ def _build_state(
     start = time.perf_counter()
     cache = generated_dir / CACHE_DIR
     plan = cache / "plans" / render_key(state, settings, template_dir)
-    if plan.exists():
-        build_id = plan.read_text().strip()
-        final = generated_dir / build_id
-        if (final / MANIFEST).exists():
-            n = len(read_manifest(final)["modules"])  # type: ignore[arg-type]
-            return BuildResult(build_id, final, settings.backend, _since(start), (), n, n, ())
+    allowed = module_names(template_dir)
+    planned = _planned_id(plan)
+    if planned is not None:
+        final = generated_dir / planned
+        manifest = verified_or_discarded(final, allowed)
+        if manifest is not None:
+            n = len(manifest.modules)
+            return BuildResult(planned, final, settings.backend, _since(start), (), n, n, ())
     # The shared utility module depends on no source: it compiles while the sources render.
     shared = start_shared_utility(settings, cache)
     try:
@@ -127,11 +137,13 @@ def _build_state(
     build_id = plan_build_id(sources, settings)
     final = generated_dir / build_id
     try:
+        # Nothing a template produced reaches a compiler before the guard passed it.
+        guard_sources(sources, cache / "checked")
         with ThreadPoolExecutor(1) as checker:
             checking = checker.submit(check_sources, sources, cache / "checked")
             compiled = (
                 {}
-                if (final / MANIFEST).exists()
+                if verified_or_discarded(final, allowed) is not None
                 else compile_modules(sources, settings, cache, shared_started=shared is not None)
             )
             checked = tuple(checking.result())
@@ -154,6 +166,25 @@ def _build_state(
         len(sources),
         checked,
     )
+
+
+def verified_or_discarded(build_dir: Path, allowed_modules: Collection[str]) -> Manifest | None:
+    """The manifest of ``build_dir`` if it is a complete build whose artifacts match it.
+
+    None when there is no build there. A corrupt build (bad manifest, altered or missing
+    artifact) is moved aside and deleted, with a one-line warning, so that it is built again.
+    """
+    if not build_dir.is_dir():
+        return None
+    try:
+        return verify_build(build_dir, allowed_modules)
+    except ManifestError as exc:
+        logger.warning("corrupt build discarded, it is built again: %s", exc)
+        try:
+            discard(build_dir)
+        except FileNotFoundError:
+            pass  # another process discarded it first
+        return None
 
 
 def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | None) -> str:
@@ -184,10 +215,15 @@ def _publish_build(
         for name, source in sources.items():
             (work / f"{name}.py").write_text(source)
             modules[name] = _install(compiled[name], source, work)
-        shared = _shared_name(settings)
-        if shared:
+        shared: dict[str, str] | None = None
+        if _shared_name(settings):
             lib = shared_utility(settings, generated_dir / CACHE_DIR)
             shutil.copyfile(lib, work / lib.name)
+            shared = {
+                "name": settings.shared_module_name,
+                "artifact": lib.name,
+                "artifact_sha256": file_sha256(work / lib.name),
+            }
         manifest = {
             "build_id": build_id,
             "tier": settings.backend,
@@ -210,6 +246,15 @@ def _publish_build(
             os.rename(work, generated_dir / build_id)
         except OSError:
             logger.info("build %s was published concurrently; reusing it", build_id)
+
+
+def _planned_id(plan: Path) -> str | None:
+    """The build id a render-key plan names, or None (no plan, or an unreadable one)."""
+    try:
+        build_id = plan.read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return build_id if _BUILD_ID.fullmatch(build_id) else None
 
 
 def _since(start: float) -> float:
@@ -235,10 +280,14 @@ def _install(module: CompiledModule, source: str, work: Path) -> dict[str, objec
     artifact = work / module.artifact.name
     if module.artifact.suffix != ".py":
         shutil.copyfile(module.artifact, artifact)  # a private inode per build, never a link
+    digest = file_sha256(artifact)
+    if digest != module.sha256:
+        # The cache entry changed between its check and the copy: never publish that.
+        raise StorageError(f"cache entry {module.key} changed while it was copied; build again")
     return {
         "key": module.key,
         "artifact": artifact.name,
-        "artifact_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+        "artifact_sha256": digest,
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
         "seconds": round(module.seconds, 4),
         "cache_hit": module.cache_hit,

@@ -1,7 +1,10 @@
 """Static checks on generated sources before anything is compiled or imported.
 
-Three layers, cheapest first: libcst parses each module; an allowlist of imports and a
-denylist of dynamic-code builtins (defense in depth behind the schema's validation); mypy.
+Three layers, cheapest first: libcst parses each module; the guard, an allowlist over the
+parsed tree (defense in depth behind the schema's validation, and the fence around what a
+template may do): exact imports and cimports, each imported module's attributes, builtin
+names; no dunder names or attributes, no dynamic lookups (``getattr``, ``vars``, frames,
+``str.format`` fields), no ``eval``/``exec``/``open``/``__import__``; then mypy.
 mypy costs about a second, so a module's result is cached under the hash of its *type
 skeleton*: the source with float and string literals blanked (their types kept). Changing a
 coefficient changes a literal, not a type, so it costs no mypy run. Integers are kept: they
@@ -11,6 +14,7 @@ index tuples and size ranges, where mypy can tell one value from another.
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import logging
 import os
@@ -28,8 +32,13 @@ from codegen.compile import process_alive
 from codegen.errors import CheckError
 
 __all__ = [
+    "ALLOWED_BUILTINS",
     "ALLOWED_IMPORTS",
     "FORBIDDEN_NAMES",
+    "FROM_IMPORTS",
+    "MODULE_ATTRIBUTES",
+    "guard",
+    "guard_sources",
     "MYPY_FLAGS",
     "parse_checked",
     "type_skeleton",
@@ -41,20 +50,67 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_IMPORTS = frozenset(
-    {
-        "__future__",
-        "cython",
-        "cython.cimports.libc.math",
-        "cython.cimports.libc.stdlib",
-        "cython.cimports.libc.string",
-        "math",
-        "numpy",
-        "typing",
-    }
+#: ``import X`` (or ``import X as Y``): modules generated code may import whole. Each one's
+#: attributes are allowlisted too (:data:`MODULE_ATTRIBUTES`): numpy alone can load pickles,
+#: map files and call C through ``ctypes``.
+PLAIN_IMPORTS = frozenset({"cython", "math", "numpy"})
+#: ``from M import N``: the exact names each module may give. ``cython.cimports.libc.stdlib``
+#: has ``system``; only allocation is allowed from it.
+FROM_IMPORTS: Mapping[str, frozenset[str]] = {
+    "__future__": frozenset({"annotations"}),
+    "cython.cimports.libc.math": frozenset(
+        "exp expf log logf sqrt sqrtf tanh tanhf fabs fabsf sin cos pow floor ceil fmax "
+        "fmin INFINITY HUGE_VAL".split()
+    ),
+    "cython.cimports.libc.stdlib": frozenset({"malloc", "calloc", "free"}),
+    "cython.cimports.libc.string": frozenset({"memcpy", "memset"}),
+    "typing": frozenset({"Any", "Final", "Literal", "TypeAlias", "cast"}),
+}
+ALLOWED_IMPORTS = PLAIN_IMPORTS | frozenset(FROM_IMPORTS)
+MODULE_ATTRIBUTES: Mapping[str, frozenset[str]] = {
+    "cython": frozenset(
+        "Py_ssize_t bint boundscheck cast cdivision cfunc ccall compiled const declare "
+        "double exceptval float initializedcheck int long longlong nogil locals returns "
+        "size_t uchar uint ulong void wraparound char short p_double p_float p_int "
+        "inline".split()
+    ),
+    "math": frozenset(
+        "exp log log1p expm1 sqrt tanh sin cos pi e inf isfinite isnan fabs floor ceil "
+        "fsum pow erf hypot".split()
+    ),
+    "numpy": frozenset(
+        "arange array ascontiguousarray bool_ cos dtype empty empty_like exp float32 "
+        "float64 int8 int16 int32 int64 intc intp log maximum minimum ndarray ones sin "
+        "sqrt tanh uint8 uint16 uint32 zeros zeros_like where full dot matmul einsum "
+        "sum abs clip argmax argsort inf pi".split()
+    ),
+}
+#: Module attributes allowed only as a bare decorator: ``cython.inline("code")`` compiles
+#: and runs a string, ``@cython.inline`` marks a function inline.
+DECORATOR_ONLY = frozenset({("cython", "inline")})
+#: Builtins generated code may name. Anything else in :mod:`builtins` (``getattr``,
+#: ``vars``, ``open``, ``__import__``, ...) is refused wherever it appears.
+ALLOWED_BUILTINS = frozenset(
+    "abs all any bool dict divmod enumerate float frozenset int isinstance len list "
+    "map max min object pow range reversed round set sorted str sum tuple zip "
+    "classmethod staticmethod property Exception ArithmeticError AssertionError "
+    "IndexError KeyError LookupError StopIteration "
+    "NotImplementedError OverflowError RuntimeError TypeError ValueError "
+    "ZeroDivisionError type".split()
 )
+#: Named here for the reader and the fuzzer; :data:`ALLOWED_BUILTINS` already excludes them.
 FORBIDDEN_NAMES = frozenset(
-    {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "breakpoint", "input"}
+    "eval exec compile __import__ open globals locals breakpoint input getattr "
+    "setattr delattr hasattr vars dir importlib".split()
+)
+#: Dunder names generated code may use, by where they appear.
+ALLOWED_DUNDERS = frozenset({("Name", "__all__"), ("FunctionDef", "__init__")})
+#: Attributes refused on any object: frames, code and globals reached through objects,
+#: str.format's attribute lookups, numpy's C pointer and pickle writers.
+FORBIDDEN_ATTRIBUTES = frozenset(
+    "gi_frame gi_code cr_frame cr_code ag_frame ag_code f_globals f_locals "
+    "f_builtins f_back f_code tb_frame tb_next co_code func_globals mro format "
+    "format_map ctypes tofile dump dumps load loads".split()
 )
 MYPY_FLAGS: tuple[str, ...] = (
     "--python-version=3.11",
@@ -73,19 +129,41 @@ MYPY_FLAGS: tuple[str, ...] = (
 
 
 def parse_checked(name: str, source: str) -> cst.Module:
-    """Parse ``source`` with libcst; enforce the import allowlist and the builtin denylist.
-
-    The guard walks Python's own ``ast`` (C-speed) rather than the libcst tree: the same
-    names, a tenth of the time, on the path of every coefficient change.
-    """
+    """Parse ``source`` with libcst and run the :func:`guard` on it."""
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         raise CheckError(f"{name}.py:{exc.raw_line}: does not parse: {exc.message}") from None
-    problem = _guard_problem(ast.parse(source))
-    if problem:
-        raise CheckError(f"{name}.py: {problem}")
+    guard(name, source)
     return module
+
+
+def guard(name: str, source: str) -> None:
+    """Refuse ``source`` unless everything it names is allowlisted; see the module doc.
+
+    The message is one line, ``<name>.py:<line>: generated code ...``, so that
+    :func:`codegen.diagnostics.with_origin` can add the template line behind it. The guard
+    walks Python's own ``ast`` (C-speed), not the libcst tree.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise CheckError(f"{name}.py:{exc.lineno}: does not parse: {exc.msg}") from None
+    problem = _Guard(tree).first_problem()
+    if problem is not None:
+        line, text = problem
+        raise CheckError(f"{name}.py:{line}: generated code {text}")
+
+
+def guard_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
+    """:func:`guard` every module not already known good (see :func:`check_sources`).
+
+    A build runs this before compiling anything, so a refused module never reaches a
+    compiler; a known-good source costs one ``stat``.
+    """
+    for name, source in sources.items():
+        if not (ok_dir / f"src-{_sha(source)}").exists():
+            guard(name, source)
 
 
 def type_skeleton(source: str) -> str:
@@ -176,28 +254,158 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-#: Fields of ``ast`` nodes that hold a name the code binds or reads.
-_NAME_FIELDS = ("id", "attr", "name", "arg", "asname")
+_DUNDER = re.compile(r"__\w*__")
 
 
-def _guard_problem(tree: ast.Module) -> str:
-    for node in ast.walk(tree):
+class _Guard:
+    """One walk over a module's tree; the first problem found, by line.
+
+    The walk is breadth-first, so a node is seen before its children: an ``Attribute`` or
+    ``Call`` marks the ``Name`` it legitimately consumes (``np`` in ``np.zeros``, ``type``
+    in ``type(x)``) before that name is visited. Uses of an imported module are checked at
+    the end, when every import (wherever it is) is known.
+    """
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.tree = tree
+        self.aliases: dict[str, str] = {}  # local name -> whole module imported under it
+        self.consumed: set[int] = set()  # ids of Name nodes read as allowed
+        self.decorators: set[int] = set()  # ids of decorator expressions
+        self.problems: list[tuple[int, int, str]] = []  # (line, column, what)
+
+    def first_problem(self) -> tuple[int, str] | None:
+        module_reads: list[ast.Attribute] = []
+        bare: list[ast.Name] = []
+        for node in ast.walk(self.tree):
+            text = self._import(node) or self._identifiers(node) or self._usage(node)
+            if text is not None:
+                self._flag(node, text)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                module_reads.append(node)
+            elif isinstance(node, ast.Name) and id(node) not in self.consumed:
+                bare.append(node)
+        for attr in module_reads:
+            self._module_attribute(attr)
+        for name in bare:
+            if name.id in self.aliases:
+                self._flag(name, f"uses the module {name.id!r} other than to read an attribute")
+        if not self.problems:
+            return None
+        line, _, text = min(self.problems)
+        return line, text
+
+    def _flag(self, node: ast.AST, text: str) -> None:
+        where = (int(getattr(node, "lineno", 1)), int(getattr(node, "col_offset", 0)))
+        self.problems.append((*where, text))
+
+    def _import(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
+            for alias in node.names:
+                if alias.name not in PLAIN_IMPORTS:
+                    return f"imports {alias.name!r}, which is not allowed"
+                self.aliases[alias.asname or alias.name] = alias.name
         elif isinstance(node, ast.ImportFrom):
             if node.level or node.module is None:
-                return "relative imports are not allowed in generated code"
-            modules = [node.module]
-        else:
-            modules = []
-        for module in modules:
-            if module not in ALLOWED_IMPORTS:
-                return f"generated code imports {module!r}, which is not allowed"
-        for field in _NAME_FIELDS:
-            value = getattr(node, field, None)
-            if isinstance(value, str) and value in FORBIDDEN_NAMES:
-                return f"generated code uses forbidden name {value!r}"
-    return ""
+                return "uses a relative import, which is not allowed"
+            allowed = FROM_IMPORTS.get(node.module)
+            if allowed is None:
+                return f"imports {node.module!r}, which is not allowed"
+            for alias in node.names:
+                if alias.name not in allowed:
+                    return f"imports {alias.name!r} from {node.module!r}, which is not allowed"
+        return None
+
+    def _identifiers(self, node: ast.AST) -> str | None:
+        """The identifiers a node holds: dunders and forbidden names are refused, and so is
+        a name read that is a builtin not in :data:`ALLOWED_BUILTINS`."""
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str | bytes) and _DUNDER.search(str(node.value)):
+                return "spells a dunder name in a string literal, which is not allowed"
+            return None
+        fields = _IDENTIFIER_FIELDS.get(type(node))
+        if fields is None:
+            return None
+        kind = type(node).__name__
+        for field in fields:
+            value = getattr(node, field)
+            for ident in value if isinstance(value, list) else [value]:
+                if not isinstance(ident, str):
+                    continue
+                if _DUNDER.fullmatch(ident) and (kind, ident) not in ALLOWED_DUNDERS:
+                    if not (ident == "__name__" and self._type_name(node)):
+                        return f"uses the dunder name {ident!r}, which is not allowed"
+                if ident in FORBIDDEN_NAMES:
+                    return f"uses the name {ident!r}, which is not allowed"
+        if isinstance(node, ast.Name) and node.id in _BUILTINS:
+            if node.id not in ALLOWED_BUILTINS:
+                return f"uses the builtin {node.id!r}, which is not allowed"
+        return None
+
+    def _usage(self, node: ast.AST) -> str | None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            self.decorators.update(id(d) for d in node.decorator_list)
+        elif isinstance(node, ast.Call) and _is_type_call(node):
+            self.consumed.add(id(node.func))
+        elif isinstance(node, ast.Attribute):
+            if isinstance(node.value, ast.Name) and isinstance(node.ctx, ast.Load):
+                self.consumed.add(id(node.value))
+            if node.attr.startswith("_") and not self._type_name(node):
+                return f"reads the private attribute {node.attr!r}, which is not allowed"
+            if node.attr in FORBIDDEN_ATTRIBUTES:
+                return f"uses the attribute {node.attr!r}, which is not allowed"
+        elif isinstance(node, ast.Name) and node.id == "type" and id(node) not in self.consumed:
+            return "uses 'type' other than as type(x) of one argument"
+        return None
+
+    def _module_attribute(self, node: ast.Attribute) -> None:
+        """``np.zeros``: the attribute must be allowlisted for the module read."""
+        assert isinstance(node.value, ast.Name)
+        module = self.aliases.get(node.value.id)
+        if module is None:
+            return
+        if not isinstance(node.ctx, ast.Load):
+            self._flag(node, f"assigns to {module}.{node.attr}, which is not allowed")
+        elif node.attr not in MODULE_ATTRIBUTES[module]:
+            self._flag(node, f"uses {module}.{node.attr}, which is not allowed")
+        elif (module, node.attr) in DECORATOR_ONLY and id(node) not in self.decorators:
+            self._flag(node, f"uses {module}.{node.attr} other than as a decorator")
+
+    @staticmethod
+    def _type_name(node: ast.AST) -> bool:
+        """``type(x).__name__``: the one dunder read the templates need (error messages)."""
+        return isinstance(node, ast.Attribute) and _is_type_call(node.value)
+
+
+def _is_type_call(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "type"
+        and len(node.args) == 1
+        and not node.keywords
+        and not isinstance(node.args[0], ast.Starred)
+    )
+
+
+#: Where each kind of node holds identifiers (names bound, read or looked up).
+_IDENTIFIER_FIELDS: dict[type[ast.AST], tuple[str, ...]] = {
+    ast.Name: ("id",),
+    ast.Attribute: ("attr",),
+    ast.FunctionDef: ("name",),
+    ast.AsyncFunctionDef: ("name",),
+    ast.ClassDef: ("name",),
+    ast.arg: ("arg",),
+    ast.keyword: ("arg",),
+    ast.alias: ("name", "asname"),
+    ast.Global: ("names",),
+    ast.Nonlocal: ("names",),
+    ast.ExceptHandler: ("name",),
+    ast.MatchAs: ("name",),
+    ast.MatchStar: ("name",),
+    ast.MatchMapping: ("rest",),
+    ast.MatchClass: ("kwd_attrs",),
+}
+_BUILTINS = frozenset(dir(builtins))
 
 
 class _BlankLiterals(ast.NodeTransformer):

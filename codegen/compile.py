@@ -3,12 +3,16 @@
 ``python`` compiles nothing: the ``.py`` is the interpreted tier. ``cython`` turns it into C
 (linked against a Cython shared utility module, so each extension is small and quick to
 compile) and runs the C compiler. ``nuitka`` is optional. Artifacts are cached by content key
-in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename).
+in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename) and carries
+its artifact's sha256 (``SHA256SUMS``, written before it is published). Every reuse checks it:
+a truncated or altered entry is discarded with a warning and compiled again, never copied
+into a build.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import json
 import logging
@@ -39,8 +43,10 @@ from codegen.toolchain import (
 
 __all__ = [
     "CompiledModule",
+    "SEAL",
     "STAGING_PREFIX",
     "artifact_name",
+    "discard",
     "module_key",
     "compile_modules",
     "remove_stale_staging",
@@ -54,13 +60,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CompiledModule:
-    """One module's artifact in the cache and how long it took (0 on a hit)."""
+    """One module's artifact in the cache, its verified sha256 and how long it took (0 on a
+    hit)."""
 
     name: str
     key: str
     artifact: Path
+    sha256: str
     seconds: float
     cache_hit: bool
+
+
+#: The file in a cache entry naming its artifact's sha256 (``sha256sum -c`` reads it).
+SEAL = "SHA256SUMS"
 
 
 def artifact_name(name: str, settings: CompileSettings) -> str:
@@ -93,7 +105,7 @@ def start_shared_utility(settings: CompileSettings, cache_dir: Path) -> Future[o
     if (
         settings.backend != "cython"
         or not settings.shared_utility
-        or _shared_artifact(settings, cache_dir).exists()
+        or _sealed(_shared_artifact(settings, cache_dir)) is not None
     ):
         return None
     pool = ThreadPoolExecutor(1)
@@ -115,15 +127,16 @@ def compile_modules(
     for name, source in sources.items():
         key = module_key(name, source, settings)
         artifact = cache_dir / key / artifact_name(name, settings)
-        if artifact.exists():
-            results[name] = CompiledModule(name, key, artifact, 0.0, True)
+        digest = _sealed(artifact)
+        if digest is not None:
+            results[name] = CompiledModule(name, key, artifact, digest, 0.0, True)
         else:
             todo[name] = key
     need_shared = (
         settings.backend == "cython"
         and settings.shared_utility
         and not shared_started
-        and not _shared_artifact(settings, cache_dir).exists()
+        and _sealed(_shared_artifact(settings, cache_dir)) is None
     )
     if not todo and not need_shared:
         return results
@@ -178,11 +191,10 @@ def _in_worker(
 
 
 def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) -> CompiledModule:
-    name, key = str(raw["name"]), str(raw["key"])
+    name, key, digest = str(raw["name"]), str(raw["key"]), str(raw["sha256"])
     seconds = float(raw["seconds"])  # type: ignore[arg-type]
-    return CompiledModule(
-        name, key, cache_dir / key / artifact_name(name, settings), seconds, False
-    )
+    artifact = cache_dir / key / artifact_name(name, settings)
+    return CompiledModule(name, key, artifact, digest, seconds, False)
 
 
 def _worker_main() -> int:
@@ -199,7 +211,8 @@ def _worker_main() -> int:
         else:
             name, source, key = spec["job"]
             done = _compile_into_cache(name, source, key, settings, cache_dir)
-            print(json.dumps({"name": done.name, "key": done.key, "seconds": done.seconds}))
+            out = {"name": done.name, "key": done.key, "sha256": done.sha256}
+            print(json.dumps({**out, "seconds": done.seconds}))
     except CompileError as exc:
         print(f"rsi-compile-error: {exc}", file=sys.stderr)
         return 1
@@ -235,7 +248,7 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
     name = settings.shared_module_name
     artifact = _shared_artifact(settings, cache_dir)
     entry = artifact.parent
-    if artifact.exists():
+    if _sealed(artifact) is not None:
         return artifact
     with _staging(cache_dir) as work:
         c_file = work / f"{name}.c"
@@ -245,7 +258,8 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
         )
         # Utility code is not hot: -O1 keeps this one-off compile short.
         _cc(settings, ("-O1",), c_file, work / artifact.name)
-        _publish(work, entry)
+        c_file.unlink()
+        _seal_and_publish(work, artifact.name, entry)
     return artifact
 
 
@@ -268,10 +282,11 @@ def _compile_into_cache(
             c_file.unlink()
         elif settings.backend == "nuitka":
             _nuitka(py_file, work)
-        _publish(work, entry)
+        digest = _seal_and_publish(work, artifact_name(name, settings), entry)
     seconds = time.perf_counter() - start
     logger.info("compiled %s with %s in %.2f s", name, settings.backend, seconds)
-    return CompiledModule(name, key, entry / artifact_name(name, settings), seconds, False)
+    artifact = entry / artifact_name(name, settings)
+    return CompiledModule(name, key, artifact, digest, seconds, False)
 
 
 def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings) -> None:
@@ -395,12 +410,76 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _publish(work: Path, entry: Path) -> None:
+def discard(path: Path) -> None:
+    """Delete a build or cache entry so that a kill midway never leaves half of one.
+
+    The rename takes it out of sight in one step; a kill during the delete leaves a staging
+    dir of a dead process, which the next command removes.
+    """
+    doomed = path.with_name(f"{STAGING_PREFIX}{os.getpid()}-gc-{path.name}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _seal_and_publish(work: Path, artifact: str, entry: Path) -> str:
+    """Write the entry's seal (every file's sha256), then publish it; return the artifact's.
+
+    A present entry that fails its check is discarded first, so a bad entry never blocks
+    the rename of a good one.
+    """
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in work.iterdir()}
+    (work / SEAL).write_text("".join(f"{digests[n]}  {n}\n" for n in sorted(digests)))
+    if entry.exists():
+        _sealed(entry / artifact)  # discards a bad entry, so that the rename can replace it
     try:
         os.rename(work, entry)
     except OSError:
         # Another process published the same key first; contents are identical by key.
         logger.debug("cache entry %s already present", entry.name)
+    return digests[artifact]
+
+
+def _sealed(artifact: Path) -> str | None:
+    """``artifact``'s sha256 if its cache entry is present and intact, else None.
+
+    Intact: the seal names the artifact and every file it names has its sha256. An entry
+    that exists but fails (truncated, altered, unsealed, a file missing) is discarded with a
+    one-line warning, so the caller compiles it again.
+    """
+    entry = artifact.parent
+    try:
+        seal = (entry / SEAL).read_text()
+    except FileNotFoundError:
+        if entry.exists():
+            _drop(entry, "has no seal")
+        return None
+    except (OSError, UnicodeDecodeError):
+        _drop(entry, "has an unreadable seal")
+        return None
+    expected: dict[str, str] = {}
+    for line in seal.splitlines():
+        digest, _, name = line.partition("  ")
+        expected[name] = digest
+    if artifact.name not in expected:
+        _drop(entry, f"has a seal that does not name {artifact.name}")
+        return None
+    for name, digest in expected.items():
+        try:
+            actual = hashlib.sha256((entry / name).read_bytes()).hexdigest()
+        except OSError:
+            actual = ""
+        if actual != digest:
+            _drop(entry, f"does not match its seal ({name})")
+            return None
+    return expected[artifact.name]
+
+
+def _drop(entry: Path, why: str) -> None:
+    logger.warning("cache entry %s %s; discarded, it is compiled again", entry.name, why)
+    try:
+        discard(entry)
+    except FileNotFoundError:
+        pass  # another process discarded it first
 
 
 if __name__ == "__main__":

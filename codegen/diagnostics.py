@@ -286,7 +286,9 @@ def _expand(parts: list[str], value: Any, prefix: str) -> Iterator[tuple[str, An
         items = (
             [(f"[{i}]", v) for i, v in enumerate(value)]
             if isinstance(value, list)
-            else [(f".{k}", v) for k, v in _ordered(value, part)] if isinstance(value, dict) else []
+            else [(f".{k}", v) for k, v in _ordered(value, part)]
+            if isinstance(value, dict)
+            else []
         )
         for suffix, item in items:
             yield from _expand(rest, item, prefix + suffix)

@@ -199,9 +199,11 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     r = project_from(args).gc()
-    return emit(
-        args, f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed", r
-    )
+    summary = f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed"
+    if r.bad_builds:
+        plural = "s" if len(r.bad_builds) > 1 else ""
+        summary += f"; skipped {len(r.bad_builds)} bad build{plural}: " + "; ".join(r.bad_builds)
+    return emit(args, summary, r)
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -146,8 +146,8 @@ def tiers_agree(build: LoadedBuild, stories: Sequence[Story]) -> bool:
         return True
     pure = pure_tier(build)
     identities = {
-        name: (name, str(info.get("source_sha256")), str(info["artifact_sha256"]))
-        for name, info in build.manifest["modules"].items()
+        name: (name, info.source_sha256, info.artifact_sha256)
+        for name, info in build.manifest.modules.items()
     }
     with _guard:
         untested = [name for name, key in identities.items() if key not in _selftested]
@@ -303,7 +303,7 @@ def _stamp(data: Path) -> tuple[tuple[str, int, int], ...]:
 def _import_sources(build: LoadedBuild) -> LoadedBuild:
     package = f"rsi_pure_{build.build_id}"
     modules: dict[str, types.ModuleType] = {}
-    for name, info in build.manifest["modules"].items():
+    for name, info in build.manifest.modules.items():
         source = build.path / f"{name}.py"
         try:
             raw = source.read_bytes()
@@ -311,7 +311,7 @@ def _import_sources(build: LoadedBuild) -> LoadedBuild:
             raise LoadError(
                 f"build {build.build_id}: pure-tier source {name}.py is missing"
             ) from None
-        if hashlib.sha256(raw).hexdigest() != info.get("source_sha256"):
+        if hashlib.sha256(raw).hexdigest() != info.source_sha256:
             raise LoadError(f"build {build.build_id}: {name}.py does not match its manifest")
         digest = (name, hashlib.sha256(raw).hexdigest())
         if digest not in _pure_modules:  # the same source is the same pure module

@@ -57,10 +57,10 @@ class LiveProject:
         interim = None
         if two_tier and settings.backend != "python":
             interim = self.project.build(replace(settings, backend="python"))
-            interim_build = load_build(Path(interim.path))
+            interim_build = load_build(Path(interim.path), template_dir=self.project.template_dir)
             self.slot.swap(interim_build)
         final = self.project.build(settings)
-        build = load_build(Path(final.path))
+        build = load_build(Path(final.path), template_dir=self.project.template_dir)
         if interim is not None:
             differential_check(interim_build, build)
         self.slot.swap(build)

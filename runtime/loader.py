@@ -4,24 +4,25 @@ A changed extension cannot be re-imported under its old name (the old shared obj
 mapped and CPython caches its init), so every build is imported as the package
 ``rsi_build_<id>``. A build loaded once in a process is kept and reused, never loaded
 again, and so is a module whose artifact is byte-identical to one already imported.
-Artifacts are verified against the manifest's hashes before anything is imported.
+The manifest is validated (:mod:`codegen.manifest`: module names from the templates' allowlist,
+plain artifact names, ``build_id`` equal to the directory) and every artifact is verified
+against its hash before anything is imported.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
 import sys
 import threading
 import types
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from codegen.errors import RSIError
+from codegen.manifest import Manifest, ManifestError, verify_build
 
 __all__ = [
     "LoadError",
@@ -50,7 +51,7 @@ class LoadedBuild:
     build_id: str
     tier: str
     path: Path
-    manifest: Mapping[str, Any]
+    manifest: Manifest
     modules: Mapping[str, types.ModuleType]
 
     def module(self, name: str) -> types.ModuleType:
@@ -61,12 +62,16 @@ class LoadedBuild:
             raise LoadError(f"build {self.build_id} has no module {name!r}") from None
 
 
-def load_build(build_dir: Path) -> LoadedBuild:
-    """Import ``build_dir`` (once per process) and return it."""
+def load_build(build_dir: Path, *, template_dir: Path | None = None) -> LoadedBuild:
+    """Import ``build_dir`` (once per process) and return it.
+
+    Its modules must be ones the templates in ``template_dir`` (default: the shipped
+    templates) can produce.
+    """
     key = build_dir.resolve()
     with _guard:
         if key not in _loaded:
-            _loaded[key] = _import(key)
+            _loaded[key] = _import(key, _allowed_modules(template_dir))
         return _loaded[key]
 
 
@@ -88,47 +93,35 @@ def load_shipped() -> LoadedBuild:
     return load_build(root / build_id)
 
 
-def _import(build_dir: Path) -> LoadedBuild:
-    manifest = _verified_manifest(build_dir)
-    build_id = str(manifest["build_id"])
-    tier = str(manifest["tier"])
-    shared = manifest.get("shared_module")
-    if shared and shared not in sys.modules:
-        artifacts = sorted(build_dir.glob(f"{shared}.*"))
-        if not artifacts:
-            raise LoadError(f"build {build_id}: shared utility module {shared} is missing")
-        exec_artifact(shared, artifacts[0])
+def _allowed_modules(template_dir: Path | None) -> Collection[str]:
+    from codegen.render import module_names
+
+    return module_names(template_dir)
+
+
+def _import(build_dir: Path, allowed_modules: Collection[str]) -> LoadedBuild:
+    try:
+        manifest = verify_build(build_dir, allowed_modules)
+    except ManifestError as exc:
+        raise LoadError(str(exc)) from None
+    build_id = manifest.build_id
+    shared = manifest.shared_module
+    if shared is not None and shared.name not in sys.modules:
+        exec_artifact(shared.name, build_dir / shared.artifact)
     package = f"rsi_build_{build_id}"
     pkg = types.ModuleType(package)
     pkg.__path__ = [str(build_dir)]
     sys.modules[package] = pkg
     modules: dict[str, types.ModuleType] = {}
-    for name, info in manifest["modules"].items():
-        digest = (name, info["artifact_sha256"])
+    for name, info in manifest.modules.items():
+        digest = (name, info.artifact_sha256)
         if digest not in _by_artifact:
-            _by_artifact[digest] = exec_artifact(f"{package}.{name}", build_dir / info["artifact"])
+            _by_artifact[digest] = exec_artifact(f"{package}.{name}", build_dir / info.artifact)
         modules[name] = _by_artifact[digest]
         setattr(pkg, name, modules[name])
-    return LoadedBuild(build_id, tier, build_dir, manifest, types.MappingProxyType(modules))
-
-
-def _verified_manifest(build_dir: Path) -> dict[str, Any]:
-    path = build_dir / "manifest.json"
-    try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LoadError(f"{build_dir.name}: not a build (no manifest.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LoadError(f"{build_dir.name}: unreadable manifest: {exc}") from None
-    for name, info in manifest.get("modules", {}).items():
-        artifact = build_dir / info["artifact"]
-        try:
-            digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
-        except OSError:
-            raise LoadError(f"{build_dir.name}: module {name} artifact is missing") from None
-        if digest != info["artifact_sha256"]:
-            raise LoadError(f"{build_dir.name}: module {name} does not match its manifest")
-    return manifest
+    return LoadedBuild(
+        build_id, manifest.tier, build_dir, manifest, types.MappingProxyType(modules)
+    )
 
 
 def exec_artifact(fullname: str, path: Path) -> types.ModuleType:

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_manifest
+from codegen.build import (
+    CACHE_DIR,
+    MANIFEST,
+    BuildResult,
+    build_state,
+    read_manifest,
+    verified_or_discarded,
+)
 from codegen.check import remove_stale_mypy_dirs
-from codegen.compile import STAGING_PREFIX, remove_stale_staging
+from codegen.compile import discard, remove_stale_staging
 from codegen.errors import LedgerError, StateError
 from codegen.locking import builds_lock, check_state_path, project_lock
+from codegen.manifest import ManifestError
+from codegen.render import module_names
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger, ledger_path, ledger_paths
@@ -65,10 +73,11 @@ class StatusReport:
 
 @dataclass(frozen=True)
 class GcReport:
-    """Result of ``rsi gc``."""
+    """Result of ``rsi gc``: ``bad_builds`` are kept, each with why it is bad (one line)."""
 
     removed_builds: list[str]
     bytes_freed: int
+    bad_builds: list[str]
 
 
 @dataclass(frozen=True)
@@ -186,8 +195,8 @@ class Project:
             record = self.ledger.state(version)  # checks the bytes against the stored hash
             state = self._recorded_state(record.data, version)
             compiled = new_build = False
-            if not (self.generated_dir / build_id / MANIFEST).exists():
-                # The build was deleted: rebuild it from the recorded state. Changed templates
+            if not self._intact(build_id):
+                # Deleted or corrupt: rebuild it from the recorded state. Changed templates
                 # give another build, which is recorded as a new build of the version.
                 settings = CompileSettings(backend=tier)  # type: ignore[arg-type]
                 result = build_state(
@@ -211,10 +220,15 @@ class Project:
 
     def load_active(self) -> LoadedBuild:
         """Import the active build."""
-        return load_build(self.generated_dir / self._active().build_id)
+        return load_build(
+            self.generated_dir / self._active().build_id, template_dir=self.template_dir
+        )
 
     def gc(self) -> GcReport:
-        """Delete builds no committed state or loaded build uses, and their cached modules."""
+        """Delete builds no committed state or loaded build uses, and their cached modules.
+
+        A build whose manifest is invalid is skipped and reported, never deleted by guess.
+        """
         check_state_path(self.state_path, must_exist=False)
         with (
             project_lock(self.state_path, timeout_s=self.lock_timeout_s),
@@ -225,29 +239,34 @@ class Project:
             for path in {self.ledger.path, *ledger_paths(self.state_path.parent)}:
                 # Every state file of this directory shares generated/: keep what any uses.
                 keep |= Ledger(path).builds_in_use()
-            removed, freed = [], 0
+            removed, bad, freed = [], [], 0
+            keys: set[str] = set()
             for path in sorted(self.generated_dir.iterdir()) if self.generated_dir.exists() else []:
-                if (path / MANIFEST).exists() and path.name not in keep:
+                if not (path / MANIFEST).exists():
+                    continue
+                try:
+                    manifest = read_manifest(path, self._allowed_modules())
+                except ManifestError as exc:
+                    bad.append(str(exc))
+                    continue
+                if path.name in keep:
+                    keys.update(info.key for info in manifest.modules.values())
+                else:
                     freed += _tree_bytes(path)
-                    _discard(path)
+                    discard(path)
                     removed.append(path.name)
-            freed += self._prune_module_cache()
-        return GcReport(removed, freed)
+            freed += self._prune_module_cache(keys)
+        return GcReport(removed, freed, bad)
 
-    def _prune_module_cache(self) -> int:
-        keys: set[str] = set()
-        for build in self.generated_dir.iterdir():
-            if (build / MANIFEST).exists():
-                modules = read_manifest(build)["modules"]
-                assert isinstance(modules, dict)
-                keys.update(str(info["key"]) for info in modules.values())
+    def _prune_module_cache(self, keys: set[str]) -> int:
+        """Delete cached modules whose key no kept build names; return the bytes freed."""
         freed = 0
         cache = self.generated_dir / CACHE_DIR
         for entry in cache.iterdir() if cache.exists() else []:
             # Module entries are named by a 64-hex key; memos and the shared module are not.
             if len(entry.name) == 64 and entry.name not in keys and entry.is_dir():
                 freed += _tree_bytes(entry)
-                _discard(entry)
+                discard(entry)
         return freed
 
     def resolve_build(self, ref: str) -> Path:
@@ -267,9 +286,11 @@ class Project:
     def diff(self, a: str, b: str) -> str:
         """Unified diff of the generated sources of two builds."""
         dir_a, dir_b = self.resolve_build(a), self.resolve_build(b)
-        mods_a = read_manifest(dir_a)["modules"]
-        mods_b = read_manifest(dir_b)["modules"]
-        assert isinstance(mods_a, dict) and isinstance(mods_b, dict)
+        try:
+            mods_a = read_manifest(dir_a, self._allowed_modules()).modules
+            mods_b = read_manifest(dir_b, self._allowed_modules()).modules
+        except ManifestError as exc:
+            raise LoadError(str(exc)) from None
         out: list[str] = []
         for name in sorted(set(mods_a) | set(mods_b)):
             left = _lines(dir_a / f"{name}.py")
@@ -280,6 +301,15 @@ class Project:
                 )
             )
         return "".join(out)
+
+    def _allowed_modules(self) -> tuple[str, ...]:
+        return module_names(self.template_dir)
+
+    def _intact(self, build_id: str) -> bool:
+        """Whether build ``build_id`` exists and matches its manifest (a corrupt one is
+        discarded with a warning, so the caller rebuilds it)."""
+        build = self.generated_dir / build_id
+        return verified_or_discarded(build, self._allowed_modules()) is not None
 
     def _active(self) -> Active:
         active = self.ledger.active()
@@ -384,17 +414,6 @@ def _report(result: BuildResult, version: int, builds: list[str], new: bool) -> 
 
 def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _discard(path: Path) -> None:
-    """Delete a build or cache entry so that a kill midway never leaves half of one.
-
-    The rename takes it out of sight in one step; a kill during the delete leaves a staging
-    dir of a dead process, which the next command removes.
-    """
-    doomed = path.with_name(f"{STAGING_PREFIX}{os.getpid()}-gc-{path.name}")
-    os.rename(path, doomed)
-    shutil.rmtree(doomed)
 
 
 def _lines(path: Path) -> list[str]:

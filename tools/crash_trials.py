@@ -23,6 +23,7 @@ is left. Kills hit either the command's process alone (its worker processes live
 after ``kill -9 <pid>``) or its whole process group.
 
 usage: PYTHONPATH=. .venv/bin/python tools/crash_trials.py --trials 60 [--cython 0.2]
+       PYTHONPATH=. .venv/bin/python tools/crash_trials.py --corrupt 20 (corrupted files)
 """
 
 from __future__ import annotations
@@ -48,7 +49,19 @@ sys.path.insert(0, str(REPO))
 from codegen.state import load_state, read_state_file  # noqa: E402
 from runtime.ledger import Ledger, ledger_path  # noqa: E402
 
-__all__ = ["Base", "Trial", "TrialResult", "prepare_base", "run_trial", "run_trials", "main"]
+__all__ = [
+    "Base",
+    "CorruptionResult",
+    "Trial",
+    "TrialResult",
+    "main",
+    "prepare_base",
+    "prepare_corruption_base",
+    "run_corruption_trial",
+    "run_corruption_trials",
+    "run_trial",
+    "run_trials",
+]
 
 OPS = ("build", "promote", "rollback", "gc", "pair", "edit-rollback")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -460,6 +473,211 @@ def summary(results: list[TrialResult]) -> str:
     )
 
 
+# --- Trial kind: corrupted cache entries and build artifacts ------------------------------
+#
+# A base project has v1 (pure tier) and v2 (compiled tier) committed, v2 active, so the cache
+# holds sealed .py and .so entries and the Cython shared utility module. Each trial damages
+# 1-3 random files (cache artifacts, seals, build artifacts, manifests) in one of several
+# ways, then runs a random command (build, eval, rollback, or a build whose build dirs were
+# deleted so that it reuses the cache). A sweep then makes every build and cache entry be
+# checked: both versions are rolled back to, then rebuilt from the cache with no build dir.
+# Counted: processes killed by a signal (SIGBUS, SIGSEGV), files of published builds holding
+# damaged bytes, commands that failed, and damaged files still damaged after the sweep.
+
+CORRUPTIONS = ("truncate", "flip-byte", "delete", "zero-fill", "garbage-non-utf8")
+CORRUPTION_OPS = ("build", "eval", "rollback", "rebuild-from-cache")
+
+
+@dataclass
+class CorruptionResult:
+    """What one corruption trial did and saw."""
+
+    index: int
+    op: str
+    damaged: list[str]
+    signal_deaths: int = 0
+    bad_publishes: int = 0
+    undetected: int = 0
+    warnings: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def prepare_corruption_base(work: Path, *, compiled: str) -> tuple[Path, dict[str, str]]:
+    """A project with v1 (python) and v2 (``compiled``) committed, v2 active; the good sha256
+    of every file under ``generated/`` (build artifacts, manifests, cache entries)."""
+    root = work / "corruption-base"
+    root.mkdir(parents=True)
+    state = root / STATE
+    v1 = _state_with((REPO / STATE).read_bytes(), 1, 1.0)
+    state.write_bytes(v1)
+    _run_ok(rsi_cmd(state, "build", "--backend", "python"), "corruption base v1")
+    _write_as_user(state, _state_with(v1, 2, 2.0))
+    _run_ok(rsi_cmd(state, "build", "--backend", compiled), "corruption base v2")
+    return root, _good_files(root / "generated")
+
+
+def _good_files(generated: Path) -> dict[str, str]:
+    good: dict[str, str] = {}
+    for path in sorted(generated.rglob("*")):
+        rel = path.relative_to(generated)
+        if path.is_file() and not _memo(rel):
+            good[str(rel)] = _sha(path.read_bytes())
+    return good
+
+
+def _memo(rel: Path) -> bool:
+    # Render/check memos and plans are not artifacts: a damaged memo costs a re-render.
+    return rel.parts[0] == ".cache" and rel.parts[1] in ("black", "checked", "mypy_cache", "plans")
+
+
+def _damage(path: Path, how: str, rng: random.Random) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: rng.randrange(0, max(1, len(data)))])
+    elif how == "flip-byte":
+        flipped = bytearray(data)
+        flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(flipped))
+    elif how == "delete":
+        path.unlink()
+    elif how == "zero-fill":
+        path.write_bytes(bytes(len(data)))
+    else:
+        path.write_bytes(bytes(rng.randrange(128, 256) for _ in range(64)) + data[64:])
+
+
+def _corruption_command(root: Path, op: str, compiled: str) -> list[list[str]]:
+    state = root / STATE
+    if op == "build":
+        return [rsi_cmd(state, "build", "--backend", compiled)]
+    if op == "eval":
+        return [rsi_cmd(state, "eval", "--backend", compiled, "--split", "heldout")]
+    if op == "rollback":
+        return [rsi_cmd(state, "rollback", "--to", "1"), rsi_cmd(state, "rollback", "--to", "2")]
+    for build in (root / "generated").iterdir():
+        if not build.name.startswith("."):
+            shutil.rmtree(build)
+    shutil.rmtree(root / "generated" / ".cache" / "plans", ignore_errors=True)
+    return [rsi_cmd(state, "build", "--backend", compiled)]
+
+
+def _run_counted(cmd: list[str], result: CorruptionResult, log: Path) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd[2:])}\n{proc.stdout}{proc.stderr}rc={proc.returncode}\n")
+    result.warnings += proc.stderr.count("discarded, it is")
+    if proc.returncode < 0:
+        result.signal_deaths += 1
+        raise TrialError(f"{cmd[3]} died of signal {-proc.returncode}")
+    if proc.returncode != 0:
+        raise TrialError(f"{cmd[3]} failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+
+
+def _bad_publishes(generated: Path, damaged: set[str]) -> int:
+    """Files of published builds that hold damaged bytes (a recompiled artifact may differ
+    from the original in its bytes, a damaged one must never be published)."""
+    bad = 0
+    for path in generated.rglob("*"):
+        rel = path.relative_to(generated)
+        if not rel.parts[0].startswith(".") and path.is_file():
+            bad += _sha(path.read_bytes()) in damaged
+    return bad
+
+
+def run_corruption_trial(
+    base: Path, good: dict[str, str], index: int, compiled: str, work: Path, rng: random.Random
+) -> CorruptionResult:
+    """Damage files in a copy of ``base``, run a command and the sweep; count what went wrong."""
+    root = work / f"corrupt-{index:04d}"
+    log = work / f"corrupt-{index:04d}.log"
+    op = rng.choice(CORRUPTION_OPS)
+    result = CorruptionResult(index, op, [])
+    start = time.monotonic()
+    try:
+        shutil.copytree(base, root, symlinks=True)
+        generated = root / "generated"
+        # Deleting the build dirs would erase damage to them undetected: cache only, then.
+        pool = sorted(r for r in good if op != "rebuild-from-cache" or r.startswith(".cache"))
+        targets = rng.sample(pool, k=rng.randint(1, 3))
+        damaged: dict[str, str | None] = {}
+        for rel in targets:
+            how = rng.choice(CORRUPTIONS)
+            _damage(generated / rel, how, rng)
+            path = generated / rel
+            damaged[rel] = _sha(path.read_bytes()) if path.exists() else None
+            result.damaged.append(f"{rel}:{how}")
+        for cmd in _corruption_command(root, op, compiled):
+            _run_counted(cmd, result, log)
+        # The sweep: check every build, then rebuild both versions from the cache alone.
+        state = root / STATE
+        sweep = [rsi_cmd(state, "rollback", "--to", "1"), rsi_cmd(state, "rollback", "--to", "2")]
+        for cmd in sweep:
+            _run_counted(cmd, result, log)
+        bad_bytes = {sha for sha in damaged.values() if sha is not None}
+        result.bad_publishes = _bad_publishes(generated, bad_bytes)
+        for build in generated.iterdir():
+            if not build.name.startswith("."):
+                shutil.rmtree(build)
+        shutil.rmtree(generated / ".cache" / "plans", ignore_errors=True)
+        for cmd in sweep:
+            _run_counted(cmd, result, log)
+        result.bad_publishes += _bad_publishes(generated, bad_bytes)
+        _check_builds(generated)
+        _check_active_loads(state)
+        # Every damaged file is now good again or gone (discarded, or a build not rebuilt).
+        for rel, bad_sha in damaged.items():
+            path = generated / rel
+            if path.exists() and bad_sha is not None and _sha(path.read_bytes()) == bad_sha:
+                result.undetected += 1
+        if result.bad_publishes or result.undetected:
+            raise TrialError(
+                f"{result.bad_publishes} bad files published, {result.undetected} undetected"
+            )
+    except (TrialError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.seconds = time.monotonic() - start
+        if result.error is None:
+            shutil.rmtree(root, ignore_errors=True)
+            log.unlink(missing_ok=True)
+    return result
+
+
+def run_corruption_trials(
+    n: int, *, compiled: str, seed: int, work: Path
+) -> list[CorruptionResult]:
+    """Prepare the corruption base project, then run ``n`` corruption trials."""
+    rng = random.Random(seed)
+    base, good = prepare_corruption_base(work, compiled=compiled)
+    results = []
+    for i in range(n):
+        result = run_corruption_trial(base, good, i, compiled, work, rng)
+        status = "ok" if result.error is None else f"FAIL {result.error}"
+        print(
+            f"corrupt {i:3} {result.op:18} {','.join(result.damaged)} "
+            f"warnings={result.warnings} {result.seconds:5.1f} s {status}",
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
+def corruption_summary(results: list[CorruptionResult]) -> str:
+    """One line: corruption trials, corruptions, and what went wrong."""
+    ops = Counter(r.op for r in results)
+    kinds = Counter(d.rsplit(":", 1)[1] for r in results for d in r.damaged)
+    return (
+        f"corruption trials: {len(results)} run, {sum(r.error is None for r in results)} "
+        f"passed; {sum(len(r.damaged) for r in results)} files damaged "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); ops "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}; corrupt loads "
+        f"(signal deaths + bad bytes published) "
+        f"{sum(r.signal_deaths + r.bad_publishes for r in results)}; undetected "
+        f"{sum(r.undetected for r in results)}; warnings printed {sum(r.warnings for r in results)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: run the trials, print one line per trial and a summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -467,10 +685,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cython", type=float, default=0.2, help="share of cython trials")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument(
+        "--corrupt",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N corrupted-cache-entry trials instead of the kill trials",
+    )
+    parser.add_argument("--corrupt-backend", choices=("python", "cython"), default="cython")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rsi-crash-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    if args.corrupt:
+        damaged = run_corruption_trials(
+            args.corrupt, compiled=args.corrupt_backend, seed=args.seed, work=work
+        )
+        print(corruption_summary(damaged) + f" in {time.monotonic() - started:.0f} s")
+        if any(r.error for r in damaged):
+            print(f"failing trial dirs kept under {work}")
+            return 1
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     results, _ = run_trials(args.trials, cython_share=args.cython, seed=args.seed, work=work)
     print(summary(results) + f" in {time.monotonic() - started:.0f} s")
     failed = [r for r in results if r.error]

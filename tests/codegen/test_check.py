@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from codegen.check import check_sources, parse_checked, type_skeleton
+from codegen.check import check_sources, guard, parse_checked, type_skeleton
 from codegen.errors import CheckError
+from codegen.render import MECHANISM_FAMILY, module_names, render_module
+from codegen.state import AttentionMechanism, load_state
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_STATES = ("rsi_state.json", "states/uniform.json", "states/kernels_n100.json")
 
 GOOD = (
     "import math\n\nX: float = 1.5\nNAME: str = 'a'\n\n\n"
@@ -18,7 +23,7 @@ GOOD = (
 class TestAllowlist:
     def test_import_os_is_refused(self) -> None:
         with pytest.raises(
-            CheckError, match=r"^m.py: generated code imports 'os', which is not allowed$"
+            CheckError, match=r"^m.py:1: generated code imports 'os', which is not allowed$"
         ):
             parse_checked("m", "import os\n")
 
@@ -27,20 +32,117 @@ class TestAllowlist:
             parse_checked("m", "from subprocess import run\n")
 
     def test_eval_is_refused(self) -> None:
-        with pytest.raises(CheckError, match=r"forbidden name 'eval'"):
+        with pytest.raises(
+            CheckError, match=r"^m.py:1: generated code uses the name 'eval', which is not allowed$"
+        ):
             parse_checked("m", "x = eval('1')\n")
 
     def test_forbidden_name_as_attribute(self) -> None:
-        with pytest.raises(CheckError, match=r"forbidden name 'exec'"):
+        with pytest.raises(
+            CheckError, match=r"^m.py:2: generated code uses math.exec, which is not allowed$"
+        ):
             parse_checked("m", "import math\nf = math.exec\n")
 
     def test_relative_import_is_refused(self) -> None:
-        with pytest.raises(CheckError, match=r"relative imports are not allowed"):
+        with pytest.raises(
+            CheckError,
+            match=r"^m.py:1: generated code uses a relative import, which is not allowed$",
+        ):
             parse_checked("m", "from . import experts\n")
 
     def test_syntax_error(self) -> None:
         with pytest.raises(CheckError, match=r"^m.py:1: does not parse"):
             parse_checked("m", "def (:\n")
+
+
+class TestGuard:
+    """The guard is an allowlist over the tree; each refusal names the line."""
+
+    @pytest.mark.parametrize(
+        ("source", "message"),
+        [
+            (
+                "from cython.cimports.libc.stdlib import system\n",
+                "m.py:1: generated code imports 'system' from 'cython.cimports.libc.stdlib', "
+                "which is not allowed",
+            ),
+            (
+                "x = 1\ny = getattr(__builtins__, 'open')\n",
+                "m.py:2: generated code uses the name 'getattr', which is not allowed",
+            ),
+            (
+                "x = ().__class__\n",
+                "m.py:1: generated code uses the dunder name '__class__', which is not allowed",
+            ),
+            (
+                "import numpy as np\nm = np\n",
+                "m.py:2: generated code uses the module 'np' other than to read an attribute",
+            ),
+            (
+                "import numpy as np\nx = np.ctypeslib\n",
+                "m.py:2: generated code uses numpy.ctypeslib, which is not allowed",
+            ),
+            (
+                "import cython\nx = cython.inline('1 + 1')\n",
+                "m.py:2: generated code uses cython.inline other than as a decorator",
+            ),
+            (
+                "T = type('T', (), {})\n",
+                "m.py:1: generated code uses 'type' other than as type(x) of one argument",
+            ),
+            (
+                "x = (i for i in ()).gi_frame\n",
+                "m.py:1: generated code uses the attribute 'gi_frame', which is not allowed",
+            ),
+            (
+                "x = '{0.__init__}'.format(1)\n",
+                "m.py:1: generated code spells a dunder name in a string literal, "
+                "which is not allowed",
+            ),
+            (
+                "class A:\n    v = vars()\n",
+                "m.py:2: generated code uses the name 'vars', which is not allowed",
+            ),
+            (
+                "x = print\n",
+                "m.py:1: generated code uses the builtin 'print', which is not allowed",
+            ),
+            (
+                "import importlib\n",
+                "m.py:1: generated code imports 'importlib', which is not allowed",
+            ),
+        ],
+    )
+    def test_bypass_is_refused(self, source: str, message: str) -> None:
+        with pytest.raises(CheckError) as info:
+            guard("m", source)
+        assert str(info.value) == message
+
+    def test_what_the_templates_need_is_allowed(self) -> None:
+        guard(
+            "m",
+            "from __future__ import annotations\n"
+            "import cython\nimport numpy as np\n"
+            "from cython.cimports.libc.math import exp\n"
+            "__all__ = ['A']\n\n\n"
+            "class A:\n    def __init__(self, a: object) -> None:\n"
+            "        self.name = type(a).__name__\n"
+            "        self.ok = type(a) is np.ndarray\n\n\n"
+            "@cython.inline\n@cython.cfunc\ndef f(x: cython.double) -> cython.double:\n"
+            "    return exp(x)\n",
+        )
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("state_file", SHIPPED_STATES)
+    def test_every_shipped_module_and_mechanism_passes(self, state_file: str) -> None:
+        state = load_state(REPO / state_file)
+        for name in module_names():
+            selected = state
+            if name.startswith(MECHANISM_FAMILY):
+                mechanism = AttentionMechanism(name.removeprefix(MECHANISM_FAMILY))
+                arch = state.architecture.model_copy(update={"attention": mechanism})
+                selected = state.model_copy(update={"architecture": arch})
+            guard(name, render_module(name, selected))
 
 
 class TestSkeleton:

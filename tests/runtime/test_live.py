@@ -29,9 +29,13 @@ def test_two_tier_rebuild(make_project: Callable[..., Project]) -> None:
 def test_agreeing_tiers_are_compared(make_project: Callable[..., Project]) -> None:
     project = make_project()
     a = load_build(
-        project.generated_dir / project.build(CompileSettings(backend="python")).build_id
+        project.generated_dir / project.build(CompileSettings(backend="python")).build_id,
+        template_dir=project.template_dir,
     )
-    b = load_build(project.generated_dir / project.build(CompileSettings()).build_id)
+    b = load_build(
+        project.generated_dir / project.build(CompileSettings()).build_id,
+        template_dir=project.template_dir,
+    )
     assert differential_check(a, b) == ["probe"]
 
 
@@ -47,10 +51,14 @@ def test_mismatch_is_detected(make_project: Callable[..., Project]) -> None:
     project = make_project()
     edit_state(project, scoring__rag=1.0)
     a = load_build(
-        project.generated_dir / project.build(CompileSettings(backend="python")).build_id
+        project.generated_dir / project.build(CompileSettings(backend="python")).build_id,
+        template_dir=project.template_dir,
     )
     edit_state(project, version=2, scoring__rag=2.0)
-    b = load_build(project.generated_dir / project.build(CompileSettings()).build_id)
+    b = load_build(
+        project.generated_dir / project.build(CompileSettings()).build_id,
+        template_dir=project.template_dir,
+    )
     with pytest.raises(TierMismatch, match=r"^module probe: cython tier of build \w+ disagrees"):
         differential_check(a, b)
 

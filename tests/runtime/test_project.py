@@ -88,7 +88,9 @@ class TestRestart:
         report = project.build(PY)
         code = (
             "from pathlib import Path; from runtime.project import Project; "
-            f"print(Project(Path({str(project.state_path)!r})).load_active().build_id)"
+            f"p = Project(Path({str(project.state_path)!r}), "
+            f"template_dir=Path({str(project.template_dir)!r})); "
+            "print(p.load_active().build_id)"
         )
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO

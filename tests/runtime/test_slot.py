@@ -41,7 +41,9 @@ def test_swap_while_two_threads_call(make_project: Callable[..., Project]) -> No
     threads = [threading.Thread(target=caller) for _ in range(2)]
     for t in threads:
         t.start()
-    first, second_build = (load_build(project.generated_dir / b) for b in live_ids)
+    first, second_build = (
+        load_build(project.generated_dir / b, template_dir=project.template_dir) for b in live_ids
+    )
     for _ in range(300):
         live.slot.swap(first)
         time.sleep(0.0005)

@@ -1,0 +1,165 @@
+"""The manifest of a build directory: a typed, strict schema, and the check of its artifacts.
+
+A manifest is input like the state file: a build dir may be truncated by a full disk, edited
+by hand or planted. It is validated as strictly as the state (required keys and types, no
+unknown keys), and what it names is constrained: ``build_id`` is the directory's name, module
+names come from an allowlist (the modules the templates can produce), artifacts are plain file
+names inside the build dir named after their module. :func:`verify_build` also hashes every
+artifact against the manifest: a few files, read once, before a build is reused or activated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+from collections.abc import Collection
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from codegen.errors import RSIError
+from codegen.toolchain import Backend
+
+__all__ = [
+    "MANIFEST",
+    "Manifest",
+    "ManifestError",
+    "ModuleEntry",
+    "SharedEntry",
+    "file_sha256",
+    "read_manifest",
+    "verify_build",
+]
+
+MANIFEST = "manifest.json"
+
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_IDENT = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
+class ManifestError(RSIError):
+    """A build directory's manifest is unreadable, invalid, or does not match its files."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModuleEntry(_Strict):
+    """One generated module of a build."""
+
+    key: Hex64
+    artifact: str
+    artifact_sha256: Hex64
+    source_sha256: Hex64
+    seconds: float
+    cache_hit: bool
+
+
+class SharedEntry(_Strict):
+    """The Cython shared utility module a compiled build links against."""
+
+    name: Annotated[str, Field(pattern=r"^_rsi_cyutility_[0-9a-f]{12}$")]
+    artifact: str
+    artifact_sha256: Hex64
+
+
+class BuildSettingsEntry(_Strict):
+    """The compile settings a build was made with."""
+
+    cflags: tuple[str, ...]
+    cc: str
+    native: bool
+
+
+class Manifest(_Strict):
+    """``manifest.json`` of a published build."""
+
+    build_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    tier: Backend
+    state_version: Annotated[int, Field(ge=0)]
+    state_sha256: Hex64
+    settings: BuildSettingsEntry
+    toolchain: dict[str, str]
+    shared_module: SharedEntry | None
+    modules: dict[Annotated[str, Field(pattern=_IDENT)], ModuleEntry]
+    created_at: float
+    seconds: float
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_manifest(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
+    """The validated manifest of ``build_dir``; :class:`ManifestError` in one line if not."""
+    where = f"{build_dir.name}/{MANIFEST}"
+    try:
+        text = (build_dir / MANIFEST).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{build_dir.name}: not a build (no {MANIFEST})") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{where}: not UTF-8 (byte {exc.start}); rebuild it") from None
+    except OSError as exc:
+        raise ManifestError(f"{where}: unreadable: {exc.strerror}") from None
+    try:
+        manifest = Manifest.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(document)"
+        raise ManifestError(f"{where}: {field}: {first['msg']}; rebuild it") from None
+    if manifest.build_id != build_dir.name:
+        raise ManifestError(
+            f"{where}: build_id {manifest.build_id!r} is not the directory's name; rebuild it"
+        )
+    for name, entry in manifest.modules.items():
+        if name not in allowed_modules:
+            raise ManifestError(
+                f"{where}: module {name!r} is not one the templates produce "
+                f"({', '.join(sorted(allowed_modules))})"
+            )
+        _check_artifact_name(where, name, entry.artifact)
+    if manifest.shared_module is not None:
+        shared = manifest.shared_module
+        _check_artifact_name(where, shared.name, shared.artifact)
+    return manifest
+
+
+def verify_build(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
+    """The manifest of ``build_dir`` after checking the sha256 of every file it names (each
+    module's artifact and rendered source, the shared utility module)."""
+    manifest = read_manifest(build_dir, allowed_modules)
+    entries: list[tuple[str, str, str]] = []
+    for name, e in manifest.modules.items():
+        entries.append((name, e.artifact, e.artifact_sha256))
+        if e.artifact != f"{name}.py":  # the rendered source, unless it is the artifact
+            entries.append((name, f"{name}.py", e.source_sha256))
+    if manifest.shared_module is not None:
+        shared = manifest.shared_module
+        entries.append((shared.name, shared.artifact, shared.artifact_sha256))
+    for name, artifact, digest in entries:
+        try:
+            actual = file_sha256(build_dir / artifact)
+        except OSError:
+            raise ManifestError(
+                f"{build_dir.name}: {artifact} of module {name} is missing"
+            ) from None
+        if actual != digest:
+            raise ManifestError(
+                f"{build_dir.name}: {artifact} of module {name} does not match its manifest"
+            )
+    return manifest
+
+
+_SUFFIXES = (".py", *importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def _check_artifact_name(where: str, name: str, artifact: str) -> None:
+    """An artifact is ``<module><suffix>``: a plain file name inside the build dir."""
+    if not any(artifact == f"{name}{suffix}" for suffix in _SUFFIXES):
+        raise ManifestError(
+            f"{where}: artifact {artifact!r} of module {name!r} is not a plain file name "
+            f"{name}<.py or extension suffix>"
+        )
