@@ -17,14 +17,17 @@
 The decision is recorded before the commit and marked committed after it, so a kill at any
 instant leaves the ledger whole: either the incumbent is active, or the candidate is, with
 its decision. The state file is written last, and only when it still holds the incumbent's
-bytes: an edit a person made meanwhile is never overwritten.
+bytes: an edit a person made meanwhile is never overwritten. Run again after a kill, the
+same candidate either goes through the gate again (nothing was committed) or, when its
+promotion was already committed, only the state file is brought up to date.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +106,10 @@ def promote(
     incumbent_data = ledger.state(active.version).data
     incumbent = parse_state(incumbent_data, f"history version {active.version}")
     candidate = parse_state(candidate_bytes, source)
+    if candidate.version == active.version and incumbent_data == candidate_bytes:
+        resumed = _resume(project, candidate_bytes)
+        if resumed is not None:
+            return resumed
     _check_newer(ledger, candidate, source)
     policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
     settings_gate = gate or GateSettings()
@@ -170,7 +177,7 @@ def promote(
                 limit=candidate.safety.history_limit,
             )
             ledger.mark_committed(decision_id, candidate.version)
-            _write_state_file(project.state_path, incumbent_data, candidate_bytes)
+            _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
         else:
             kept = rejected_path(project.state_path)
             atomic_write(kept, candidate_bytes)
@@ -187,6 +194,51 @@ def promote(
         decision_id=decision_id,
         approved=policy.approved,
         cached=tuple(cached),
+    )
+
+
+def _resume(project: Project, data: bytes) -> PromotionReport | None:
+    """The report of a promotion of ``data`` already committed and active (a rerun after a
+    kill between the commit and the state file's write): finish it, decide nothing again."""
+    digest = hashlib.sha256(data).hexdigest()
+    with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
+        record = next(
+            (
+                d
+                for d in project.ledger.decisions(limit=1000)
+                if d.verdict == Verdict.PROMOTE and d.candidate_sha256 == digest
+            ),
+            None,
+        )
+        if record is None:
+            return None  # committed by `rsi build`, not by a promotion
+        if record.committed_version is None:
+            project.ledger.mark_committed(record.id, record.candidate_version)
+        ledger = project.ledger
+        before = {
+            ledger.state(v).data
+            for v in ledger.versions()
+            if ledger.state(v).build_id == record.incumbent
+        }
+        _write_state_file(project.state_path, before, data)
+    logger.info("promotion of %s was already committed; state file synced", record.candidate)
+    decision = Decision(
+        Verdict(record.verdict),
+        "better" if record.require == "better" else "not-worse",
+        record.candidate,
+        record.incumbent,
+        record.reason,
+        {k: v for k, v in record.stats.items() if v is None or isinstance(v, float | int | str)},
+    )
+    return PromotionReport(
+        decision=decision,
+        promoted=True,
+        state_version=record.candidate_version,
+        build_id=record.candidate,
+        rejected_path=None,
+        waived=record.waived,
+        seconds={},
+        decision_id=record.id,
     )
 
 
@@ -233,14 +285,15 @@ def _check_unchanged(project: Project, before: Active) -> None:
         )
 
 
-def _write_state_file(path: Path, incumbent: bytes, candidate: bytes) -> None:
+def _write_state_file(path: Path, replaceable: Collection[bytes], candidate: bytes) -> None:
+    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit."""
     try:
         current = read_state_file(path)
     except StateError:
         current = b""
     if current == candidate:
         return
-    if current not in (incumbent, b""):
+    if current != b"" and current not in replaceable:
         logger.warning(
             "%s was edited during the promotion; the promoted state is committed and active, "
             "the file keeps the edit",

@@ -91,6 +91,25 @@ def test_waived_policy_is_recorded(make_project: Callable[..., Project]) -> None
     assert report.promoted and project.ledger.decisions()[0].waived == report.waived
 
 
+def test_a_rerun_finishes_a_promotion_killed_before_the_state_file_was_written(
+    make_project: Callable[..., Project],
+) -> None:
+    project = make_project(templates=None)
+    project.build(PYTHON)
+    v1 = project.state_path.read_bytes()
+    edit = candidate(v1, 2, benchmark__mean=0.5)
+    first = promote(project, edit, settings=PYTHON)
+    project.state_path.write_bytes(v1)  # as if killed between the commit and the write
+    again = promote(project, edit, settings=PYTHON)
+    assert again.promoted and again.decision_id == first.decision_id
+    assert again.decision.reason == first.decision.reason
+    assert project.state_path.read_bytes() == edit
+    assert len(project.ledger.decisions()) == 1
+    other = candidate(v1, 2, benchmark__mean=0.7)
+    with pytest.raises(StateError, match="version 2 is not newer than the committed 2"):
+        promote(project, other, settings=PYTHON)
+
+
 def test_a_candidate_that_hangs_is_rejected_unloaded(
     make_project: Callable[..., Project], tmp_path: Path
 ) -> None:
