@@ -44,7 +44,7 @@ from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
 from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
 
-__all__ = ["PromotionReport", "promote", "rejected_path", "HOT_PATH", "p_value"]
+__all__ = ["PromotionReport", "promote", "rejected_path", "HOT_PATH", "p_value", "format_p"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,13 @@ def p_value(stats: Mapping[str, object], require: str) -> float | None:
     """The held-out p-value the gate's question turns on (gain for better, loss for not-worse)."""
     value = stats.get("heldout_p_gain" if require == "better" else "heldout_p_loss")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def format_p(p: float | None) -> str:
+    """``p=0.0012``; ``p<1e-300`` where the exact p-value underflows; ``p=-`` when none."""
+    if p is None:
+        return "p=-"
+    return "p<1e-300" if p == 0.0 else f"p={p:.3g}"
 
 
 def promote(

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from codegen.policy import PolicyError  # noqa: E402
 from codegen.toolchain import BACKENDS, CompileSettings  # noqa: E402
 from runtime.project import Project  # noqa: E402
-from runtime.promote import PromotionReport, p_value, promote  # noqa: E402
+from runtime.promote import PromotionReport, format_p, p_value, promote  # noqa: E402
 
 #: The worse incumbent: uniform with the tracking expert's weight lowered within the bound.
 WORSE_TRACKER_WEIGHT = 0.67
@@ -47,7 +47,7 @@ def show(label: str, r: PromotionReport) -> dict[str, Any]:
     """Print one decision; return it as a JSON-able record."""
     d = r.decision
     p = p_value(d.stats, d.require)
-    print(f"{label}: {d.verdict} (require {d.require}), p={p:.3g}")
+    print(f"{label}: {d.verdict} (require {d.require}), {format_p(p)}")
     print(f"  {d.reason}")
     print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in r.seconds.items()))
     return {

@@ -17,7 +17,7 @@ from codegen.toolchain import CompileSettings
 from runtime.gate import Verdict
 from runtime.loader import loaded_builds
 from runtime.project import Project
-from runtime.promote import promote, rejected_path
+from runtime.promote import format_p, promote, rejected_path
 from tests.conftest import REPO
 
 PYTHON = CompileSettings(backend="python")
@@ -161,3 +161,10 @@ def test_refusals_before_anything_is_built(make_project: Callable[..., Project])
     )
     assert sorted(project.generated_dir.iterdir()) == builds
     assert project.ledger.decisions() == []
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"), [(None, "p=-"), (0.0, "p<1e-300"), (1.0, "p=1"), (0.00123456, "p=0.00123")]
+)
+def test_format_p(p: float | None, shown: str) -> None:
+    assert format_p(p) == shown
