@@ -31,14 +31,23 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.build import MANIFEST
+from codegen.build import MANIFEST, BuildResult
 from codegen.errors import LedgerError, StateError
 from codegen.locking import project_lock
 from codegen.policy import approves, check_policy
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
 from runtime.evidence import data_fingerprint, gather, measure_latency
-from runtime.gate import Decision, Evidence, GateSettings, LatencySamples, Require, Verdict, decide
+from runtime.gate import (
+    Decision,
+    Evidence,
+    GateSettings,
+    LatencySamples,
+    Require,
+    Stat,
+    Verdict,
+    decide,
+)
 from runtime.ledger import Active, Ledger
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
@@ -119,45 +128,23 @@ def promote(
             return resumed
     _check_newer(ledger, candidate, source)
     policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
-    settings_gate = gate or GateSettings()
 
     clock = time.perf_counter()
     built = project.build_candidate(candidate, candidate_bytes, settings)
     seconds["build"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
-    seconds["sandbox"] = time.perf_counter() - clock
-
-    latency: LatencySamples | None = None
-    cached: list[str] = []
-    if not sandbox.ok:
-        decision = Decision(
-            Verdict.REJECT,
-            require,
-            built.build_id,
-            active.build_id,
-            f"sandbox: {sandbox.reason}",
-            {"sandbox_phase": sandbox.phase, "sandbox_s": round(sandbox.seconds, 3)},
-        )
-    else:
-        clock = time.perf_counter()
-        incumbent_build = project.load_active()
-        candidate_build = load_build(built.path)
-        before = _evidence(ledger, incumbent_build, data, seed, cached)
-        after = _evidence(ledger, candidate_build, data, seed, cached)
-        if any(approves(section, path) for section in HOT_PATH for path in policy.paths):
-            latency = measure_latency(
-                incumbent_build,
-                candidate_build,
-                repeats=settings_gate.latency_repeats,
-                data=data,
-                seed=seed,
-            )
-        seconds["evaluate"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        decision = decide(before, after, require=require, settings=settings_gate, latency=latency)
-        seconds["gate"] = time.perf_counter() - clock
+    decision, latency, cached = _judge(
+        project,
+        active,
+        built,
+        hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
+        require=require,
+        data=data,
+        seed=seed,
+        gate=gate or GateSettings(),
+        sandbox_timeout_s=sandbox_timeout_s,
+        seconds=seconds,
+    )
 
     clock = time.perf_counter()
     with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
@@ -202,6 +189,50 @@ def promote(
         approved=policy.approved,
         cached=tuple(cached),
     )
+
+
+def _judge(
+    project: Project,
+    active: Active,
+    built: BuildResult,
+    *,
+    hot_path: bool,
+    require: Require,
+    data: Path | None,
+    seed: int,
+    gate: GateSettings,
+    sandbox_timeout_s: float,
+    seconds: dict[str, float],
+) -> tuple[Decision, LatencySamples | None, list[str]]:
+    """Sandbox, evidence and gate: the decision, latency samples, builds whose evidence was
+    cached. Adds the time of each step to ``seconds``."""
+    clock = time.perf_counter()
+    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
+    seconds["sandbox"] = time.perf_counter() - clock
+    if not sandbox.ok:
+        stats: dict[str, Stat] = {"sandbox_phase": sandbox.phase, "sandbox_s": sandbox.seconds}
+        reason = f"sandbox: {sandbox.reason}"
+        return (
+            Decision(Verdict.REJECT, require, built.build_id, active.build_id, reason, stats),
+            None,
+            [],
+        )
+    clock = time.perf_counter()
+    incumbent_build = project.load_active()
+    candidate_build = load_build(built.path)
+    cached: list[str] = []
+    before = _evidence(project.ledger, incumbent_build, data, seed, cached)
+    after = _evidence(project.ledger, candidate_build, data, seed, cached)
+    latency = None
+    if hot_path:
+        latency = measure_latency(
+            incumbent_build, candidate_build, repeats=gate.latency_repeats, data=data, seed=seed
+        )
+    seconds["evaluate"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    decision = decide(before, after, require=require, settings=gate, latency=latency)
+    seconds["gate"] = time.perf_counter() - clock
+    return decision, latency, cached
 
 
 def _resume(project: Project, data: bytes) -> PromotionReport | None:
