@@ -32,4 +32,12 @@ def _kernels_tune(
     register(sub, common)
 
 
-REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune]
+def _gate_calibrate(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.gate_cli import register
+
+    register(sub, common)
+
+
+REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _gate_calibrate]
