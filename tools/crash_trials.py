@@ -17,13 +17,15 @@ file, the ledger and the active build are the expected ones and no staging dir o
 is left. Kills hit either the command's process alone (its worker processes live on, as
 after ``kill -9 <pid>``) or its whole process group.
 
-The ``gate`` kind runs ``rsi promote cand.json`` (pure-Python tier, generated stories; the
-incumbent's evidence cached in the ledger, so the kill lands in the sandbox, the candidate's
-evaluation, the decision or the commit; half the kills are drawn over the last quarter of
-the command). Alternate trials use a candidate the gate promotes and one it rejects (the
-tracking expert zeroed, with ``--approve '*'``). Besides the invariants above: every
-evaluation and decision in the ledger is whole (``Ledger.check_gate_records``), an active
-candidate has its promotion decision, and a ``rsi_state.rejected.json`` is the candidate's
+The ``gate`` kind runs ``rsi promote -v cand.json`` (pure-Python tier, generated stories;
+the incumbent's evidence cached in the ledger). Its kill is aimed at a phase by the
+command's log: a random time after start (start-up, build, sandbox), after the sandbox
+passed (the candidate's evaluation), after the evidence was measured (the gate), or within
+0.3 s of the decision (recording it, the commit, the state file). Alternate trials use a
+candidate the gate promotes and one it rejects (the tracking expert zeroed, with
+``--approve '*'``). Besides the invariants above: every evaluation and decision in the
+ledger is whole (``Ledger.check_gate_records``), an active candidate has its promotion
+decision, and a ``rsi_state.rejected.json`` is the candidate's
 exact bytes. The uncut rerun must reach the verdict an uncut run reaches.
 
 usage: PYTHONPATH=. .venv/bin/python tools/crash_trials.py --trials 60 [--cython 0.2]
@@ -60,6 +62,14 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 STATE = "rsi_state.json"
 
 CANDIDATE = "cand.json"
+#: Where a gate trial's kill is aimed: after the command's log shows this line (``""``:
+#: from the start), plus a random delay of up to the seconds given.
+GATE_PHASES = {
+    "start": ("", 20.0),
+    "evaluate": ("INFO:runtime.sandbox:", 6.0),
+    "gate": ("INFO:runtime.evidence:", 1.0),
+    "commit": ("INFO:runtime.gate:", 0.3),
+}
 REJECTED = "rsi_state.rejected.json"
 # Measure the incumbent (v2) once in the base project, and build both gate candidates, so a
 # gate trial's time goes to the sandbox, the candidate's evaluation, the gate and the commit.
@@ -104,6 +114,7 @@ class Trial:
     rebuild: bool = False  # rollback whose target build was deleted (it must rebuild)
     reject: bool = False  # gate: the candidate the gate rejects (else the one it promotes)
     promotes: bool = True  # gate: what an uncut run of this candidate decides
+    phase: str = ""  # gate: the key of GATE_PHASES the kill is aimed at
 
 
 @dataclass
@@ -184,7 +195,7 @@ def gate_candidate(base: Base, reject: bool) -> bytes:
 
 def _gate_args(reject: bool) -> tuple[str, ...]:
     approve = ("--approve", "*") if reject else ()
-    return ("promote", CANDIDATE, "--backend", "python", *approve)
+    return ("promote", "-v", CANDIDATE, "--backend", "python", *approve)
 
 
 def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> _Plan:
@@ -300,6 +311,19 @@ def _check_invariants(
     return _check_builds(root / "generated"), data
 
 
+def _wait_for(trial: Trial, proc: subprocess.Popen[bytes], log: Path) -> float:
+    """Seconds still to wait before the kill: for a gate trial, wait for its phase's log
+    line first (0.0 when the command ended before it)."""
+    if trial.op != "gate" or not GATE_PHASES[trial.phase][0]:
+        return trial.delay
+    marker = GATE_PHASES[trial.phase][0].encode()
+    while marker not in log.read_bytes():
+        if proc.poll() is not None:
+            return 0.0
+        time.sleep(0.01)
+    return trial.delay
+
+
 def _check_gate_records(root: Path, candidate: bytes) -> None:
     """Evaluations and decisions whole; an active candidate has its decision; kept bytes."""
     ledger = Ledger(root / ".rsi" / "ledger.sqlite3")
@@ -378,7 +402,7 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
             cwd=root,
         )
         try:
-            proc.wait(timeout=trial.delay)
+            proc.wait(timeout=_wait_for(trial, proc, work / f"trial-{trial.index:04d}.log"))
         except subprocess.TimeoutExpired:
             result.killed = True
             if trial.group:
@@ -475,17 +499,19 @@ def run_trials(
         # publishing and committing are hit too (a few land after it finished).
         if op == "gate":
             reject = (i // len(ops)) % 2 == 1
-            seconds, promotes = gate[reject]
-            # Half the kills in the last quarter: the decision and the commit are short.
-            late = rng.random() < 0.5
-            delay = (rng.uniform(0.75, 1.02) if late else rng.uniform(0.2, 1.0)) * seconds
-            trial = Trial(i, op, backend, delay, group, reject=reject, promotes=promotes)
+            promotes = gate[reject][1]
+            phase = sorted(GATE_PHASES)[(i // len(ops)) // 2 % len(GATE_PHASES)]
+            delay = rng.uniform(0.0, GATE_PHASES[phase][1])
+            trial = Trial(
+                i, op, backend, delay, group, reject=reject, promotes=promotes, phase=phase
+            )
             result = run_trial(base, trial, work, rng)
             results.append(result)
             status = "ok" if result.error is None else f"FAIL {result.error}"
             print(
                 f"trial {i:3} gate     {'reject' if reject else 'promote':7} kill "
-                f"{'group' if group else 'pid':5} at {delay:5.2f} s killed={result.killed!s:5} "
+                f"{'group' if group else 'pid':5} {phase:8} +{delay:5.2f} s "
+                f"killed={result.killed!s:5} "
                 f"staging={result.staging_left} {result.seconds:5.1f} s {status}",
                 flush=True,
             )
