@@ -106,7 +106,7 @@ def test_a_build_that_does_not_match_its_manifest_never_runs(
     report = first_run(copy)
     assert report.reason == (
         f"build {copy.name} failed its first run (import): runtime.loader.LoadError: "
-        f"{copy.name}: module scoring does not match its manifest"
+        f"{copy.name}: scoring.py of module scoring does not match its manifest"
     )
 
 
