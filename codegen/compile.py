@@ -2,8 +2,16 @@
 
 ``python`` compiles nothing: the ``.py`` is the interpreted tier. ``cython`` turns it into C
 (linked against a Cython shared utility module, so each extension is small and quick to
-compile) and runs the C compiler. ``nuitka`` is optional. Artifacts are cached by content key
-in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename).
+compile) and runs the C compiler. ``nuitka`` (optional, ``pip install .[nuitka]``) compiles
+with ``nuitka --module``. Artifacts are cached by content key in ``cache_dir/<key>/``; a
+cache entry appears atomically (temp dir + rename).
+
+Compile feedback: a failed compile is not the end of a build. The compiler's diagnostic is
+parsed (:func:`codegen.diagnostics.parse_compiler_message`); a C compiler error is retried
+without machine-specific flags, then with the portable flags; a Cython or Nuitka error (the
+source, not the flags) is not retried. After at most ``settings.max_attempts`` failed tries
+the module falls back to the pure-Python tier. Every try is an :class:`Attempt` on the
+module, recorded in the build's manifest.
 """
 
 from __future__ import annotations
@@ -22,20 +30,24 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from codegen.diagnostics import c_line_origin, parse_compiler_message
 from codegen.errors import CompileError
 from codegen.toolchain import (
     EXT_SUFFIX,
     CompileSettings,
     content_key,
     cpu_features,
+    drop_native,
     toolchain_fingerprint,
 )
 
 __all__ = [
+    "Attempt",
     "CompiledModule",
+    "NUITKA_MISSING",
     "STAGING_PREFIX",
     "artifact_name",
     "module_key",
@@ -49,14 +61,38 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One try at compiling a module: backend, flags, the compiler's diagnostic, outcome
+    (``compiled``, ``failed``, or ``fallback`` to the pure-Python tier)."""
+
+    backend: str
+    flags: tuple[str, ...]
+    outcome: str
+    diagnostic: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True)
 class CompiledModule:
-    """One module's artifact in the cache and how long it took (0 on a hit)."""
+    """One module's artifact in the cache and how long it took (0 on a hit).
+
+    ``tier`` is the backend that produced the artifact: ``python`` for a module that fell
+    back after its compile attempts (``attempts``) failed.
+    """
 
     name: str
     key: str
     artifact: Path
     seconds: float
     cache_hit: bool
+    tier: str
+    attempts: tuple[Attempt, ...] = ()
+
+
+NUITKA_MISSING = (
+    "backend 'nuitka' needs Nuitka, which is not installed: pip install '.[nuitka]' "
+    "(or pip install nuitka), or use --backend cython"
+)
 
 
 def artifact_name(name: str, settings: CompileSettings) -> str:
@@ -105,14 +141,22 @@ def compile_modules(
     *,
     shared_started: bool = False,
 ) -> dict[str, CompiledModule]:
-    """Compile every module not already cached; modules compile in parallel."""
+    """Compile every module not already cached; modules compile in parallel.
+
+    A module whose compile fails is retried and may fall back to the pure-Python tier (see
+    the module docstring); only a missing tool (compiler, Nuitka) raises.
+    """
+    if settings.backend == "nuitka" and not _has_module("nuitka"):
+        raise CompileError(NUITKA_MISSING)
     results: dict[str, CompiledModule] = {}
     todo: dict[str, str] = {}
     for name, source in sources.items():
         key = module_key(name, source, settings)
         artifact = cache_dir / key / artifact_name(name, settings)
         if artifact.exists():
-            results[name] = CompiledModule(name, key, artifact, 0.0, True)
+            results[name] = CompiledModule(
+                name, key, artifact, 0.0, True, settings.backend, _recorded(artifact.parent)
+            )
         else:
             todo[name] = key
     need_shared = (
@@ -131,7 +175,7 @@ def compile_modules(
         # In-process: one job, or the python backend, whose "compile" is a file copy.
         if need_shared:
             shared_utility(settings, cache_dir)
-        done = [_compile_into_cache(*job, settings, cache_dir) for job in jobs]
+        done = [_compile_with_feedback(*job, settings, cache_dir) for job in jobs]
     else:
         # Worker *processes* (Cython is not thread-safe), started as `python -m` so they never
         # re-import the caller's __main__ as multiprocessing's spawn would. The shared utility
@@ -169,18 +213,24 @@ def _in_worker(
 
 
 def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) -> CompiledModule:
-    name, key = str(raw["name"]), str(raw["key"])
+    name, key, tier = str(raw["name"]), str(raw["key"]), str(raw["tier"])
     seconds = float(raw["seconds"])  # type: ignore[arg-type]
-    return CompiledModule(
-        name, key, cache_dir / key / artifact_name(name, settings), seconds, False
-    )
+    artifact = cache_dir / key / artifact_name(name, replace(settings, backend=tier))  # type: ignore[arg-type]
+    attempts = tuple(_attempt(a) for a in raw["attempts"])  # type: ignore[attr-defined]
+    return CompiledModule(name, key, artifact, seconds, False, tier, attempts)
+
+
+def _attempt(raw: dict[str, object]) -> Attempt:
+    return Attempt(**{**raw, "flags": tuple(raw["flags"])})  # type: ignore[arg-type, call-overload]
 
 
 def _worker_main() -> int:
     """``python -m codegen.compile``: compile one job read as JSON from stdin."""
     spec = json.loads(sys.stdin.read())
     raw = spec["settings"]
-    settings = CompileSettings(**{**raw, "cflags": tuple(raw["cflags"])})
+    settings = CompileSettings(
+        **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
+    )
     cache_dir = Path(spec["cache_dir"])
     try:
         if spec["job"] is None:
@@ -188,8 +238,8 @@ def _worker_main() -> int:
             print(json.dumps({}))
         else:
             name, source, key = spec["job"]
-            done = _compile_into_cache(name, source, key, settings, cache_dir)
-            print(json.dumps({"name": done.name, "key": done.key, "seconds": done.seconds}))
+            done = _compile_with_feedback(name, source, key, settings, cache_dir)
+            print(json.dumps({**asdict(done), "artifact": str(done.artifact)}))
     except CompileError as exc:
         print(f"rsi-compile-error: {exc}", file=sys.stderr)
         return 1
@@ -226,26 +276,81 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
 _CYTHON_MAIN = "from Cython.Compiler.Main import setuptools_main; setuptools_main()"
 
 
-def _compile_into_cache(
+def _compile_with_feedback(
     name: str, source: str, key: str, settings: CompileSettings, cache_dir: Path
+) -> CompiledModule:
+    """Compile, reading each failure's diagnostic to pick the next try; at most
+    ``settings.max_attempts`` tries, then the pure-Python tier."""
+    start = time.perf_counter()
+    failed: list[Attempt] = []
+    for flags in _flag_plans(name, source, settings)[: max(1, settings.max_attempts)]:
+        try:
+            return _compile_into_cache(name, source, key, settings, cache_dir, flags, failed)
+        except CompileError as exc:
+            diagnostic = parse_compiler_message(str(exc))
+            failed.append(Attempt(settings.backend, flags, "failed", str(exc), diagnostic.kind))
+            logger.warning("%s: attempt %d failed: %s", name, len(failed), exc)
+            if not diagnostic.flags_may_help:
+                break
+    python = replace(settings, backend="python")
+    fallback = _compile_into_cache(
+        name, source, module_key(name, source, python), python, cache_dir, (), []
+    )
+    logger.warning("%s: serving the pure-Python tier after %d failed attempts", name, len(failed))
+    attempts = (*failed, Attempt("python", (), "fallback"))
+    return replace(fallback, seconds=time.perf_counter() - start, attempts=attempts)
+
+
+def _flag_plans(name: str, source: str, settings: CompileSettings) -> list[tuple[str, ...]]:
+    """The C flags of each try: as asked, without machine-specific flags, the portable ones."""
+    if settings.backend != "cython":
+        return [()]
+    asked = settings.module_cflags(source)
+    plans = [asked, drop_native(asked), settings.portable_cflags]
+    return list(dict.fromkeys(plans))
+
+
+def _compile_into_cache(
+    name: str,
+    source: str,
+    key: str,
+    settings: CompileSettings,
+    cache_dir: Path,
+    flags: tuple[str, ...],
+    failed: list[Attempt],
 ) -> CompiledModule:
     start = time.perf_counter()
     entry = cache_dir / key
+    attempts = (*failed, Attempt(settings.backend, flags, "compiled")) if settings.backend != "python" else ()
     with _staging(cache_dir) as work:
         py_file = work / f"{name}.py"
         py_file.write_text(source)
         if settings.backend == "cython":
             c_file = work / f"{name}.c"
             _cythonize(py_file, c_file, name, settings)
-            flags = settings.module_cflags(source)
-            _cc(settings, flags, c_file, work / artifact_name(name, settings))
+            _cc_mapped(settings, flags, c_file, work / artifact_name(name, settings))
             c_file.unlink()
         elif settings.backend == "nuitka":
-            _nuitka(py_file, work)
+            _nuitka(py_file, name, key, work, cache_dir)
+        if failed:
+            # A recovered module's record travels with its artifact, so a cache hit shows it.
+            (work / _ATTEMPTS).write_text(json.dumps([asdict(a) for a in attempts]))
         _publish(work, entry)
     seconds = time.perf_counter() - start
     logger.info("compiled %s with %s in %.2f s", name, settings.backend, seconds)
-    return CompiledModule(name, key, entry / artifact_name(name, settings), seconds, False)
+    artifact = entry / artifact_name(name, settings)
+    return CompiledModule(name, key, artifact, seconds, False, settings.backend, attempts)
+
+
+_ATTEMPTS = "attempts.json"
+
+
+def _recorded(entry: Path) -> tuple[Attempt, ...]:
+    """The attempts a recovered module's cache entry records (none for a first-try compile)."""
+    path = entry / _ATTEMPTS
+    if not path.exists():
+        return ()
+    return tuple(_attempt(a) for a in json.loads(path.read_text()))
 
 
 def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings) -> None:
@@ -272,19 +377,50 @@ def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings
         raise CompileError(f"cython: {name}.py: {_first_error(log.getvalue(), py_file)}")
 
 
+def _cc_mapped(settings: CompileSettings, flags: tuple[str, ...], c_file: Path, out: Path) -> None:
+    """:func:`_cc`; a C error's line is mapped to the ``.py`` line Cython generated it from,
+    so the diagnostic can be traced on to the template line and the state field."""
+    try:
+        _cc(settings, flags, c_file, out)
+    except CompileError as exc:
+        where = c_line_origin(str(exc), c_file)
+        raise CompileError(f"{exc} (from {where})" if where else str(exc)) from None
+
+
 def _cc(settings: CompileSettings, cflags: tuple[str, ...], c_file: Path, out: Path) -> None:
     include = sysconfig.get_paths()["include"]
     cmd = [settings.cc, *cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
     _run([*cmd, "-o", str(out)], f"{settings.cc} {c_file.name}")
 
 
-def _nuitka(py_file: Path, work: Path) -> None:
-    if shutil.which("nuitka") is None and not _has_module("nuitka"):
-        raise CompileError(
-            "backend 'nuitka' needs Nuitka: pip install nuitka, or use --backend cython"
-        )
-    cmd = [sys.executable, "-m", "nuitka", "--module", "--quiet", f"--output-dir={work}"]
-    _run([*cmd, str(py_file)], f"nuitka {py_file.name}")
+def _nuitka(py_file: Path, name: str, key: str, work: Path, cache_dir: Path) -> None:
+    """``nuitka --module`` into ``work/<name><EXT_SUFFIX>``.
+
+    Nuitka's extension names itself after its source file, so the source is compiled as
+    ``<name>_<key>`` (a name unique per content: an extension cannot be imported twice under
+    one name) and the init symbol is re-exported as ``PyInit_<name>`` by a one-line C shim?
+    No: the loader imports the artifact by the name compiled into it (``rsi_module_name``).
+    Nuitka's own cache (ccache-like C objects, bytecode) lives in ``cache_dir/nuitka`` and
+    is kept between builds.
+    """
+    unique = f"{name}_{key[:16]}"
+    source = work / f"{unique}.py"
+    shutil.copyfile(py_file, source)
+    env = dict(os.environ, NUITKA_CACHE_DIR=str(cache_dir / "nuitka"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "nuitka",
+        "--module",
+        "--quiet",
+        "--remove-output",
+        "--no-pyi-file",
+        f"--output-dir={work}",
+        str(source),
+    ]
+    _run(cmd, f"nuitka {py_file.name}", env=env)
+    source.unlink()
+    (work / f"{unique}{EXT_SUFFIX}").rename(work / f"{name}{EXT_SUFFIX}")
 
 
 def _has_module(name: str) -> bool:
@@ -293,9 +429,9 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     except OSError as exc:
         raise CompileError(f"{what}: cannot run {cmd[0]!r}: {exc.strerror}") from None
     if proc.returncode != 0:

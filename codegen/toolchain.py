@@ -27,6 +27,7 @@ __all__ = [
     "toolchain_fingerprint",
     "content_key",
     "cpu_features",
+    "drop_native",
 ]
 
 Backend = Literal["python", "cython", "nuitka"]
@@ -49,6 +50,11 @@ class CompileSettings:
     scoring module). A hot module asks for more in its own header,
     ``# rsi: cflags = -O3 -march=native``; ``native=False`` (wheels) drops machine-specific
     flags so the artifact runs on any CPU of this architecture.
+
+    ``specialize`` lists ``module:function`` targets decorated with ``@rsi_optimized``: each
+    gets a specialized copy in the build (:mod:`codegen.specialize`). ``max_attempts``
+    bounds the compile attempts per module before it falls back to the pure-Python tier
+    (:func:`codegen.compile.compile_modules`).
     """
 
     backend: Backend = "cython"
@@ -57,6 +63,8 @@ class CompileSettings:
     native: bool = True
     shared_utility: bool = True
     jobs: int = 2
+    specialize: tuple[str, ...] = ()
+    max_attempts: int = 3
 
     @classmethod
     def portable(cls, backend: Backend = "cython") -> CompileSettings:
@@ -73,6 +81,11 @@ class CompileSettings:
         if not self.native:
             extra = [f for f in extra if not f.startswith(_NATIVE)]
         return (*self.cflags, *extra)
+
+    @property
+    def portable_cflags(self) -> tuple[str, ...]:
+        """The last flags a failing module is retried with: the defaults, nothing per CPU."""
+        return drop_native(CompileSettings.cflags)
 
     @property
     def shared_module_name(self) -> str:
@@ -108,6 +121,11 @@ def toolchain_fingerprint(settings: CompileSettings) -> dict[str, str]:
 def cpu_features(cflags: tuple[str, ...]) -> str:
     """The CPU's feature flags when ``cflags`` tune for this CPU, else ``""``."""
     return _cpu_flags() if any(f.startswith(_NATIVE) for f in cflags) else ""
+
+
+def drop_native(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """``flags`` without the machine-specific ones (``-march=``, ``-mtune=``, ``-mcpu=``)."""
+    return tuple(f for f in flags if not f.startswith(_NATIVE))
 
 
 @functools.lru_cache(maxsize=8)
