@@ -35,6 +35,7 @@ from enum import Enum
 from pathlib import Path
 
 import libcst as cst
+from libcst.codemod import Codemod, CodemodContext
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from pydantic import BaseModel
 
@@ -46,6 +47,7 @@ __all__ = [
     "ALLOWED_IMPORTS",
     "SpecializeError",
     "Specialized",
+    "SpecializeFunction",
     "InlineStateConstants",
     "UnrollStateLoops",
     "FoldStateBranches",
@@ -192,7 +194,9 @@ class InlineStateConstants(cst.CSTTransformer):
     def visit_Call(self, node: cst.Call) -> bool:
         if _is_call(node, "len"):
             value = self._value(node.args[0].value)
-            if isinstance(value, tuple | Mapping):
+            if value is _NOT:  # a literal a loop variable became: len("where")
+                value = _constant(node.args[0].value)[1]
+            if isinstance(value, tuple | Mapping | str):
                 self.done[id(node)] = _literal(len(value))
                 return False
         return self._inline(node)
@@ -299,7 +303,7 @@ class FoldStateBranches(cst.CSTTransformer):
         known, value = _constant(updated_node.test)
         if not known:
             return updated_node
-        return _parenthesized(updated_node.body if value else updated_node.orelse)
+        return _in_place_of(updated_node, updated_node.body if value else updated_node.orelse)
 
     def leave_Comparison(
         self, original_node: cst.Comparison, updated_node: cst.Comparison
@@ -323,7 +327,7 @@ class FoldStateBranches(cst.CSTTransformer):
             return updated_node
         # Python's own rule: ``a and b`` is ``a`` when ``a`` is falsy, else ``b``.
         keep_left = not value if isinstance(updated_node.operator, cst.And) else bool(value)
-        return _parenthesized(updated_node.left if keep_left else updated_node.right)
+        return _in_place_of(updated_node, updated_node.left if keep_left else updated_node.right)
 
 
 class FoldConstantArithmetic(cst.CSTTransformer):
@@ -344,7 +348,10 @@ class FoldConstantArithmetic(cst.CSTTransformer):
             return updated_node
         if not math.isfinite(result):
             return updated_node
-        return _parenthesized(_literal(result))
+        literal = _literal(result)
+        # A negative literal is a unary minus: keep it grouped (``(-0.5) ** 2``).
+        literal = _parenthesized(literal) if result < 0 else literal
+        return _in_place_of(updated_node, literal)
 
 
 # -- the passes ---------------------------------------------------------------------------
@@ -457,7 +464,7 @@ class _Refusals(cst.CSTVisitor):
             if func.attr.value not in _VIEWS:
                 raise self.scope.refuse(node, f"calls `{_code(func)}` on a state value")
         if _is_call(node, "len") and self._value(node.args[0].value) is not _NOT:
-            if not isinstance(self._value(node.args[0].value), tuple | Mapping):
+            if not isinstance(self._value(node.args[0].value), tuple | Mapping | str):
                 raise self.scope.refuse(node, f"`{_code(node)}` takes len() of a state scalar")
             return False
         if self._value(node) is not _NOT:
@@ -812,11 +819,15 @@ def _is_number(value: object) -> bool:
 
 
 def _parenthesized(node: cst.BaseExpression) -> cst.BaseExpression:
-    """``node`` safe to put where any expression stood (it may have lost its parentheses)."""
-    atomic = cst.Name | cst.Integer | cst.Float | cst.SimpleString | cst.Tuple | cst.Call
-    if isinstance(node, atomic) or node.lpar:
-        return node
-    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+    return node if node.lpar else node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _in_place_of(old: cst.BaseExpression, new: cst.BaseExpression) -> cst.BaseExpression:
+    """``new`` where ``old`` stood. An operand binds tighter than the ``and``/``or``/``if``
+    or operator it came from, so it needs only the parentheses ``old`` had."""
+    if old.lpar and not new.lpar:
+        return new.with_changes(lpar=old.lpar, rpar=old.rpar)
+    return new
 
 
 def _fold_elif(orelse: cst.If | cst.Else | None) -> cst.If | cst.Else | None:
@@ -1047,3 +1058,20 @@ def _target_file(target: str) -> tuple[str, Path]:
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         raise SpecializeError(f"specialize target {target!r}: no Python source for module {module!r} on sys.path")
     return module, Path(spec.origin)
+
+
+class SpecializeFunction(Codemod):
+    """The specializer as a LibCST codemod: the module becomes ``function``'s specialized
+    copy for ``state`` (``python -m libcst.tool codemod`` style, and ``CodemodTest``)."""
+
+    DESCRIPTION = "Specialize an @rsi_optimized function against a state."
+
+    def __init__(self, context: CodemodContext, function: str, state: RSIState) -> None:
+        super().__init__(context)
+        self.function = function
+        self.state = state
+
+    def transform_module_impl(self, tree: cst.Module) -> cst.Module:
+        filename = self.context.filename or "<source>"
+        source, _ = specialize_source(tree.code, self.function, self.state, filename=filename)
+        return cst.parse_module(source)
