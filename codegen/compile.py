@@ -331,7 +331,7 @@ def _compile_into_cache(
             _cc_mapped(settings, flags, c_file, work / artifact_name(name, settings))
             c_file.unlink()
         elif settings.backend == "nuitka":
-            _nuitka(py_file, name, key, work, cache_dir)
+            _nuitka(py_file, work, cache_dir)
         if failed:
             # A recovered module's record travels with its artifact, so a cache hit shows it.
             (work / _ATTEMPTS).write_text(json.dumps([asdict(a) for a in attempts]))
@@ -393,34 +393,18 @@ def _cc(settings: CompileSettings, cflags: tuple[str, ...], c_file: Path, out: P
     _run([*cmd, "-o", str(out)], f"{settings.cc} {c_file.name}")
 
 
-def _nuitka(py_file: Path, name: str, key: str, work: Path, cache_dir: Path) -> None:
+def _nuitka(py_file: Path, work: Path, cache_dir: Path) -> None:
     """``nuitka --module`` into ``work/<name><EXT_SUFFIX>``.
 
-    Nuitka's extension names itself after its source file, so the source is compiled as
-    ``<name>_<key>`` (a name unique per content: an extension cannot be imported twice under
-    one name) and the init symbol is re-exported as ``PyInit_<name>`` by a one-line C shim?
-    No: the loader imports the artifact by the name compiled into it (``rsi_module_name``).
-    Nuitka's own cache (ccache-like C objects, bytecode) lives in ``cache_dir/nuitka`` and
-    is kept between builds.
+    As with Cython, the extension is compiled under the module's own name: a build imports
+    it as ``rsi_build_<id>.<name>`` from its private copy, so two contents of one module
+    load side by side and none is ever re-imported under an old name. Nuitka's cache (its
+    compiled C objects and bytecode) is ``cache_dir/nuitka``, kept between builds.
     """
-    unique = f"{name}_{key[:16]}"
-    source = work / f"{unique}.py"
-    shutil.copyfile(py_file, source)
     env = dict(os.environ, NUITKA_CACHE_DIR=str(cache_dir / "nuitka"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "nuitka",
-        "--module",
-        "--quiet",
-        "--remove-output",
-        "--no-pyi-file",
-        f"--output-dir={work}",
-        str(source),
-    ]
-    _run(cmd, f"nuitka {py_file.name}", env=env)
-    source.unlink()
-    (work / f"{unique}{EXT_SUFFIX}").rename(work / f"{name}{EXT_SUFFIX}")
+    cmd = [sys.executable, "-m", "nuitka", "--module", "--quiet", "--remove-output"]
+    _run([*cmd, f"--output-dir={work}", str(py_file)], f"nuitka {py_file.name}", env=env)
+    py_file.with_suffix(".pyi").unlink(missing_ok=True)
 
 
 def _has_module(name: str) -> bool:
