@@ -383,8 +383,9 @@ def _cc_mapped(settings: CompileSettings, flags: tuple[str, ...], c_file: Path, 
     try:
         _cc(settings, flags, c_file, out)
     except CompileError as exc:
-        where = c_line_origin(str(exc), c_file)
-        raise CompileError(f"{exc} (from {where})" if where else str(exc)) from None
+        message = str(exc).replace(f"{c_file.parent}/", "")
+        where = c_line_origin(message, c_file)
+        raise CompileError(f"{message} (from {where})" if where else message) from None
 
 
 def _cc(settings: CompileSettings, cflags: tuple[str, ...], c_file: Path, out: Path) -> None:

@@ -109,7 +109,7 @@ def c_line_origin(message: str, c_file: Path) -> str:
 _CYTHON_AT = re.compile(r"\b([A-Za-z_]\w*\.py):(\d+):\d+: ")
 _CC_AT = re.compile(r"\b([A-Za-z_]\w*\.c):(\d+):(?:\d+:)? (?:fatal )?error:")
 _CC_FLAG = re.compile(
-    r"unrecognized command[- ]line option|bad value .* for '?-m|invalid argument .* to '?-m"
+    r"unrecognized command[- ]line option|bad value .* for \W?-m|invalid argument .* to \W?-m"
     r"|unknown (?:architecture|target CPU)|switch '?-m\w+=.*' is not supported"
 )
 _C_MARK = re.compile(r'^\s*/\* "([A-Za-z_]\w*\.py)":(\d+)\s*$')
