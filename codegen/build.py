@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,6 +143,12 @@ def _build_state(
                 shared.result()
     except (CheckError, CompileError) as exc:
         raise with_origin(exc, state, template_dir, sources) from None
+    for name in sorted(n for n, m in compiled.items() if m.tier != settings.backend):
+        problem = _pure_tier_problem(name, sources[name])
+        if problem:
+            first = compiled[name].attempts[0].diagnostic
+            error = CompileError(f"{first}; its pure-Python fallback fails: {problem}")
+            raise with_origin(error, state, template_dir, sources) from None
     if compiled:
         origins = _origins(compiled, state, template_dir, sources)
         published = _Published(sources, compiled, specialized, origins)
@@ -184,6 +191,37 @@ class _Published:
     specialized: tuple[Specialized, ...]
     #: Per module, the template line and state field of each failed attempt's diagnostic.
     origins: dict[str, tuple[str, ...]]
+
+
+#: What a generated module's import or ``rsi_selftest()`` may raise when its template or
+#: state is wrong (a module that failed to compile is served only if it raises none).
+_SELFTEST_ERRORS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    ImportError,
+    LookupError,
+    NameError,
+    TypeError,
+    ValueError,
+)
+
+
+def _pure_tier_problem(name: str, source: str) -> str:
+    """Why the pure-Python tier of a module that failed to compile cannot serve, or ``""``.
+
+    The checks already passed on this very source; the module is imported in a throwaway
+    namespace (never ``sys.modules``) and its ``rsi_selftest()``, if any, must run.
+    """
+    module = types.ModuleType(f"rsi_fallback_{name}")
+    try:
+        exec(compile(source, f"{name}.py", "exec"), module.__dict__)  # noqa: S102
+        selftest = getattr(module, "rsi_selftest", None)
+        if callable(selftest):
+            selftest()
+    except _SELFTEST_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
 def _origins(

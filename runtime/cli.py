@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from codegen.build import read_manifest
 from codegen.errors import RSIError
 from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument(
+        "--specialize",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="an @rsi_optimized function to specialize into the build (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_build)
 
@@ -103,11 +111,13 @@ def _register_extensions(
 
 
 def settings_from(args: argparse.Namespace) -> CompileSettings:
-    """Compile settings from ``--backend``/``--jobs`` and ``$RSI_BACKEND``."""
+    """Compile settings from ``--backend``/``--jobs``/``--specialize`` and ``$RSI_BACKEND``."""
     backend = args.backend or os.environ.get("RSI_BACKEND") or "cython"
+    specialize = tuple(getattr(args, "specialize", None) or ())
     for known in BACKENDS:
         if backend == known:
-            return CompileSettings(backend=known, jobs=max(1, getattr(args, "jobs", 2)))
+            jobs = max(1, getattr(args, "jobs", 2))
+            return CompileSettings(backend=known, jobs=jobs, specialize=specialize)
     raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
 
 
@@ -135,7 +145,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    r = project_from(args).status()
+    project = project_from(args)
+    r = project.status()
     sync = "matches" if r.state_file_committed else "differs from every committed state"
     summary = (
         f"{args.state}: never built"
@@ -143,7 +154,26 @@ def _status(args: argparse.Namespace) -> int:
         else f"active build {r.active_build} ({r.tier}) of state v{r.state_version}; "
         f"state file v{r.state_file_version} {sync}; history {r.history}"
     )
-    return emit(args, summary, r)
+    degraded = _degraded(project.generated_dir / r.active_build) if r.active_build else {}
+    for name, why in degraded.items():
+        summary += f"\ndegraded: {name} runs as pure Python ({why})"
+    return emit(args, summary, {**asdict(r), "degraded": degraded})
+
+
+def _degraded(build_dir: Path) -> dict[str, str]:
+    """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+    try:
+        manifest = read_manifest(build_dir)
+    except (OSError, ValueError):
+        return {}
+    modules: dict[str, Any] = manifest.get("modules", {})  # type: ignore[assignment]
+    found: dict[str, str] = {}
+    for name in manifest.get("degraded", []):  # type: ignore[attr-defined]
+        failed = [a for a in modules[name]["attempts"] if a["outcome"] == "failed"]
+        last = failed[-1] if failed else {"diagnostic": "no diagnostic"}
+        where = f" [{last['origin']}]" if last.get("origin") else ""
+        found[name] = f"{len(failed)} failed attempts; {last['diagnostic']}{where}"
+    return found
 
 
 def _rollback(args: argparse.Namespace) -> int:
