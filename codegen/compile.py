@@ -221,7 +221,7 @@ def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) 
 
 
 def _attempt(raw: dict[str, object]) -> Attempt:
-    return Attempt(**{**raw, "flags": tuple(raw["flags"])})  # type: ignore[arg-type, call-overload]
+    return Attempt(**{**raw, "flags": tuple(raw["flags"])})  # type: ignore[arg-type]
 
 
 def _worker_main() -> int:
@@ -321,7 +321,8 @@ def _compile_into_cache(
 ) -> CompiledModule:
     start = time.perf_counter()
     entry = cache_dir / key
-    attempts = (*failed, Attempt(settings.backend, flags, "compiled")) if settings.backend != "python" else ()
+    compiled = settings.backend != "python"
+    attempts = (*failed, Attempt(settings.backend, flags, "compiled")) if compiled else ()
     with _staging(cache_dir) as work:
         py_file = work / f"{name}.py"
         py_file.write_text(source)

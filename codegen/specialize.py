@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any, cast
 
 import libcst as cst
 from libcst.codemod import Codemod, CodemodContext
@@ -108,7 +109,7 @@ def target_digest(targets: Sequence[str]) -> dict[str, str]:
 
 def specialize_target(target: str, state: RSIState) -> Specialized:
     """Specialize ``module:function`` (found on ``sys.path``) against ``state``."""
-    module, path = _target_file(target)
+    _, path = _target_file(target)
     function = target.partition(":")[2]
     source, sections = specialize_source(path.read_text(), function, state, filename=str(path))
     state_hash = state_fingerprint(state, sections)
@@ -220,7 +221,7 @@ class InlineStateConstants(cst.CSTTransformer):
         if id(node) in self.loops or id(node) in self.done:
             return False
         value = self._value(node)
-        if value is _NOT or isinstance(node, cst.Name) and value is self.scope.state:
+        if value is _NOT or (isinstance(node, cst.Name) and value is self.scope.state):
             return True
         literal = _literal_or_none(value)
         if literal is not None:
@@ -232,12 +233,23 @@ class InlineStateConstants(cst.CSTTransformer):
         # (_Refusals proved every read on a live path).
         try:
             return _state_value(node, self.scope)
-        except _Unresolved:
+        except _UnresolvedError:
             return _NOT
 
-    def on_leave(
-        self, original_node: cst.CSTNode, updated_node: cst.CSTNode
-    ) -> cst.CSTNode | cst.RemovalSentinel | cst.FlattenSentinel[cst.CSTNode]:
+    def leave_Attribute(
+        self, original_node: cst.Attribute, updated_node: cst.Attribute
+    ) -> cst.BaseExpression:
+        return self.done.get(id(original_node), updated_node)
+
+    def leave_Subscript(
+        self, original_node: cst.Subscript, updated_node: cst.Subscript
+    ) -> cst.BaseExpression:
+        return self.done.get(id(original_node), updated_node)
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
+        return self.done.get(id(original_node), updated_node)
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         return self.done.get(id(original_node), updated_node)
 
 
@@ -255,7 +267,7 @@ class UnrollStateLoops(cst.CSTTransformer):
     ) -> cst.BaseStatement | cst.FlattenSentinel[cst.BaseStatement] | cst.RemovalSentinel:
         try:
             value = _state_value(updated_node.iter, self.scope)
-        except _Unresolved:  # in a branch folded away in this pass
+        except _UnresolvedError:  # in a branch folded away in this pass
             return updated_node
         if value is _NOT:
             return updated_node
@@ -268,7 +280,9 @@ class UnrollStateLoops(cst.CSTTransformer):
         if not out:
             return cst.RemovalSentinel.REMOVE
         first = out[0]
-        out[0] = first.with_changes(leading_lines=[*updated_node.leading_lines, *first.leading_lines])
+        if isinstance(first, cst.SimpleStatementLine | cst.BaseCompoundStatement):
+            lines = [*updated_node.leading_lines, *first.leading_lines]
+            out[0] = first.with_changes(leading_lines=lines)
         return cst.FlattenSentinel(out)
 
 
@@ -297,7 +311,7 @@ class FoldStateBranches(cst.CSTTransformer):
         if isinstance(block, cst.If):
             return block.with_changes(leading_lines=node.leading_lines)
         suite = block.body if isinstance(block, cst.Else) else block
-        return cst.FlattenSentinel(suite.body)  # type: ignore[attr-defined]
+        return cst.FlattenSentinel(cast(Sequence[cst.BaseStatement], suite.body))
 
     def leave_IfExp(self, original_node: cst.IfExp, updated_node: cst.IfExp) -> cst.BaseExpression:
         known, value = _constant(updated_node.test)
@@ -343,7 +357,7 @@ class FoldConstantArithmetic(cst.CSTTransformer):
         if not (known_left and known_right and fold and _is_number(left) and _is_number(right)):
             return updated_node
         try:
-            result = fold(left, right)
+            result = fold(cast(float, left), cast(float, right))
         except (ZeroDivisionError, OverflowError):
             return updated_node
         if not math.isfinite(result):
@@ -404,11 +418,14 @@ class _Refusals(cst.CSTVisitor):
             return True
         if not isinstance(value, tuple | Mapping | _View | _Enumerated):
             raise self.scope.refuse(
-                node, f"cannot unroll `for ... in {_code(node.iter)}`: not a literal state collection"
+                node,
+                f"cannot unroll `for ... in {_code(node.iter)}`: not a literal state collection",
             )
         stray = _loop_exits(node.body)
         if stray is not None:
-            raise self.scope.refuse(stray, "`break`/`continue` in a loop over the state cannot be unrolled")
+            raise self.scope.refuse(
+                stray, "`break`/`continue` in a loop over the state cannot be unrolled"
+            )
         saved = dict(self.aliases)
         for element in _iterate(value):
             self.aliases.update(_bind_values(node.target, element, self.scope))
@@ -433,7 +450,9 @@ class _Refusals(cst.CSTVisitor):
             node.right.visit(self)
         return False
 
-    def _branch(self, test: cst.BaseExpression, body: cst.CSTNode, orelse: cst.CSTNode | None) -> bool:
+    def _branch(
+        self, test: cst.BaseExpression, body: cst.CSTNode, orelse: cst.CSTNode | None
+    ) -> bool:
         """Only the branch a state-only condition takes is checked (the other is folded away)."""
         known, value = self._constant(test)
         if not known:
@@ -446,7 +465,7 @@ class _Refusals(cst.CSTVisitor):
     def _constant(self, node: cst.BaseExpression) -> tuple[bool, object]:
         try:
             return _constant(node, self.scope, self.aliases)
-        except _Unresolved as exc:
+        except _UnresolvedError as exc:
             raise self.scope.refuse(node, str(exc)) from None
 
     def visit_CompFor(self, node: cst.CompFor) -> None:
@@ -496,10 +515,14 @@ class _Refusals(cst.CSTVisitor):
         return False
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        raise self.scope.refuse(node, "a nested function cannot be specialized; make it a module-level helper")
+        raise self.scope.refuse(
+            node, "a nested function cannot be specialized; make it a module-level helper"
+        )
 
     def visit_Lambda(self, node: cst.Lambda) -> bool:
-        raise self.scope.refuse(node, "a lambda cannot be specialized; make it a module-level helper")
+        raise self.scope.refuse(
+            node, "a lambda cannot be specialized; make it a module-level helper"
+        )
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
         self._assigned(node.target, node)
@@ -521,8 +544,12 @@ class _Refusals(cst.CSTVisitor):
 
     def _assigned(self, target: cst.BaseExpression, node: cst.CSTNode) -> None:
         for part in _target_parts(target):
-            if isinstance(part, cst.Name) and (part.value in self.aliases or part.value == self.scope.root):
-                raise self.scope.refuse(node, f"assigns to `{part.value}`, a name bound to the state")
+            if isinstance(part, cst.Name) and (
+                part.value in self.aliases or part.value == self.scope.root
+            ):
+                raise self.scope.refuse(
+                    node, f"assigns to `{part.value}`, a name bound to the state"
+                )
             if isinstance(part, cst.Attribute | cst.Subscript) and self._rooted(part):
                 raise self.scope.refuse(node, f"assigns to the state attribute `{_code(part)}`")
             if isinstance(part, cst.Name):
@@ -531,7 +558,9 @@ class _Refusals(cst.CSTVisitor):
     def _rooted(self, node: cst.BaseExpression) -> bool:
         while isinstance(node, cst.Attribute | cst.Subscript):
             node = node.value
-        return isinstance(node, cst.Name) and (node.value == self.scope.root or node.value in self.aliases)
+        return isinstance(node, cst.Name) and (
+            node.value == self.scope.root or node.value in self.aliases
+        )
 
     def _read(self, node: cst.BaseExpression) -> bool:
         value = self._value(node)
@@ -549,14 +578,14 @@ class _Refusals(cst.CSTVisitor):
     def _value(self, node: cst.BaseExpression) -> object:
         try:
             return _state_value(node, self.scope, self.aliases)
-        except _Unresolved as exc:
+        except _UnresolvedError as exc:
             raise self.scope.refuse(node, str(exc)) from None
 
 
 # -- resolving state expressions ------------------------------------------------------------
 
 
-class _Unresolved(Exception):
+class _UnresolvedError(Exception):
     """A state expression names no field, key or index of the state."""
 
 
@@ -616,30 +645,30 @@ def _state_value(
 def _attribute(base: object, attr: str, scope: _Scope) -> object:
     if base is scope.state:
         if attr in _UNSPECIALIZABLE or attr not in RSIState.model_fields:
-            raise _Unresolved(f"`{attr}` is not a state section a specialized copy may read")
+            raise _UnresolvedError(f"`{attr}` is not a state section a specialized copy may read")
         if attr not in scope.sections:
-            raise _Unresolved(
+            raise _UnresolvedError(
                 f"reads state.{attr}, which is not in target=({', '.join(scope.sections)})"
             )
     if isinstance(base, BaseModel) and attr in type(base).model_fields:
         return getattr(base, attr)
     if isinstance(base, Mapping) and attr in _VIEWS:
         return _Method(base, attr)
-    raise _Unresolved(f"`{attr}` is not a field of {type(base).__name__}")
+    raise _UnresolvedError(f"`{attr}` is not a field of {type(base).__name__}")
 
 
 def _item(
     base: object, node: cst.Subscript, scope: _Scope, aliases: Mapping[str, object] | None
 ) -> object:
     if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
-        raise _Unresolved(f"`{_code(node)}`: only a single literal index is specialized")
+        raise _UnresolvedError(f"`{_code(node)}`: only a single literal index is specialized")
     known, key = _constant(node.slice[0].slice.value, scope, aliases)
     if not known:
-        raise _Unresolved(f"`{_code(node)}` indexes the state with a non-literal")
+        raise _UnresolvedError(f"`{_code(node)}` indexes the state with a non-literal")
     try:
         return base[key]  # type: ignore[index]
     except (KeyError, IndexError, TypeError):
-        raise _Unresolved(f"`{_code(node)}`: the state has no item {key!r}") from None
+        raise _UnresolvedError(f"`{_code(node)}`: the state has no item {key!r}") from None
 
 
 def _iterate(value: object) -> Iterator[object]:
@@ -664,12 +693,15 @@ def _elements(iterable: cst.BaseExpression, value: object) -> Iterator[object]:
         mapping = iterable.func.value  # type: ignore[attr-defined]
         for key in value.mapping:
             path = _index(mapping, _literal(key))
-            yield {"keys": _literal(key), "values": path, "items": (_literal(key), path)}[value.kind]
+            yield {"keys": _literal(key), "values": path, "items": (_literal(key), path)}[
+                value.kind
+            ]
         return
     if isinstance(value, Mapping):
         yield from (_literal(key) for key in value)
         return
-    for index, item in enumerate(value):  # type: ignore[arg-type]
+    items: Sequence[object] = value  # type: ignore[assignment]
+    for index, item in enumerate(items):
         literal = _literal_or_none(item)
         yield literal if literal is not None else _index(iterable, _literal(index))
 
@@ -729,15 +761,15 @@ def _literal(value: object) -> cst.BaseExpression:
     return literal
 
 
-_COMPARE: dict[type[cst.BaseCompOp], Callable[[object, object], object]] = {
+_COMPARE: dict[type[cst.BaseCompOp], Callable[[Any, Any], object]] = {
     cst.Equal: operator.eq,
     cst.NotEqual: operator.ne,
     cst.LessThan: operator.lt,
     cst.LessThanEqual: operator.le,
     cst.GreaterThan: operator.gt,
     cst.GreaterThanEqual: operator.ge,
-    cst.In: lambda a, b: a in b,  # type: ignore[operator]
-    cst.NotIn: lambda a, b: a not in b,  # type: ignore[operator]
+    cst.In: lambda a, b: a in b,
+    cst.NotIn: lambda a, b: a not in b,
     cst.Is: operator.is_,
     cst.IsNot: operator.is_not,
 }
@@ -849,15 +881,26 @@ def _scope(function: cst.FunctionDef, state: RSIState, where: _Where) -> _Scope:
     probe = where
     decorator = next((d for d in function.decorators if _decorator_name(d) == _DECORATOR), None)
     if decorator is None or not isinstance(decorator.decorator, cst.Call):
-        raise probe.refuse(function, f"`{function.name.value}` is not decorated with @{_DECORATOR}(target=...)")
-    target = next((a.value for a in decorator.decorator.args if a.keyword and a.keyword.value == "target"), None)
+        raise probe.refuse(
+            function, f"`{function.name.value}` is not decorated with @{_DECORATOR}(target=...)"
+        )
+    target = next(
+        (a.value for a in decorator.decorator.args if a.keyword and a.keyword.value == "target"),
+        None,
+    )
     known, value = _constant(target) if target is not None else (False, None)
     sections = (value,) if isinstance(value, str) else value
-    if not known or not isinstance(sections, tuple) or not all(isinstance(s, str) for s in sections):
+    if (
+        not known
+        or not isinstance(sections, tuple)
+        or not all(isinstance(s, str) for s in sections)
+    ):
         raise probe.refuse(decorator, "target= must be a literal section name or tuple of names")
     for section in sections:
         if section in _UNSPECIALIZABLE or section not in RSIState.model_fields:
-            raise probe.refuse(decorator, f"target names {section!r}, which is not a state section a copy may read")
+            raise probe.refuse(
+                decorator, f"target names {section!r}, which is not a state section a copy may read"
+            )
     params = function.params.params
     if not params:
         raise probe.refuse(function, "the first parameter must be the state")
@@ -871,8 +914,14 @@ def _module_defs(module: cst.Module) -> dict[str, cst.FunctionDef | cst.SimpleSt
             defs[statement.name.value] = statement
         elif isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
             small = statement.body[0]
-            target = small.target if isinstance(small, cst.AnnAssign) else (
-                small.targets[0].target if isinstance(small, cst.Assign) and len(small.targets) == 1 else None
+            target = (
+                small.target
+                if isinstance(small, cst.AnnAssign)
+                else (
+                    small.targets[0].target
+                    if isinstance(small, cst.Assign) and len(small.targets) == 1
+                    else None
+                )
             )
             value = getattr(small, "value", None)
             if isinstance(target, cst.Name) and value is not None and _constant(value)[0]:
@@ -891,12 +940,12 @@ def _imports(module: cst.Module) -> dict[str, tuple[str, cst.CSTNode]]:
                 for alias in small.names:
                     source = _code(alias.name)
                     bound = alias.asname.name if alias.asname else alias.name
-                    found[_code(bound).split(".")[0]] = (source, statement)  # type: ignore[arg-type]
+                    found[_code(bound).split(".")[0]] = (source, statement)
             elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
                 source = "." * len(small.relative) + (_code(small.module) if small.module else "")
                 for alias in small.names:
                     bound = alias.asname.name if alias.asname else alias.name
-                    found[_code(bound)] = (source, statement)  # type: ignore[arg-type]
+                    found[_code(bound)] = (source, statement)
     return found
 
 
@@ -908,7 +957,7 @@ def _needed_definitions(
 ) -> list[cst.BaseStatement]:
     """Helpers and constants ``function`` uses (transitively), in module order; refuse a
     name imported from a module a specialized copy may not import."""
-    needed: dict[str, cst.BaseStatement] = {}
+    needed: dict[str, cst.FunctionDef | cst.SimpleStatementLine] = {}
     todo: list[cst.CSTNode] = [function]
     while todo:
         node = todo.pop()
@@ -924,8 +973,7 @@ def _needed_definitions(
             if name in defs and name not in needed and defs[name] is not function:
                 needed[name] = defs[name]
                 todo.append(defs[name])
-    order = list(defs.values())
-    return sorted(needed.values(), key=order.index)
+    return [node for name, node in defs.items() if name in needed]
 
 
 class _Names(cst.CSTVisitor):
@@ -1049,14 +1097,17 @@ def _target_file(target: str) -> tuple[str, Path]:
     module, sep, function = target.partition(":")
     if not sep or not module or not function.isidentifier():
         raise SpecializeError(
-            f"specialize target {target!r} is not module:function (e.g. runtime.babi.route_score:route_score)"
+            f"specialize target {target!r} is not module:function "
+            "(e.g. runtime.babi.route_score:route_score)"
         )
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
         spec = None
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
-        raise SpecializeError(f"specialize target {target!r}: no Python source for module {module!r} on sys.path")
+        raise SpecializeError(
+            f"specialize target {target!r}: no Python source for module {module!r} on sys.path"
+        )
     return module, Path(spec.origin)
 
 

@@ -109,4 +109,6 @@ class OptimizedFunction(Generic[P, R]):
             if (build.build_id, self.target) in _warned:
                 return
             _warned.add((build.build_id, self.target))
-        logger.warning("build %s %s for %s; calling the generic function", build.build_id, problem, self.target)
+        logger.warning(
+            "build %s %s for %s; calling the generic function", build.build_id, problem, self.target
+        )

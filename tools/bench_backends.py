@@ -67,7 +67,9 @@ def main() -> int:
             rebuild = time.perf_counter() - start
             tiers = {name: m.tier for name, m in compiled.items()}
             results[backend] = {"cold_compile_s": cold, "rebuild_s": rebuild, "tiers": tiers}
-            print(f"{backend}: cold {cold:.1f} s, rebuild {rebuild:.1f} s, tiers {tiers}", flush=True)
+            print(
+                f"{backend}: cold {cold:.1f} s, rebuild {rebuild:.1f} s, tiers {tiers}", flush=True
+            )
             decide[backend] = _load_scoring(backend, compiled["scoring"].artifact, cache)
     rows = int(sources["scoring"].split("rows: int = ", 1)[1].split("\n", 1)[0])
     samples = _time_calls(decide, rows, args.calls, args.samples)
@@ -114,7 +116,10 @@ def _time_calls(
 
 def _table(results: dict[str, Any], samples: dict[str, list[float]], backends: list[str]) -> None:
     base = samples.get("python")
-    print(f"{'backend':8} {'cold compile s':>15} {'rebuild s':>10} {'decide us':>10} {'vs python':>10} p")
+    print(
+        f"{'backend':8} {'cold compile s':>15} {'rebuild s':>10} {'decide us':>10} "
+        f"{'vs python':>10} p"
+    )
     for backend in backends:
         r = results[backend]
         median = statistics.median(samples[backend])

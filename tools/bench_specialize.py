@@ -53,7 +53,7 @@ def main() -> int:
     state = _with_rules(load_state(args.state), args.rules)
     copy = specialize_target(TARGET, state)
     pure: dict[str, Any] = {}
-    exec(compile(copy.source, copy.module, "exec"), pure)  # noqa: S102
+    exec(compile(copy.source, copy.module, "exec"), pure)
     with tempfile.TemporaryDirectory(prefix="rsi-bench-specialize-") as tmp:
         settings = CompileSettings(backend="cython", shared_utility=False, jobs=1)
         built = compile_modules({copy.module: copy.source}, settings, Path(tmp))[copy.module]
@@ -62,8 +62,16 @@ def main() -> int:
         "bench",
         "cython",
         Path(tmp),
-        {"specialized": {TARGET: {"module": copy.module, "function": copy.function,
-                                  "sections": list(copy.sections), "state_hash": copy.state_hash}}},
+        {
+            "specialized": {
+                TARGET: {
+                    "module": copy.module,
+                    "function": copy.function,
+                    "sections": list(copy.sections),
+                    "state_hash": copy.state_hash,
+                }
+            }
+        },
         MappingProxyType({copy.module: compiled}),
     )
     module, _, name = route_score.benchmark.partition(":")
@@ -74,14 +82,19 @@ def main() -> int:
         "specialized_compiled": compiled.route_score,
         "decorated_compiled": route_score,
     }
-    results = {v(state, *call_args) for v in (route_score.generic, pure["route_score"], compiled.route_score)}
+    results = {
+        v(state, *call_args)
+        for v in (route_score.generic, pure["route_score"], compiled.route_score)
+    }
     assert len(results) == 1, f"variants disagree: {results}"
     activate(build)
     samples = _samples(variants, state, call_args, args.calls, args.samples)
     activate(None)
     generic = samples["generic"]
-    print(f"state {args.state.name} + {args.rules} rules; {len(state.experts)} experts; "
-          f"{args.samples} x {args.calls} calls")
+    print(
+        f"state {args.state.name} + {args.rules} rules; {len(state.experts)} experts; "
+        f"{args.samples} x {args.calls} calls"
+    )
     print(f"{'variant':22} {'us/call':>9} {'speedup':>8} {'p (vs generic)':>15}")
     report: dict[str, Any] = {"state": str(args.state), "rules": args.rules, "samples_us": samples}
     for variant, values in samples.items():
@@ -106,8 +119,11 @@ def _with_rules(state: RSIState, rules: int) -> RSIState:
 
 
 def _samples(
-    variants: dict[str, Callable[..., Any]], state: RSIState, call_args: tuple[Any, ...],
-    calls: int, samples: int,
+    variants: dict[str, Callable[..., Any]],
+    state: RSIState,
+    call_args: tuple[Any, ...],
+    calls: int,
+    samples: int,
 ) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(samples):

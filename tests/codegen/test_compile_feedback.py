@@ -3,6 +3,7 @@ the attempt budget, and ends in a served module (recovered or pure Python), reco
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def test_an_unsupported_march_flag_is_dropped(tmp_path: Path) -> None:
         (("-O1", "-march=no-such-cpu"), "failed", "flag"),
         (("-O1",), "compiled", ""),
     ]
-    assert "for ‘-march=’ switch" in done.attempts[0].diagnostic.replace("'", "‘")
+    assert re.search(r"bad value .no-such-cpu. for .-march=. switch", done.attempts[0].diagnostic)
     # The record travels with the cached artifact: a cache hit shows the same attempts.
     again = compile_modules({"m": SRC}, _settings("-O1", "-march=no-such-cpu"), tmp_path)["m"]
     assert again.cache_hit and again.attempts == done.attempts
@@ -69,7 +70,9 @@ def test_a_cython_error_falls_back_to_python_at_once(tmp_path: Path) -> None:
 
 
 def test_the_attempt_budget_bounds_the_retries(tmp_path: Path) -> None:
-    done = compile_modules({"m": SRC}, _settings("-O1", "-march=no-such-cpu", max_attempts=1), tmp_path)
+    done = compile_modules(
+        {"m": SRC}, _settings("-O1", "-march=no-such-cpu", max_attempts=1), tmp_path
+    )
     assert done["m"].tier == "python"
     assert [a.outcome for a in done["m"].attempts] == ["failed", "fallback"]
 
@@ -77,24 +80,37 @@ def test_the_attempt_budget_bounds_the_retries(tmp_path: Path) -> None:
 def test_workers_carry_the_record_back(tmp_path: Path) -> None:
     settings = CompileSettings(cflags=("-O1", "-march=no-such-cpu"), shared_utility=False, jobs=2)
     done = compile_modules({"m": SRC, "bad": BAD_CYTHON}, settings, tmp_path)
-    assert (done["m"].tier, [a.outcome for a in done["m"].attempts]) == ("cython", ["failed", "compiled"])
+    assert (done["m"].tier, [a.outcome for a in done["m"].attempts]) == (
+        "cython",
+        ["failed", "compiled"],
+    )
     assert (done["bad"].tier, done["bad"].artifact.exists()) == ("python", True)
 
 
-def test_missing_nuitka_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_nuitka_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "nuitka", None)  # how Python marks a module not importable
     with pytest.raises(CompileError) as raised:
         compile_modules({"m": SRC}, CompileSettings(backend="nuitka"), tmp_path)
-    assert str(raised.value) == NUITKA_MISSING == (
-        "backend 'nuitka' needs Nuitka, which is not installed: pip install '.[nuitka]' "
-        "(or pip install nuitka), or use --backend cython"
+    assert (
+        str(raised.value)
+        == NUITKA_MISSING
+        == (
+            "backend 'nuitka' needs Nuitka, which is not installed: pip install '.[nuitka]' "
+            "(or pip install nuitka), or use --backend cython"
+        )
     )
 
 
 @pytest.mark.parametrize(
     ("message", "kind", "where"),
     [
-        ("cc m.c failed: cc1: error: bad value ‘x’ for ‘-march=’ switch", "flag", ("", 0)),
+        (
+            "cc m.c failed: cc1: error: bad value \u2018x\u2019 for \u2018-march=\u2019 switch",
+            "flag",
+            ("", 0),
+        ),
         ("cc m.c failed: cc: error: unrecognized command-line option '-mfoo'", "flag", ("", 0)),
         ("cc m.c failed: m.c:12:3: error: expected ';'", "c", ("m.c", 12)),
         ("cython: m.py: m.py:5:20: Cannot assign type", "cython", ("m.py", 5)),

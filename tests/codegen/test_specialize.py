@@ -22,18 +22,18 @@ from codegen.state import parse_state
 
 STATE = parse_state(
     json.dumps(
-    {
-        "version": 3,
-        "experts": {
-            "tracker": {"kind": "tracking", "weight": 1.25},
-            "embedder": {"kind": "embedding", "weight": 0.5},
-        },
-        "scoring": {"rag": 5.0, "attention": 2.0, "temperature": 0.5},
-        "routing": [
-            {"when_all": ["where", "is"], "boosts": {"tracker": 0.5}},
-            {"when_all": ["how"], "boosts": {"embedder": -1.0}},
-        ],
-    }
+        {
+            "version": 3,
+            "experts": {
+                "tracker": {"kind": "tracking", "weight": 1.25},
+                "embedder": {"kind": "embedding", "weight": 0.5},
+            },
+            "scoring": {"rag": 5.0, "attention": 2.0, "temperature": 0.5},
+            "routing": [
+                {"when_all": ["where", "is"], "boosts": {"tracker": 0.5}},
+                {"when_all": ["how"], "boosts": {"embedder": -1.0}},
+            ],
+        }
     ).encode()
 )
 HEADER = "from __future__ import annotations\n"
@@ -45,7 +45,8 @@ def _before(body: str, params: str = "x: float") -> str:
 
 
 def _after(body: str, params: str = "x: float", imports: str = "") -> str:
-    return f"{HEADER}{imports}def f(state: object, {params}) -> float:\n{textwrap.indent(body, '    ')}"
+    signature = f"def f(state: object, {params}) -> float:\n"
+    return f"{HEADER}{imports}{signature}{textwrap.indent(body, '    ')}"
 
 
 class TestSpecializeFunction(CodemodTest):
@@ -61,7 +62,12 @@ class TestSpecializeFunction(CodemodTest):
         self.check(_before("return len(state.experts) * x\n"), _after("return 2 * x\n"))
 
     def test_unrolls_a_loop_over_expert_items(self) -> None:
-        before = "total = 0.0\nfor name, expert in state.experts.items():\n    total += expert.weight * x\nreturn total\n"
+        before = (
+            "total = 0.0\n"
+            "for name, expert in state.experts.items():\n"
+            "    total += expert.weight * x\n"
+            "return total\n"
+        )
         after = "total = 0.0\ntotal += 1.25 * x\ntotal += 0.5 * x\nreturn total\n"
         self.check(_before(before), _after(after))
 
@@ -111,7 +117,10 @@ class TestSpecializeFunction(CodemodTest):
         self.check(_before(before), _after("return 10.0 * x\n"))
 
     def test_keeps_comments_in_unrolled_bodies(self) -> None:
-        before = "t = x\nfor e in state.experts.values():\n    # one expert\n    t += e.weight\nreturn t\n"
+        before = (
+            "t = x\nfor e in state.experts.values():\n    # one expert\n    t += e.weight\n"
+            "return t\n"
+        )
         after = "t = x\n# one expert\nt += 1.25\n# one expert\nt += 0.5\nreturn t\n"
         self.check(_before(before), _after(after))
 
@@ -122,7 +131,9 @@ class TestSpecializeFunction(CodemodTest):
         assert source == _after("if x > 0:\n    pass\nreturn x\n")
 
     def test_the_else_block_of_an_unrolled_loop_follows_it(self) -> None:
-        before = "for e in state.experts.values():\n    x += e.weight\nelse:\n    x *= 2.0\nreturn x\n"
+        before = (
+            "for e in state.experts.values():\n    x += e.weight\nelse:\n    x *= 2.0\nreturn x\n"
+        )
         after = "x += 1.25\nx += 0.5\nx *= 2.0\nreturn x\n"
         self.check(_before(before), _after(after))
 
@@ -142,7 +153,8 @@ class TestSpecializeFunction(CodemodTest):
             + _before("return _helper(x) + state.scoring.rag\n")
         )
         after = (
-            "SCALE = 2.0\n\n\ndef _helper(v: float) -> float:\n    return math.sqrt(v) * SCALE\n\n\n"
+            "SCALE = 2.0\n\n\ndef _helper(v: float) -> float:\n"
+            "    return math.sqrt(v) * SCALE\n\n\n"
             "def f(state: object, x: float) -> float:\n    return _helper(x) + 5.0\n"
         )
         source, sections = specialize_source(module, "f", STATE)
@@ -159,7 +171,11 @@ def _refusal(body: str, line: int, problem: str, *, prefix: str = "") -> None:
 
 class TestRefusals:
     def test_a_state_attribute_assigned(self) -> None:
-        _refusal("state.scoring.rag = x\nreturn x\n", 3, "assigns to the state attribute `state.scoring.rag`")
+        _refusal(
+            "state.scoring.rag = x\nreturn x\n",
+            3,
+            "assigns to the state attribute `state.scoring.rag`",
+        )
 
     def test_a_collection_mutated_inside_the_loop(self) -> None:
         _refusal(
@@ -191,7 +207,9 @@ class TestRefusals:
 
     def test_rebinding_a_loop_variable(self) -> None:
         _refusal(
-            "for e in state.experts.values():\n    e = x\nreturn x\n", 4, "assigns to `e`, a name bound to the state"
+            "for e in state.experts.values():\n    e = x\nreturn x\n",
+            4,
+            "assigns to `e`, a name bound to the state",
         )
 
     def test_the_state_passed_on(self) -> None:
@@ -232,18 +250,27 @@ class TestRefusals:
         )
 
     def test_a_missing_decorator(self) -> None:
-        with pytest.raises(SpecializeError, match=r"^mod.py:1: `f` is not decorated with @rsi_optimized\(target=...\)$"):
-            specialize_source("def f(state: RSIState) -> None:\n    pass\n", "f", STATE, filename="mod.py")
+        with pytest.raises(
+            SpecializeError,
+            match=r"^mod.py:1: `f` is not decorated with @rsi_optimized\(target=...\)$",
+        ):
+            specialize_source(
+                "def f(state: RSIState) -> None:\n    pass\n", "f", STATE, filename="mod.py"
+            )
 
 
 def test_the_shipped_example_specializes_and_records_its_state() -> None:
     copy = specialize_target("runtime.babi.route_score:route_score", STATE)
-    assert copy.module == module_name_for(copy.target) == "opt_runtime_babi_route_score__route_score"
+    assert (
+        copy.module == module_name_for(copy.target) == "opt_runtime_babi_route_score__route_score"
+    )
     assert copy.state_hash == state_fingerprint(STATE, ("experts", "routing", "scoring"))
     assert "state." not in copy.source.split('"""', 2)[2]
     assert copy.state_hash in copy.source  # another state gives another module, another build
 
 
 def test_a_bad_target_names_the_fix() -> None:
-    with pytest.raises(SpecializeError, match=r"^specialize target 'nocolon' is not module:function"):
+    with pytest.raises(
+        SpecializeError, match=r"^specialize target 'nocolon' is not module:function"
+    ):
         specialize_target("nocolon", STATE)

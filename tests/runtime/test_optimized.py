@@ -32,12 +32,16 @@ WORDS = ("where", "is", "how", "many", "why", "did", "go")
 def _state(seed: int) -> RSIState:
     """A state of the shipped model's shape: 3 to 6 experts, 0 to 6 routing rules."""
     rng = random.Random(seed)
-    names = rng.sample(["tracker", "deducer", "spatial", "counter", "motive", "embedder"], rng.randint(3, 6))
+    names = rng.sample(
+        ["tracker", "deducer", "spatial", "counter", "motive", "embedder"], rng.randint(3, 6)
+    )
     experts = {n: {"kind": rng.choice(KINDS), "weight": round(rng.uniform(0, 3), 3)} for n in names}
     rules = [
         {
             "when_all": rng.sample(WORDS, rng.randint(1, 2)),
-            "boosts": {n: round(rng.uniform(-2, 2), 3) for n in rng.sample(names, rng.randint(1, 2))},
+            "boosts": {
+                n: round(rng.uniform(-2, 2), 3) for n in rng.sample(names, rng.randint(1, 2))
+            },
         }
         for _ in range(rng.randint(0, 6))
     ]
@@ -84,11 +88,15 @@ def test_pure_specialized_copy_agrees_with_the_generic_function(
 ) -> None:
     index, evidence, n_cand, words = call
     state = STATES[index]
-    assert PURE[index](state, evidence, n_cand, words) == route_score.generic(state, evidence, n_cand, words)
+    assert PURE[index](state, evidence, n_cand, words) == route_score.generic(
+        state, evidence, n_cand, words
+    )
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Callable[..., tuple[int, float]], ...]:
+def compiled(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Callable[..., tuple[int, float]], ...]:
     cache = tmp_path_factory.mktemp("specialized-cache")
     options = CompileSettings(backend="cython", shared_utility=False, jobs=2)
     sources = {f"{c.module}_{i}": c.source for i, c in enumerate(SPECIALIZED[:COMPILED])}
@@ -109,7 +117,9 @@ def test_compiled_specialized_copy_agrees_with_the_generic_function(
 ) -> None:
     index, evidence, n_cand, words = call
     state = STATES[index]
-    assert compiled[index](state, evidence, n_cand, words) == route_score.generic(state, evidence, n_cand, words)
+    assert compiled[index](state, evidence, n_cand, words) == route_score.generic(
+        state, evidence, n_cand, words
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +128,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedBuild, RSISt
     root = tmp_path_factory.mktemp("optimized")
     state = STATES[1]
     (root / "rsi_state.json").write_text(state.model_dump_json())
-    project = Project(root / "rsi_state.json", template_dir=Path(__file__).parents[1] / "fixtures" / "templates")
+    project = Project(
+        root / "rsi_state.json", template_dir=Path(__file__).parents[1] / "fixtures" / "templates"
+    )
     project.build(CompileSettings(backend="python", specialize=(TARGET,)))
     return project.load_active(), state
 
@@ -128,7 +140,9 @@ def test_no_active_build_calls_the_generic_function(served: tuple[LoadedBuild, R
     assert route_score.specialized(None, served[1]) is None
 
 
-def test_the_active_build_serves_its_copy_for_its_state(served: tuple[LoadedBuild, RSIState]) -> None:
+def test_the_active_build_serves_its_copy_for_its_state(
+    served: tuple[LoadedBuild, RSIState],
+) -> None:
     build, state = served
     copy = build.module("opt_runtime_babi_route_score__route_score").route_score
     assert route_score.specialized(build, state) is copy
@@ -148,7 +162,9 @@ def test_a_build_without_the_copy_falls_back_and_says_so_once(
     served: tuple[LoadedBuild, RSIState], caplog: pytest.LogCaptureFixture
 ) -> None:
     build, state = served
-    bare = LoadedBuild("nocopy", build.tier, build.path, {**build.manifest, "specialized": {}}, build.modules)
+    bare = LoadedBuild(
+        "nocopy", build.tier, build.path, {**build.manifest, "specialized": {}}, build.modules
+    )
     with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
         assert route_score.specialized(bare, state) is None
         assert route_score.specialized(bare, state) is None
@@ -165,6 +181,11 @@ def test_a_build_missing_the_module_falls_back(
     broken = LoadedBuild("nomodule", build.tier, build.path, build.manifest, MappingProxyType({}))
     with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
         assert route_score.specialized(broken, state) is None
-    assert caplog.records[0].getMessage().startswith(
-        "build nomodule lacks module opt_runtime_babi_route_score__route_score or its route_score"
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith(
+            "build nomodule lacks module opt_runtime_babi_route_score__route_score or its "
+            "route_score"
+        )
     )
