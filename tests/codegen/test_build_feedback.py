@@ -60,7 +60,14 @@ def test_a_cython_error_degrades_one_module_and_is_recorded(
             "origin": "from wobbly.py.j2:10 `label: cython.int = {{ state.answer_vocabulary[1]"
             "|pyrepr }}`, state field answer_vocabulary[1]",
         },
-        {"backend": "python", "flags": [], "outcome": "fallback", "diagnostic": "", "kind": "", "origin": ""},
+        {
+            "backend": "python",
+            "flags": [],
+            "outcome": "fallback",
+            "diagnostic": "",
+            "kind": "",
+            "origin": "",
+        },
     ]
     loaded = project.load_active()
     assert loaded.module("wobbly").rsi_selftest() == state["scoring"]["rag"] * 2
