@@ -63,7 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Modules a specialized copy may import (the build's guard allows them in generated code).
-ALLOWED_IMPORTS = frozenset({"__future__", "math", "typing"})
+ALLOWED_IMPORTS = frozenset({"__future__", "cython", "math", "typing"})
 #: Sections no specialized copy may read: they never change behaviour (see README).
 _UNSPECIALIZABLE = frozenset({"version", "benchmark", "schema_version"})
 _MUTATORS = frozenset(
@@ -143,8 +143,8 @@ def specialize_source(
     specialized = _specialize(target, scope)
     body = [*needed, specialized]
     imports = "from __future__ import annotations\n"
-    if any("math" in _names(node) for node in body):
-        imports += "import math\n"
+    used = set().union(*(_names(node) for node in body))
+    imports += "".join(f"import {name}\n" for name in ("cython", "math") if name in used)
     out = cst.parse_module(imports).with_changes(body=[*cst.parse_module(imports).body, *body])
     return out.code, scope.sections
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from codegen.compile import compile_modules
 from codegen.specialize import specialize_target
 from codegen.state import RSIState, parse_state
 from codegen.toolchain import CompileSettings
-from runtime.babi.route_score import route_score
+from runtime.babi.route_score import evidence_rows, route_score, sample_call
 from runtime.loader import LoadedBuild, exec_artifact
 from runtime.optimized import activate
 from runtime.project import Project
@@ -63,34 +64,28 @@ def _pure(index: int) -> Callable[..., tuple[int, float]]:
 PURE = tuple(_pure(i) for i in range(len(STATES)))
 
 
+Call = tuple[int, memoryview, int, frozenset[str]]
+
+
 @st.composite
-def calls(
-    draw: st.DrawFn, states: int = len(STATES)
-) -> tuple[int, dict[str, tuple[tuple[float, ...], ...]], int, frozenset[str]]:
+def calls(draw: st.DrawFn, states: int = len(STATES)) -> Call:
     index = draw(st.integers(0, states - 1))
     n_cand = draw(st.integers(0, 6))
+    rows = evidence_rows(STATES[index])
     value = st.floats(-1e3, 1e3, allow_nan=False)
-    evidence = {
-        name: tuple(
-            tuple(draw(st.lists(value, min_size=n_cand, max_size=n_cand)))
-            for _ in range(3 if expert.kind == "embedding" else 2)
-        )
-        for name, expert in STATES[index].experts.items()
-    }
+    flat = draw(st.lists(value, min_size=rows * n_cand, max_size=rows * n_cand))
+    scores = np.array(flat, dtype=np.float64).reshape(rows, n_cand)
     words = frozenset(draw(st.lists(st.sampled_from(WORDS), max_size=4)))
-    return index, evidence, n_cand, words
+    return index, memoryview(scores), n_cand, words
 
 
 @settings(max_examples=1000, deadline=None)
 @given(calls())
-def test_pure_specialized_copy_agrees_with_the_generic_function(
-    call: tuple[int, dict[str, tuple[tuple[float, ...], ...]], int, frozenset[str]],
-) -> None:
-    index, evidence, n_cand, words = call
+def test_pure_specialized_copy_agrees_with_the_generic_function(call: Call) -> None:
+    index, scores, n_cand, words = call
     state = STATES[index]
-    assert PURE[index](state, evidence, n_cand, words) == route_score.generic(
-        state, evidence, n_cand, words
-    )
+    expected = route_score.generic(state, scores, n_cand, words)
+    assert PURE[index](state, scores, n_cand, words) == expected
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +107,12 @@ COMPILED = 3  # states whose copy is compiled (Cython, one module each)
 @settings(max_examples=1000, deadline=None)
 @given(calls(COMPILED))
 def test_compiled_specialized_copy_agrees_with_the_generic_function(
-    compiled: tuple[Callable[..., tuple[int, float]], ...],
-    call: tuple[int, dict[str, tuple[tuple[float, ...], ...]], int, frozenset[str]],
+    compiled: tuple[Callable[..., tuple[int, float]], ...], call: Call
 ) -> None:
-    index, evidence, n_cand, words = call
+    index, scores, n_cand, words = call
     state = STATES[index]
-    assert compiled[index](state, evidence, n_cand, words) == route_score.generic(
-        state, evidence, n_cand, words
-    )
+    expected = route_score.generic(state, scores, n_cand, words)
+    assert compiled[index](state, scores, n_cand, words) == expected
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +141,11 @@ def test_the_active_build_serves_its_copy_for_its_state(
     assert route_score.specialized(build, state) is copy
     activate(build)
     try:
-        args = ({name: ((1.0, 2.0),) * 3 for name in state.experts}, 2, frozenset({"where"}))
+        args = sample_call(state)
         assert route_score(state, *args) == copy(state, *args) == route_score.generic(state, *args)
         assert route_score._memo[2] is copy
         other = STATES[2]
-        route_score(other, {n: ((1.0,),) * 3 for n in other.experts}, 1, frozenset())
+        route_score(other, *sample_call(other))
         assert route_score._memo[2] is route_score.generic  # another state: generic
     finally:
         activate(None)
