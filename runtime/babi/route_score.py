@@ -112,7 +112,7 @@ def sample_call(state: RSIState) -> tuple[memoryview, int, frozenset[str]]:
         dtype=np.float64,
     )
     words = frozenset(w for rule in state.routing[:1] for w in rule.when_all)
-    return memoryview(scores), n_cand, words
+    return scores.data, n_cand, words
 
 
 def _clamp(weight: float) -> float:
