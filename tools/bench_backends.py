@@ -10,6 +10,10 @@ one scoring coefficient changed (only ``scoring`` differs: a one-module rebuild)
 ``--samples`` timings of ``--calls`` calls of ``decide`` per backend, interleaved so machine
 noise hits all alike; ratios against the pure-Python tier with a Mann-Whitney U test
 (scipy.stats). Raw samples go to ``--out``.
+
+``--feedback`` instead injects each compile failure kind into one module (an unsupported
+``-march``, a C error only some flags trigger, a Cython error) and prints how each build ended:
+the attempts used out of the budget and the tier that serves.
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench_backends.json"))
+    parser.add_argument("--feedback", action="store_true", help="the failure-injection table")
     args = parser.parse_args()
+    if args.feedback:
+        return _feedback()
     state = load_state(args.state)
     changed = state.model_copy(
         update={"scoring": state.scoring.model_copy(update={"rag": state.scoring.rag + 0.5})}
@@ -78,6 +85,29 @@ def main() -> int:
     _table(results, samples, args.backends.split(","))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"raw samples: {args.out}")
+    return 0
+
+
+SMALL = "import cython\n\nK: float = 1.0\n\n\ndef f(x: float) -> float:\n    return K * x\n"
+BAD_CYTHON = "import cython\n\n\ndef g() -> int:\n    x: cython.int = 'text'\n    return 1\n"
+INJECTED = {
+    "unsupported -march": (("-O1", "-march=no-such-cpu"), SMALL),
+    "C error under -Werror=...": (("-O1", "-Werror=declaration-after-statement"), SMALL),
+    "Cython error": (("-O1",), BAD_CYTHON),
+}
+
+
+def _feedback() -> int:
+    budget = CompileSettings().max_attempts
+    print(f"{'injected failure':28} {'attempts':>8} {'budget':>6} {'serves':>7} {'seconds':>8}")
+    with tempfile.TemporaryDirectory(prefix="rsi-bench-feedback-") as tmp:
+        for index, (label, (flags, source)) in enumerate(INJECTED.items()):
+            settings = CompileSettings(cflags=flags, shared_utility=False, jobs=1)
+            start = time.perf_counter()
+            done = compile_modules({"m": source}, settings, Path(tmp) / str(index))["m"]
+            tries = sum(a.outcome != "fallback" for a in done.attempts)
+            seconds = time.perf_counter() - start
+            print(f"{label:28} {tries:8d} {budget:6d} {done.tier:>7} {seconds:8.1f}")
     return 0
 
 
