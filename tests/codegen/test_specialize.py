@@ -238,7 +238,7 @@ class TestRefusals:
         _refusal(
             "return float(np.sqrt(x)) + state.scoring.rag\n",
             5,
-            "uses `np` from numpy; a specialized copy may import only math, typing",
+            "uses `np` from numpy; a specialized copy may import only cython, math, typing",
             prefix="import numpy as np\n\n",
         )
 
