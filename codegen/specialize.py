@@ -14,8 +14,8 @@ writes a copy of the function in which
 and everything else stays as written, comments included. The copy keeps the signature (the
 state parameter is kept, typed ``object`` and unused) and carries the module-level helper
 functions and literal constants it calls; it may import only ``cython`` (pure-Python mode
-annotations), ``math`` and ``typing``, so it passes the build's import guard. Before any rewriting, :class:`_Refusals` walks the original
-function once per loop element and refuses, naming the line, whatever it cannot prove safe:
+annotations), ``math`` and ``typing``, so it passes the build's import guard. Before any
+rewriting, :class:`_Refusals` walks the original function once per loop element and refuses, naming the line, whatever it cannot prove safe:
 an assignment to the state or to a loop variable, a mutation of a state collection, a loop
 over a state expression that is not a literal collection, ``break``/``continue`` in an
 unrolled loop, a state value used other than as a constant, a loop, ``len()`` or a
@@ -366,6 +366,23 @@ class FoldConstantArithmetic(cst.CSTTransformer):
         # A negative literal is a unary minus: keep it grouped (``(-0.5) ** 2``).
         literal = _parenthesized(literal) if result < 0 else literal
         return _in_place_of(updated_node, literal)
+
+
+class SpecializeFunction(Codemod):
+    """The specializer as a LibCST codemod: the module becomes ``function``'s specialized
+    copy for ``state`` (``python -m libcst.tool codemod`` style, and ``CodemodTest``)."""
+
+    DESCRIPTION = "Specialize an @rsi_optimized function against a state."
+
+    def __init__(self, context: CodemodContext, function: str, state: RSIState) -> None:
+        super().__init__(context)
+        self.function = function
+        self.state = state
+
+    def transform_module_impl(self, tree: cst.Module) -> cst.Module:
+        filename = self.context.filename or "<source>"
+        source, _ = specialize_source(tree.code, self.function, self.state, filename=filename)
+        return cst.parse_module(source)
 
 
 # -- the passes ---------------------------------------------------------------------------
@@ -1109,20 +1126,3 @@ def _target_file(target: str) -> tuple[str, Path]:
             f"specialize target {target!r}: no Python source for module {module!r} on sys.path"
         )
     return module, Path(spec.origin)
-
-
-class SpecializeFunction(Codemod):
-    """The specializer as a LibCST codemod: the module becomes ``function``'s specialized
-    copy for ``state`` (``python -m libcst.tool codemod`` style, and ``CodemodTest``)."""
-
-    DESCRIPTION = "Specialize an @rsi_optimized function against a state."
-
-    def __init__(self, context: CodemodContext, function: str, state: RSIState) -> None:
-        super().__init__(context)
-        self.function = function
-        self.state = state
-
-    def transform_module_impl(self, tree: cst.Module) -> cst.Module:
-        filename = self.context.filename or "<source>"
-        source, _ = specialize_source(tree.code, self.function, self.state, filename=filename)
-        return cst.parse_module(source)
