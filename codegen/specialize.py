@@ -15,7 +15,8 @@ and everything else stays as written, comments included. The copy keeps the sign
 state parameter is kept, typed ``object`` and unused) and carries the module-level helper
 functions and literal constants it calls; it may import only ``cython`` (pure-Python mode
 annotations), ``math`` and ``typing``, so it passes the build's import guard. Before any
-rewriting, :class:`_Refusals` walks the original function once per loop element and refuses, naming the line, whatever it cannot prove safe:
+rewriting, :class:`_Refusals` walks the original function once per loop element and refuses,
+naming the line, whatever it cannot prove safe:
 an assignment to the state or to a loop variable, a mutation of a state collection, a loop
 over a state expression that is not a literal collection, ``break``/``continue`` in an
 unrolled loop, a state value used other than as a constant, a loop, ``len()`` or a
