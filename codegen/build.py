@@ -16,9 +16,10 @@ import os
 import re
 import shutil
 import time
+import types
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jinja2
@@ -34,7 +35,7 @@ from codegen.compile import (
     start_shared_utility,
 )
 from codegen.compile import _staging as staging
-from codegen.diagnostics import with_origin
+from codegen.diagnostics import origin_of_message, with_origin
 from codegen.errors import CheckError, CompileError, RenderError, StorageError
 from codegen.manifest import (
     MANIFEST,
@@ -45,6 +46,7 @@ from codegen.manifest import (
     verify_build,
 )
 from codegen.render import module_names, render_sources, templates_digest
+from codegen.specialize import Specialized, specialize_target, target_digest
 from codegen.state import RSIState, atomic_write, state_sha256
 from codegen.toolchain import CompileSettings, content_key, toolchain_fingerprint
 
@@ -134,6 +136,8 @@ def _build_state(
         sources = render_sources(state, template_dir, cache / "black")
     except RenderError as exc:
         raise with_origin(exc, state, template_dir, None) from None
+    specialized = tuple(specialize_target(target, state) for target in settings.specialize)
+    sources.update({copy.module: copy.source for copy in specialized})
     build_id = plan_build_id(sources, settings)
     final = generated_dir / build_id
     try:
@@ -151,8 +155,16 @@ def _build_state(
                 shared.result()
     except (CheckError, CompileError) as exc:
         raise with_origin(exc, state, template_dir, sources) from None
+    for name in sorted(n for n, m in compiled.items() if m.tier != settings.backend):
+        problem = _pure_tier_problem(name, sources[name])
+        if problem:
+            first = compiled[name].attempts[0].diagnostic
+            error = CompileError(f"{first}; its pure-Python fallback fails: {problem}")
+            raise with_origin(error, state, template_dir, sources) from None
     if compiled:
-        _publish_build(state, state_bytes, settings, generated_dir, sources, compiled, start)
+        origins = _origins(compiled, state, template_dir, sources)
+        published = _Published(sources, compiled, specialized, origins)
+        _publish_build(state, state_bytes, settings, generated_dir, published, start)
     plan.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(plan, build_id.encode())
     built = tuple(m.name for m in compiled.values() if not m.cache_hit)
@@ -190,14 +202,74 @@ def verified_or_discarded(build_dir: Path, allowed_modules: Collection[str]) -> 
 def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | None) -> str:
     """Everything a build's content depends on, hashed before rendering anything."""
     behaviour = state.model_dump(mode="json", exclude={"version", "benchmark"})
-    return content_key(
-        {
-            "state": behaviour,
-            "templates": templates_digest(template_dir),
-            "codegen": _codegen_digest(),
-            "toolchain": toolchain_fingerprint(settings),
-        }
-    )
+    key: dict[str, object] = {
+        "state": behaviour,
+        "templates": templates_digest(template_dir),
+        "codegen": _codegen_digest(),
+        "toolchain": toolchain_fingerprint(settings),
+    }
+    if settings.specialize:
+        key["specialize"] = target_digest(settings.specialize)
+    return content_key(key)
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What a build directory is assembled from."""
+
+    sources: dict[str, str]
+    compiled: dict[str, CompiledModule]
+    specialized: tuple[Specialized, ...]
+    #: Per module, the template line and state field of each failed attempt's diagnostic.
+    origins: dict[str, tuple[str, ...]]
+
+
+#: What a generated module's import or ``rsi_selftest()`` may raise when its template or
+#: state is wrong (a module that failed to compile is served only if it raises none).
+_SELFTEST_ERRORS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    ImportError,
+    LookupError,
+    NameError,
+    TypeError,
+    ValueError,
+)
+
+
+def _pure_tier_problem(name: str, source: str) -> str:
+    """Why the pure-Python tier of a module that failed to compile cannot serve, or ``""``.
+
+    The checks already passed on this very source; the module is imported in a throwaway
+    namespace (never ``sys.modules``) and its ``rsi_selftest()``, if any, must run.
+    """
+    module = types.ModuleType(f"rsi_fallback_{name}")
+    try:
+        exec(compile(source, f"{name}.py", "exec"), module.__dict__)  # noqa: S102
+        selftest = getattr(module, "rsi_selftest", None)
+        if callable(selftest):
+            selftest()
+    except _SELFTEST_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _origins(
+    compiled: dict[str, CompiledModule],
+    state: RSIState,
+    template_dir: Path | None,
+    sources: dict[str, str],
+) -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = {}
+    for name, module in compiled.items():
+        if any(a.diagnostic for a in module.attempts):
+            origins = (
+                origin_of_message(a.diagnostic, state, template_dir, sources)
+                for a in module.attempts
+            )
+            found[name] = tuple(o.describe() if o else "" for o in origins)
+    return found
 
 
 def _publish_build(
@@ -205,16 +277,16 @@ def _publish_build(
     state_bytes: bytes,
     settings: CompileSettings,
     generated_dir: Path,
-    sources: dict[str, str],
-    compiled: dict[str, CompiledModule],
+    published: _Published,
     start: float,
 ) -> None:
+    sources, compiled = published.sources, published.compiled
     build_id = plan_build_id(sources, settings)
     modules: dict[str, object] = {}
     with staging(generated_dir) as work:
         for name, source in sources.items():
             (work / f"{name}.py").write_text(source)
-            modules[name] = _install(compiled[name], source, work)
+            modules[name] = _install(compiled[name], source, work, published.origins.get(name))
         shared: dict[str, str] | None = None
         if _shared_name(settings):
             lib = shared_utility(settings, generated_dir / CACHE_DIR)
@@ -237,6 +309,16 @@ def _publish_build(
             "toolchain": toolchain_fingerprint(settings),
             "shared_module": shared,
             "modules": modules,
+            "degraded": sorted(n for n, m in compiled.items() if m.tier != settings.backend),
+            "specialized": {
+                copy.target: {
+                    "module": copy.module,
+                    "function": copy.function,
+                    "sections": list(copy.sections),
+                    "state_hash": copy.state_hash,
+                }
+                for copy in published.specialized
+            },
             "created_at": time.time(),
             "seconds": round(_since(start), 4),
         }
@@ -276,7 +358,9 @@ def _shared_name(settings: CompileSettings) -> str | None:
     return None
 
 
-def _install(module: CompiledModule, source: str, work: Path) -> dict[str, object]:
+def _install(
+    module: CompiledModule, source: str, work: Path, origins: tuple[str, ...] | None
+) -> dict[str, object]:
     artifact = work / module.artifact.name
     if module.artifact.suffix != ".py":
         shutil.copyfile(module.artifact, artifact)  # a private inode per build, never a link
@@ -284,6 +368,9 @@ def _install(module: CompiledModule, source: str, work: Path) -> dict[str, objec
     if digest != module.sha256:
         # The cache entry changed between its check and the copy: never publish that.
         raise StorageError(f"cache entry {module.key} changed while it was copied; build again")
+    attempts = [asdict(a) for a in module.attempts]
+    for attempt, origin in zip(attempts, origins or (), strict=False):
+        attempt["origin"] = origin
     return {
         "key": module.key,
         "artifact": artifact.name,
@@ -291,6 +378,8 @@ def _install(module: CompiledModule, source: str, work: Path) -> dict[str, objec
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
         "seconds": round(module.seconds, 4),
         "cache_hit": module.cache_hit,
+        "tier": module.tier,
+        "attempts": attempts,
     }
 
 

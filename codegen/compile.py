@@ -2,11 +2,18 @@
 
 ``python`` compiles nothing: the ``.py`` is the interpreted tier. ``cython`` turns it into C
 (linked against a Cython shared utility module, so each extension is small and quick to
-compile) and runs the C compiler. ``nuitka`` is optional. Artifacts are cached by content key
-in ``cache_dir/<key>/``; a cache entry appears atomically (temp dir + rename) and carries
-its artifact's sha256 (``SHA256SUMS``, written before it is published). Every reuse checks it:
-a truncated or altered entry is discarded with a warning and compiled again, never copied
-into a build.
+compile) and runs the C compiler. ``nuitka`` (optional, ``pip install .[nuitka]``) compiles
+with ``nuitka --module``. Artifacts are cached by content key in ``cache_dir/<key>/``; a cache
+entry appears atomically (temp dir + rename) and carries the sha256 of every file in it
+(``SHA256SUMS``, written before it is published). Every reuse checks it: a truncated or
+altered entry is discarded with a warning and compiled again, never copied into a build.
+
+Compile feedback: a failed compile is not the end of a build. The compiler's diagnostic is
+parsed (:func:`codegen.diagnostics.parse_compiler_message`); a C compiler error is retried
+without machine-specific flags, then with the portable flags; a Cython or Nuitka error (the
+source, not the flags) is not retried. After at most ``settings.max_attempts`` failed tries
+the module falls back to the pure-Python tier. Every try is an :class:`Attempt` on the
+module, recorded in the build's manifest.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from codegen.diagnostics import c_line_origin, parse_compiler_message
 from codegen.errors import CompileError
 from codegen.toolchain import (
     EXT_SUFFIX,
@@ -38,11 +46,14 @@ from codegen.toolchain import (
     cc_command,
     content_key,
     cpu_features,
+    drop_native,
     toolchain_fingerprint,
 )
 
 __all__ = [
+    "Attempt",
     "CompiledModule",
+    "NUITKA_MISSING",
     "SEAL",
     "STAGING_PREFIX",
     "artifact_name",
@@ -59,9 +70,24 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One try at compiling a module: backend, flags, the compiler's diagnostic, outcome
+    (``compiled``, ``failed``, or ``fallback`` to the pure-Python tier)."""
+
+    backend: str
+    flags: tuple[str, ...]
+    outcome: str
+    diagnostic: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True)
 class CompiledModule:
-    """One module's artifact in the cache, its verified sha256 and how long it took (0 on a
-    hit)."""
+    """One module's artifact in the cache and how long it took (0 on a hit).
+
+    ``tier`` is the backend that produced the artifact: ``python`` for a module that fell
+    back after its compile attempts (``attempts``) failed.
+    """
 
     name: str
     key: str
@@ -69,6 +95,14 @@ class CompiledModule:
     sha256: str
     seconds: float
     cache_hit: bool
+    tier: str
+    attempts: tuple[Attempt, ...] = ()
+
+
+NUITKA_MISSING = (
+    "backend 'nuitka' needs Nuitka, which is not installed: pip install '.[nuitka]' "
+    "(or pip install nuitka), or use --backend cython"
+)
 
 
 #: The file in a cache entry naming its artifact's sha256 (``sha256sum -c`` reads it).
@@ -121,7 +155,13 @@ def compile_modules(
     *,
     shared_started: bool = False,
 ) -> dict[str, CompiledModule]:
-    """Compile every module not already cached; modules compile in parallel."""
+    """Compile every module not already cached; modules compile in parallel.
+
+    A module whose compile fails is retried and may fall back to the pure-Python tier (see
+    the module docstring); only a missing tool (compiler, Nuitka) raises.
+    """
+    if settings.backend == "nuitka" and not _has_module("nuitka"):
+        raise CompileError(NUITKA_MISSING)
     results: dict[str, CompiledModule] = {}
     todo: dict[str, str] = {}
     for name, source in sources.items():
@@ -129,7 +169,10 @@ def compile_modules(
         artifact = cache_dir / key / artifact_name(name, settings)
         digest = _sealed(artifact)
         if digest is not None:
-            results[name] = CompiledModule(name, key, artifact, digest, 0.0, True)
+            recorded = _recorded(artifact.parent)
+            results[name] = CompiledModule(
+                name, key, artifact, digest, 0.0, True, settings.backend, recorded
+            )
         else:
             todo[name] = key
     need_shared = (
@@ -148,7 +191,7 @@ def compile_modules(
         # In-process: one job, or the python backend, whose "compile" is a file copy.
         if need_shared:
             shared_utility(settings, cache_dir)
-        done = [_compile_into_cache(*job, settings, cache_dir) for job in jobs]
+        done = [_compile_with_feedback(*job, settings, cache_dir) for job in jobs]
     else:
         # Worker *processes* (Cython is not thread-safe), started as `python -m` so they never
         # re-import the caller's __main__ as multiprocessing's spawn would. The shared utility
@@ -191,10 +234,16 @@ def _in_worker(
 
 
 def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) -> CompiledModule:
-    name, key, digest = str(raw["name"]), str(raw["key"]), str(raw["sha256"])
-    seconds = float(raw["seconds"])  # type: ignore[arg-type]
-    artifact = cache_dir / key / artifact_name(name, settings)
-    return CompiledModule(name, key, artifact, digest, seconds, False)
+    name, key, tier = str(raw["name"]), str(raw["key"]), str(raw["tier"])
+    digest, seconds = str(raw["sha256"]), float(raw["seconds"])  # type: ignore[arg-type]
+    backend = replace(settings, backend=tier)  # type: ignore[arg-type]
+    artifact = cache_dir / key / artifact_name(name, backend)
+    attempts = tuple(_attempt(a) for a in raw["attempts"])  # type: ignore[attr-defined]
+    return CompiledModule(name, key, artifact, digest, seconds, False, tier, attempts)
+
+
+def _attempt(raw: dict[str, object]) -> Attempt:
+    return Attempt(**{**raw, "flags": tuple(raw["flags"])})  # type: ignore[arg-type]
 
 
 def _worker_main() -> int:
@@ -202,7 +251,9 @@ def _worker_main() -> int:
     spec = json.loads(sys.stdin.read())
     _die_with_parent(int(spec["parent_pid"]))
     raw = spec["settings"]
-    settings = CompileSettings(**{**raw, "cflags": tuple(raw["cflags"])})
+    settings = CompileSettings(
+        **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
+    )
     cache_dir = Path(spec["cache_dir"])
     try:
         if spec["job"] is None:
@@ -210,9 +261,8 @@ def _worker_main() -> int:
             print(json.dumps({}))
         else:
             name, source, key = spec["job"]
-            done = _compile_into_cache(name, source, key, settings, cache_dir)
-            out = {"name": done.name, "key": done.key, "sha256": done.sha256}
-            print(json.dumps({**out, "seconds": done.seconds}))
+            done = _compile_with_feedback(name, source, key, settings, cache_dir)
+            print(json.dumps({**asdict(done), "artifact": str(done.artifact)}))
     except CompileError as exc:
         print(f"rsi-compile-error: {exc}", file=sys.stderr)
         return 1
@@ -266,27 +316,82 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
 _CYTHON_MAIN = "from Cython.Compiler.Main import setuptools_main; setuptools_main()"
 
 
-def _compile_into_cache(
+def _compile_with_feedback(
     name: str, source: str, key: str, settings: CompileSettings, cache_dir: Path
+) -> CompiledModule:
+    """Compile, reading each failure's diagnostic to pick the next try; at most
+    ``settings.max_attempts`` tries, then the pure-Python tier."""
+    start = time.perf_counter()
+    failed: list[Attempt] = []
+    for flags in _flag_plans(name, source, settings)[: max(1, settings.max_attempts)]:
+        try:
+            return _compile_into_cache(name, source, key, settings, cache_dir, flags, failed)
+        except CompileError as exc:
+            diagnostic = parse_compiler_message(str(exc))
+            failed.append(Attempt(settings.backend, flags, "failed", str(exc), diagnostic.kind))
+            logger.warning("%s: attempt %d failed: %s", name, len(failed), exc)
+            if not diagnostic.flags_may_help:
+                break
+    python = replace(settings, backend="python")
+    fallback = _compile_into_cache(
+        name, source, module_key(name, source, python), python, cache_dir, (), []
+    )
+    logger.warning("%s: serving the pure-Python tier after %d failed attempts", name, len(failed))
+    attempts = (*failed, Attempt("python", (), "fallback"))
+    return replace(fallback, seconds=time.perf_counter() - start, attempts=attempts)
+
+
+def _flag_plans(name: str, source: str, settings: CompileSettings) -> list[tuple[str, ...]]:
+    """The C flags of each try: as asked, without machine-specific flags, the portable ones."""
+    if settings.backend != "cython":
+        return [()]
+    asked = settings.module_cflags(source)
+    plans = [asked, drop_native(asked), settings.portable_cflags]
+    return list(dict.fromkeys(plans))
+
+
+def _compile_into_cache(
+    name: str,
+    source: str,
+    key: str,
+    settings: CompileSettings,
+    cache_dir: Path,
+    flags: tuple[str, ...],
+    failed: list[Attempt],
 ) -> CompiledModule:
     start = time.perf_counter()
     entry = cache_dir / key
+    compiled = settings.backend != "python"
+    attempts = (*failed, Attempt(settings.backend, flags, "compiled")) if compiled else ()
     with _staging(cache_dir) as work:
         py_file = work / f"{name}.py"
         py_file.write_text(source)
         if settings.backend == "cython":
             c_file = work / f"{name}.c"
             _cythonize(py_file, c_file, name, settings)
-            flags = settings.module_cflags(source)
-            _cc(settings, flags, c_file, work / artifact_name(name, settings))
+            _cc_mapped(settings, flags, c_file, work / artifact_name(name, settings))
             c_file.unlink()
         elif settings.backend == "nuitka":
-            _nuitka(py_file, work)
+            _nuitka(py_file, work, cache_dir)
+        if failed:
+            # A recovered module's record travels with its artifact, so a cache hit shows it.
+            (work / _ATTEMPTS).write_text(json.dumps([asdict(a) for a in attempts]))
         digest = _seal_and_publish(work, artifact_name(name, settings), entry)
     seconds = time.perf_counter() - start
     logger.info("compiled %s with %s in %.2f s", name, settings.backend, seconds)
     artifact = entry / artifact_name(name, settings)
-    return CompiledModule(name, key, artifact, digest, seconds, False)
+    return CompiledModule(name, key, artifact, digest, seconds, False, settings.backend, attempts)
+
+
+_ATTEMPTS = "attempts.json"
+
+
+def _recorded(entry: Path) -> tuple[Attempt, ...]:
+    """The attempts a recovered module's cache entry records (none for a first-try compile)."""
+    path = entry / _ATTEMPTS
+    if not path.exists():
+        return ()
+    return tuple(_attempt(a) for a in json.loads(path.read_text()))
 
 
 def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings) -> None:
@@ -313,19 +418,35 @@ def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings
         raise CompileError(f"cython: {name}.py: {_first_error(log.getvalue(), py_file)}")
 
 
+def _cc_mapped(settings: CompileSettings, flags: tuple[str, ...], c_file: Path, out: Path) -> None:
+    """:func:`_cc`; a C error's line is mapped to the ``.py`` line Cython generated it from,
+    so the diagnostic can be traced on to the template line and the state field."""
+    try:
+        _cc(settings, flags, c_file, out)
+    except CompileError as exc:
+        message = str(exc).replace(f"{c_file.parent}/", "")
+        where = c_line_origin(message, c_file)
+        raise CompileError(f"{message} (from {where})" if where else message) from None
+
+
 def _cc(settings: CompileSettings, cflags: tuple[str, ...], c_file: Path, out: Path) -> None:
     include = sysconfig.get_paths()["include"]
     cmd = [*cc_command(settings.cc), *cflags, "-fPIC", "-shared", f"-I{include}", str(c_file)]
     _run([*cmd, "-o", str(out)], f"{settings.cc} {c_file.name}")
 
 
-def _nuitka(py_file: Path, work: Path) -> None:
-    if shutil.which("nuitka") is None and not _has_module("nuitka"):
-        raise CompileError(
-            "backend 'nuitka' needs Nuitka: pip install nuitka, or use --backend cython"
-        )
-    cmd = [sys.executable, "-m", "nuitka", "--module", "--quiet", f"--output-dir={work}"]
-    _run([*cmd, str(py_file)], f"nuitka {py_file.name}")
+def _nuitka(py_file: Path, work: Path, cache_dir: Path) -> None:
+    """``nuitka --module`` into ``work/<name><EXT_SUFFIX>``.
+
+    As with Cython, the extension is compiled under the module's own name: a build imports
+    it as ``rsi_build_<id>.<name>`` from its private copy, so two contents of one module
+    load side by side and none is ever re-imported under an old name. Nuitka's cache (its
+    compiled C objects and bytecode) is ``cache_dir/nuitka``, kept between builds.
+    """
+    env = dict(os.environ, NUITKA_CACHE_DIR=str(cache_dir / "nuitka"))
+    cmd = [sys.executable, "-m", "nuitka", "--module", "--quiet", "--remove-output"]
+    _run([*cmd, f"--output-dir={work}", str(py_file)], f"nuitka {py_file.name}", env=env)
+    py_file.with_suffix(".pyi").unlink(missing_ok=True)
 
 
 def _has_module(name: str) -> bool:
@@ -334,9 +455,9 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     except OSError as exc:
         raise CompileError(f"{what}: cannot run {cmd[0]!r}: {exc.strerror}") from None
     if proc.returncode != 0:

@@ -24,7 +24,15 @@ from codegen import render
 from codegen.errors import RSIError
 from codegen.state import BenchmarkSummary, RSIState
 
-__all__ = ["Origin", "locate", "origin_of_message", "with_origin"]
+__all__ = [
+    "CompilerDiagnostic",
+    "Origin",
+    "c_line_origin",
+    "locate",
+    "origin_of_message",
+    "parse_compiler_message",
+    "with_origin",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,71 @@ _SET = re.compile(r"\{%-?\s*set\s+(\w+)\s*=\s*([A-Za-z_][\w.]*)")
 #: ``name.py:LINE`` in a checker or compiler message, or black's ``Cannot parse ...: L:C:``.
 _GENERATED_LINE = re.compile(r"\b([A-Za-z_]\w*)\.py:(\d+)\b")
 _RAW_LINE = re.compile(r"^([A-Za-z_]\w*)\.py\.j2: rendered source is not valid Python: .*?: (\d+):")
+
+
+@dataclass(frozen=True)
+class CompilerDiagnostic:
+    """What a compiler's message says went wrong, as far as the next attempt cares.
+
+    ``kind``: ``flag`` (the C compiler rejects a command-line flag: ``-march=`` values,
+    unknown options), ``c`` (an error in the C source, which other flags may avoid: a
+    ``-Werror`` or a target attribute), ``cython`` / ``nuitka`` (the source itself: no flag
+    changes it), ``unknown``.
+    """
+
+    kind: str
+    file: str
+    line: int
+    message: str
+
+    @property
+    def flags_may_help(self) -> bool:
+        """Whether retrying with other C flags can succeed."""
+        return self.kind in ("flag", "c")
+
+
+def parse_compiler_message(message: str) -> CompilerDiagnostic:
+    """Classify one compile failure message (``codegen.compile`` words them as
+    ``cython: <file>: <file>:L:C: msg``, ``<cc> <file>.c failed: <gcc line>``, ``nuitka
+    <file> failed: ...``)."""
+    if message.startswith("cython:"):
+        where = _CYTHON_AT.search(message)
+        file, line = (where.group(1), int(where.group(2))) if where else ("", 0)
+        return CompilerDiagnostic("cython", file, line, message)
+    if message.startswith("nuitka"):
+        return CompilerDiagnostic("nuitka", "", 0, message)
+    if _CC_FLAG.search(message):
+        return CompilerDiagnostic("flag", "", 0, message)
+    where = _CC_AT.search(message)
+    if where:
+        return CompilerDiagnostic("c", where.group(1), int(where.group(2)), message)
+    return CompilerDiagnostic("unknown", "", 0, message)
+
+
+def c_line_origin(message: str, c_file: Path) -> str:
+    """``name.py:L`` for the C line a gcc message names, from the ``/* "name.py":L``
+    comments Cython writes above the C it generates for each source line; ``""`` if none."""
+    where = _CC_AT.search(message)
+    if where is None or not c_file.exists():
+        return ""
+    found = ""
+    with c_file.open() as fh:
+        for number, text in enumerate(fh, start=1):
+            if number > int(where.group(2)):
+                break
+            mark = _C_MARK.match(text)
+            if mark:
+                found = f"{mark.group(1)}:{mark.group(2)}"
+    return found
+
+
+_CYTHON_AT = re.compile(r"\b([A-Za-z_]\w*\.py):(\d+):\d+: ")
+_CC_AT = re.compile(r"\b([A-Za-z_]\w*\.c):(\d+):(?:\d+:)? (?:fatal )?error:")
+_CC_FLAG = re.compile(
+    r"unrecognized command[- ]line option|bad value .* for \W?-m|invalid argument .* to \W?-m"
+    r"|unknown (?:architecture|target CPU)|switch '?-m\w+=.*' is not supported"
+)
+_C_MARK = re.compile(r'^\s*/\* "([A-Za-z_]\w*\.py)":(\d+)\s*$')
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import hashlib
 import importlib.machinery
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +36,8 @@ MANIFEST = "manifest.json"
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 _IDENT = r"^[A-Za-z][A-Za-z0-9_]*$"
+#: A specialized copy's module: ``opt_<module path>__<function>`` (codegen.specialize).
+_SPECIALIZED = r"^opt_[A-Za-z0-9_]+__[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class ManifestError(RSIError):
@@ -46,8 +48,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class AttemptEntry(_Strict):
+    """One try at compiling a module (compile feedback), with the diagnostic's origin."""
+
+    backend: Backend
+    flags: tuple[str, ...]
+    outcome: Literal["compiled", "failed", "fallback"]
+    diagnostic: str = ""
+    kind: str = ""
+    origin: str = ""
+
+
 class ModuleEntry(_Strict):
-    """One generated module of a build."""
+    """One generated module of a build (``tier`` python when it fell back after failures)."""
 
     key: Hex64
     artifact: str
@@ -55,6 +68,17 @@ class ModuleEntry(_Strict):
     source_sha256: Hex64
     seconds: float
     cache_hit: bool
+    tier: Backend | None = None
+    attempts: tuple[AttemptEntry, ...] = ()
+
+
+class SpecializedEntry(_Strict):
+    """A specialized copy of a user's function (``@rsi_optimized``) carried by the build."""
+
+    module: Annotated[str, Field(pattern=_SPECIALIZED)]
+    function: Annotated[str, Field(pattern=_IDENT)]
+    sections: tuple[str, ...]
+    state_hash: Hex64
 
 
 class SharedEntry(_Strict):
@@ -84,6 +108,8 @@ class Manifest(_Strict):
     toolchain: dict[str, str]
     shared_module: SharedEntry | None
     modules: dict[Annotated[str, Field(pattern=_IDENT)], ModuleEntry]
+    degraded: tuple[str, ...] = ()
+    specialized: dict[str, SpecializedEntry] = {}
     created_at: float
     seconds: float
 
@@ -114,13 +140,17 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str]) -> Manifest
         raise ManifestError(
             f"{where}: build_id {manifest.build_id!r} is not the directory's name; rebuild it"
         )
+    copies = {entry.module for entry in manifest.specialized.values()}
     for name, entry in manifest.modules.items():
-        if name not in allowed_modules:
+        if name not in allowed_modules and name not in copies:
             raise ManifestError(
                 f"{where}: module {name!r} is not one the templates produce "
                 f"({', '.join(sorted(allowed_modules))})"
             )
         _check_artifact_name(where, name, entry.artifact)
+    for name in (*manifest.degraded, *copies):
+        if name not in manifest.modules:
+            raise ManifestError(f"{where}: {name!r} is not a module of the build; rebuild it")
     if manifest.shared_module is not None:
         shared = manifest.shared_module
         _check_artifact_name(where, shared.name, shared.artifact)

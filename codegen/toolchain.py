@@ -29,6 +29,7 @@ __all__ = [
     "content_key",
     "cpu_features",
     "cc_command",
+    "drop_native",
 ]
 
 Backend = Literal["python", "cython", "nuitka"]
@@ -51,6 +52,11 @@ class CompileSettings:
     scoring module). A hot module asks for more in its own header,
     ``# rsi: cflags = -O3 -march=native``; ``native=False`` (wheels) drops machine-specific
     flags so the artifact runs on any CPU of this architecture.
+
+    ``specialize`` lists ``module:function`` targets decorated with ``@rsi_optimized``: each
+    gets a specialized copy in the build (:mod:`codegen.specialize`). ``max_attempts``
+    bounds the compile attempts per module before it falls back to the pure-Python tier
+    (:func:`codegen.compile.compile_modules`).
     """
 
     backend: Backend = "cython"
@@ -59,6 +65,8 @@ class CompileSettings:
     native: bool = True
     shared_utility: bool = True
     jobs: int = 2
+    specialize: tuple[str, ...] = ()
+    max_attempts: int = 3
 
     @classmethod
     def portable(cls, backend: Backend = "cython") -> CompileSettings:
@@ -75,6 +83,11 @@ class CompileSettings:
         if not self.native:
             extra = [f for f in extra if not f.startswith(_NATIVE)]
         return (*self.cflags, *extra)
+
+    @property
+    def portable_cflags(self) -> tuple[str, ...]:
+        """The last flags a failing module is retried with: the defaults, nothing per CPU."""
+        return drop_native(CompileSettings.cflags)
 
     @property
     def shared_module_name(self) -> str:
@@ -121,6 +134,9 @@ def cc_command(cc: str) -> list[str]:
     if not words:
         raise CompileError("CC is empty; set it to a C compiler such as gcc, or unset it")
     return words
+def drop_native(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """``flags`` without the machine-specific ones (``-march=``, ``-mtune=``, ``-mcpu=``)."""
+    return tuple(f for f in flags if not f.startswith(_NATIVE))
 
 
 @functools.lru_cache(maxsize=8)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from codegen.errors import RSIError
+from codegen.manifest import ManifestError, read_manifest
+from codegen.render import module_names
 from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.project import Project
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument(
+        "--specialize",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="an @rsi_optimized function to specialize into the build (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_build)
 
@@ -165,11 +174,13 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> CompileSettings:
-    """Compile settings from ``--backend``/``--jobs`` and ``$RSI_BACKEND``."""
+    """Compile settings from ``--backend``/``--jobs``/``--specialize`` and ``$RSI_BACKEND``."""
     backend = args.backend or os.environ.get("RSI_BACKEND") or "cython"
+    specialize = tuple(getattr(args, "specialize", None) or ())
     for known in BACKENDS:
         if backend == known:
-            return CompileSettings(backend=known, jobs=max(1, getattr(args, "jobs", 2)))
+            jobs = max(1, getattr(args, "jobs", 2))
+            return CompileSettings(backend=known, jobs=jobs, specialize=specialize)
     raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
 
 
@@ -201,7 +212,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    r = project_from(args).status()
+    project = project_from(args)
+    r = project.status()
     if r.active_build is None:
         return emit(args, f"{args.state}: never built", r)
     if r.state_file_problem is not None:
@@ -221,7 +233,29 @@ def _status(args: argparse.Namespace) -> int:
         f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
         f"{file}; history {r.history}; rollback target {target}"
     )
-    return emit(args, summary, r)
+    degraded = (
+        _degraded(project.generated_dir / r.active_build, project.template_dir)
+        if r.active_build
+        else {}
+    )
+    for name, why in degraded.items():
+        summary += f"\ndegraded: {name} runs as pure Python ({why})"
+    return emit(args, summary, {**asdict(r), "degraded": degraded})
+
+
+def _degraded(build_dir: Path, template_dir: Path | None) -> dict[str, str]:
+    """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+    try:
+        manifest = read_manifest(build_dir, module_names(template_dir))
+    except ManifestError:
+        return {}
+    found: dict[str, str] = {}
+    for name in manifest.degraded:
+        failed = [a for a in manifest.modules[name].attempts if a.outcome == "failed"]
+        last = failed[-1].diagnostic if failed else "no diagnostic"
+        where = f" [{failed[-1].origin}]" if failed and failed[-1].origin else ""
+        found[name] = f"{len(failed)} failed attempts; {last}{where}"
+    return found
 
 
 def _rollback(args: argparse.Namespace) -> int:

@@ -75,9 +75,13 @@ def test_template_produces_a_type_error(fragile: Served) -> None:
 @pytest.mark.slow
 def test_template_produces_invalid_cython(fragile: Served) -> None:
     _edit(fragile, architecture={"causal": True})
+    # Cython refuses the module; its pure-Python fallback would raise in its selftest, so
+    # the build fails and the old build keeps serving (tests/codegen/test_build_feedback.py
+    # has the fallback that passes and serves).
     expected = (
         "cython: fragile.py: fragile.py:10:24: Only single-character string literals can be "
-        "coerced into ints. [from fragile.py.j2:17 `label: cython.int = "
+        "coerced into ints.; its pure-Python fallback fails: TypeError: unsupported operand "
+        "type(s) for +: 'float' and 'str' [from fragile.py.j2:17 `label: cython.int = "
         "{{ state.answer_vocabulary[1]|pyrepr }}`, state field answer_vocabulary[1]]"
     )
     with pytest.raises(CompileError, match=f"^{re.escape(expected)}$"):

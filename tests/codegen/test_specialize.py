@@ -1,0 +1,276 @@
+"""Golden before/after pairs for the specializer, one behaviour each (LibCST CodemodTest),
+and its refusals, each naming the line."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest
+from libcst.codemod import CodemodTest
+
+from codegen.specialize import (
+    SpecializeError,
+    SpecializeFunction,
+    module_name_for,
+    specialize_source,
+    specialize_target,
+    state_fingerprint,
+)
+from codegen.state import parse_state
+
+STATE = parse_state(
+    json.dumps(
+        {
+            "version": 3,
+            "experts": {
+                "tracker": {"kind": "tracking", "weight": 1.25},
+                "embedder": {"kind": "embedding", "weight": 0.5},
+            },
+            "scoring": {"rag": 5.0, "attention": 2.0, "temperature": 0.5},
+            "routing": [
+                {"when_all": ["where", "is"], "boosts": {"tracker": 0.5}},
+                {"when_all": ["how"], "boosts": {"embedder": -1.0}},
+            ],
+        }
+    ).encode()
+)
+HEADER = "from __future__ import annotations\n"
+DECORATOR = '@rsi_optimized(target=("experts", "routing", "scoring"))\n'
+
+
+def _before(body: str, params: str = "x: float") -> str:
+    return f"{DECORATOR}def f(state: RSIState, {params}) -> float:\n{textwrap.indent(body, '    ')}"
+
+
+def _after(body: str, params: str = "x: float", imports: str = "") -> str:
+    signature = f"def f(state: object, {params}) -> float:\n"
+    return f"{HEADER}{imports}{signature}{textwrap.indent(body, '    ')}"
+
+
+class TestSpecializeFunction(CodemodTest):
+    TRANSFORM = SpecializeFunction
+
+    def check(self, before: str, after: str) -> None:
+        self.assertCodemod(before, after, "f", STATE, python_version="3.11")
+
+    def test_inlines_a_state_field(self) -> None:
+        self.check(_before("return state.scoring.rag * x\n"), _after("return 5.0 * x\n"))
+
+    def test_inlines_len_of_a_collection(self) -> None:
+        self.check(_before("return len(state.experts) * x\n"), _after("return 2 * x\n"))
+
+    def test_unrolls_a_loop_over_expert_items(self) -> None:
+        before = (
+            "total = 0.0\n"
+            "for name, expert in state.experts.items():\n"
+            "    total += expert.weight * x\n"
+            "return total\n"
+        )
+        after = "total = 0.0\ntotal += 1.25 * x\ntotal += 0.5 * x\nreturn total\n"
+        self.check(_before(before), _after(after))
+
+    def test_unrolls_nested_loops_over_rules_and_words(self) -> None:
+        before = (
+            "n = 0.0\n"
+            "for rule in state.routing:\n"
+            "    for word in rule.when_all:\n"
+            "        n += len(word) * x\n"
+            "return n\n"
+        )
+        after = "n = 0.0\nn += 5 * x\nn += 2 * x\nn += 3 * x\nreturn n\n"
+        self.check(_before(before), _after(after))
+
+    def test_folds_branches_on_the_expert_kind(self) -> None:
+        before = (
+            "total = 0.0\n"
+            "for expert in state.experts.values():\n"
+            '    if expert.kind == "embedding":\n'
+            "        total += state.scoring.rag\n"
+            '    elif expert.kind == "counting":\n'
+            "        total -= 1.0\n"
+            "    else:\n"
+            "        total += x\n"
+            "return total\n"
+        )
+        after = "total = 0.0\ntotal += x\ntotal += 5.0\nreturn total\n"
+        self.check(_before(before), _after(after))
+
+    def test_folds_a_conditional_expression(self) -> None:
+        before = "return x if state.scoring.temperature > 1.0 else -x\n"
+        self.check(_before(before), _after("return -x\n"))
+
+    def test_folds_membership_in_a_state_dict(self) -> None:
+        before = (
+            "w = 0.0\n"
+            "for rule in state.routing:\n"
+            '    if "tracker" in rule.boosts and x > 0:\n'
+            '        w += rule.boosts["tracker"]\n'
+            "return w\n"
+        )
+        after = "w = 0.0\nif x > 0:\n    w += 0.5\nreturn w\n"
+        self.check(_before(before), _after(after))
+
+    def test_folds_arithmetic_on_two_constants(self) -> None:
+        before = "return state.scoring.rag * state.scoring.attention * x\n"
+        self.check(_before(before), _after("return 10.0 * x\n"))
+
+    def test_keeps_comments_in_unrolled_bodies(self) -> None:
+        before = (
+            "t = x\nfor e in state.experts.values():\n    # one expert\n    t += e.weight\n"
+            "return t\n"
+        )
+        after = "t = x\n# one expert\nt += 1.25\n# one expert\nt += 0.5\nreturn t\n"
+        self.check(_before(before), _after(after))
+
+    def test_an_empty_collection_leaves_pass(self) -> None:
+        state = STATE.model_copy(update={"routing": ()})
+        before = _before("if x > 0:\n    for rule in state.routing:\n        x += 1.0\nreturn x\n")
+        source, _ = specialize_source(before, "f", state)
+        assert source == _after("if x > 0:\n    pass\nreturn x\n")
+
+    def test_the_else_block_of_an_unrolled_loop_follows_it(self) -> None:
+        before = (
+            "for e in state.experts.values():\n    x += e.weight\nelse:\n    x *= 2.0\nreturn x\n"
+        )
+        after = "x += 1.25\nx += 0.5\nx *= 2.0\nreturn x\n"
+        self.check(_before(before), _after(after))
+
+    def test_enumerate_binds_literal_indexes(self) -> None:
+        before = "for i, e in enumerate(state.experts.values()):\n    x += i * e.weight\nreturn x\n"
+        after = "x += 0.0\nx += 0.5\nreturn x\n"
+        self.check(_before(before), _after(after))
+
+    def test_runtime_code_stays_as_written(self) -> None:
+        body = "# untouched\nfor i in range(3):\n    x = max(x, float(i))  # keep\nreturn x\n"
+        self.check(_before(body), _after(body))
+
+    def test_copies_helpers_constants_and_math(self) -> None:
+        module = (
+            "import math\n\nfrom codegen.state import RSIState\n\nSCALE = 2.0\n\n\n"
+            "def _helper(v: float) -> float:\n    return math.sqrt(v) * SCALE\n\n\n"
+            + _before("return _helper(x) + state.scoring.rag\n")
+        )
+        after = (
+            "SCALE = 2.0\n\n\ndef _helper(v: float) -> float:\n"
+            "    return math.sqrt(v) * SCALE\n\n\n"
+            "def f(state: object, x: float) -> float:\n    return _helper(x) + 5.0\n"
+        )
+        source, sections = specialize_source(module, "f", STATE)
+        assert source == f"{HEADER}import math\n\n{after}"
+        assert sections == ("experts", "routing", "scoring")
+
+
+def _refusal(body: str, line: int, problem: str, *, prefix: str = "") -> None:
+    source = prefix + _before(body)
+    expected = f"mod.py:{line}: {problem}"
+    with pytest.raises(SpecializeError, match=f"^{re.escape(expected)}$"):
+        specialize_source(source, "f", STATE, filename="mod.py")
+
+
+class TestRefusals:
+    def test_a_state_attribute_assigned(self) -> None:
+        _refusal(
+            "state.scoring.rag = x\nreturn x\n",
+            3,
+            "assigns to the state attribute `state.scoring.rag`",
+        )
+
+    def test_a_collection_mutated_inside_the_loop(self) -> None:
+        _refusal(
+            "for rule in state.routing:\n    rule.when_all.append('x')\nreturn x\n",
+            4,
+            "mutates the state collection `rule.when_all` (.append)",
+        )
+
+    def test_a_non_literal_unroll(self) -> None:
+        _refusal(
+            "for t in state.scoring.temperature:\n    x += t\nreturn x\n",
+            3,
+            "cannot unroll `for ... in state.scoring.temperature`: not a literal state collection",
+        )
+
+    def test_a_non_literal_index(self) -> None:
+        _refusal(
+            "for name in ('tracker',):\n    x += state.experts[name].weight\nreturn x\n",
+            4,
+            "`state.experts[name]` indexes the state with a non-literal",
+        )
+
+    def test_break_in_an_unrolled_loop(self) -> None:
+        _refusal(
+            "for e in state.experts.values():\n    if x > e.weight:\n        break\nreturn x\n",
+            5,
+            "`break`/`continue` in a loop over the state cannot be unrolled",
+        )
+
+    def test_rebinding_a_loop_variable(self) -> None:
+        _refusal(
+            "for e in state.experts.values():\n    e = x\nreturn x\n",
+            4,
+            "assigns to `e`, a name bound to the state",
+        )
+
+    def test_the_state_passed_on(self) -> None:
+        _refusal(
+            "return g(state)\n",
+            3,
+            "`state` is the state: a specialized function may read scalar fields, loop over "
+            "collections, take len() and test membership",
+        )
+
+    def test_a_read_outside_the_target(self) -> None:
+        _refusal(
+            "return x + state.architecture.heads\n",
+            3,
+            "reads state.architecture, which is not in target=(experts, routing, scoring)",
+        )
+
+    def test_the_version(self) -> None:
+        _refusal(
+            "return x + state.version\n",
+            3,
+            "`version` is not a state section a specialized copy may read",
+        )
+
+    def test_a_name_imported_from_elsewhere(self) -> None:
+        _refusal(
+            "return float(np.sqrt(x)) + state.scoring.rag\n",
+            5,
+            "uses `np` from numpy; a specialized copy may import only cython, math, typing",
+            prefix="import numpy as np\n\n",
+        )
+
+    def test_a_comprehension_over_models(self) -> None:
+        _refusal(
+            "return sum(e.weight for e in state.experts.values())\n",
+            3,
+            "`state.experts.values()` can only be a for loop's iterable (it is unrolled there)",
+        )
+
+    def test_a_missing_decorator(self) -> None:
+        with pytest.raises(
+            SpecializeError,
+            match=r"^mod.py:1: `f` is not decorated with @rsi_optimized\(target=...\)$",
+        ):
+            specialize_source(
+                "def f(state: RSIState) -> None:\n    pass\n", "f", STATE, filename="mod.py"
+            )
+
+
+def test_the_shipped_example_specializes_and_records_its_state() -> None:
+    copy = specialize_target("runtime.babi.route_score:route_score", STATE)
+    assert (
+        copy.module == module_name_for(copy.target) == "opt_runtime_babi_route_score__route_score"
+    )
+    assert copy.state_hash == state_fingerprint(STATE, ("experts", "routing", "scoring"))
+    assert "state." not in copy.source.split('"""', 2)[2]
+    assert copy.state_hash in copy.source  # another state gives another module, another build
+
+
+def test_a_bad_target_names_the_fix() -> None:
+    with pytest.raises(
+        SpecializeError, match=r"^specialize target 'nocolon' is not module:function"
+    ):
+        specialize_target("nocolon", STATE)

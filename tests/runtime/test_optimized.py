@@ -1,0 +1,184 @@
+"""``@rsi_optimized``: the specialized copy agrees with the generic function (hypothesis,
+both tiers), and the decorated name picks the right one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codegen.compile import compile_modules
+from codegen.specialize import specialize_target
+from codegen.state import RSIState, parse_state
+from codegen.toolchain import CompileSettings
+from runtime.babi.route_score import evidence_rows, route_score, sample_call
+from runtime.loader import LoadedBuild, exec_artifact
+from runtime.optimized import activate
+from runtime.project import Project
+
+TARGET = "runtime.babi.route_score:route_score"
+KINDS = ("tracking", "deduction", "spatial", "counting", "motivation", "embedding")
+WORDS = ("where", "is", "how", "many", "why", "did", "go")
+
+
+def _state(seed: int) -> RSIState:
+    """A state of the shipped model's shape: 3 to 6 experts, 0 to 6 routing rules."""
+    rng = random.Random(seed)
+    names = rng.sample(
+        ["tracker", "deducer", "spatial", "counter", "motive", "embedder"], rng.randint(3, 6)
+    )
+    experts = {n: {"kind": rng.choice(KINDS), "weight": round(rng.uniform(0, 3), 3)} for n in names}
+    rules = [
+        {
+            "when_all": rng.sample(WORDS, rng.randint(1, 2)),
+            "boosts": {
+                n: round(rng.uniform(-2, 2), 3) for n in rng.sample(names, rng.randint(1, 2))
+            },
+        }
+        for _ in range(rng.randint(0, 6))
+    ]
+    doc: dict[str, Any] = {"version": 1, "experts": experts, "routing": rules}
+    doc["scoring"] = {"attention": rng.uniform(0, 5), "temperature": rng.uniform(0.1, 3)}
+    return parse_state(json.dumps(doc).encode())
+
+
+STATES = tuple(_state(seed) for seed in range(6))
+SPECIALIZED = tuple(specialize_target(TARGET, s) for s in STATES)
+
+
+def _pure(index: int) -> Callable[..., tuple[int, float]]:
+    namespace: dict[str, Any] = {}
+    exec(compile(SPECIALIZED[index].source, SPECIALIZED[index].module, "exec"), namespace)
+    return namespace["route_score"]  # type: ignore[no-any-return]
+
+
+PURE = tuple(_pure(i) for i in range(len(STATES)))
+
+
+Call = tuple[int, memoryview, int, frozenset[str]]
+
+
+@st.composite
+def calls(draw: st.DrawFn, states: int = len(STATES)) -> Call:
+    index = draw(st.integers(0, states - 1))
+    n_cand = draw(st.integers(0, 6))
+    rows = evidence_rows(STATES[index])
+    value = st.floats(-1e3, 1e3, allow_nan=False)
+    flat = draw(st.lists(value, min_size=rows * n_cand, max_size=rows * n_cand))
+    scores = np.array(flat, dtype=np.float64).reshape(rows, n_cand)
+    words = frozenset(draw(st.lists(st.sampled_from(WORDS), max_size=4)))
+    return index, memoryview(scores), n_cand, words
+
+
+@settings(max_examples=1000, deadline=None)
+@given(calls())
+def test_pure_specialized_copy_agrees_with_the_generic_function(call: Call) -> None:
+    index, scores, n_cand, words = call
+    state = STATES[index]
+    expected = route_score.generic(state, scores, n_cand, words)
+    assert PURE[index](state, scores, n_cand, words) == expected
+
+
+@pytest.fixture(scope="module")
+def compiled(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Callable[..., tuple[int, float]], ...]:
+    cache = tmp_path_factory.mktemp("specialized-cache")
+    options = CompileSettings(backend="cython", shared_utility=False, jobs=2)
+    sources = {f"{c.module}_{i}": c.source for i, c in enumerate(SPECIALIZED[:COMPILED])}
+    done = compile_modules(sources, options, cache)
+    assert all(m.tier == "cython" for m in done.values())
+    return tuple(exec_artifact(name, m.artifact).route_score for name, m in done.items())
+
+
+COMPILED = 3  # states whose copy is compiled (Cython, one module each)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None)
+@given(calls(COMPILED))
+def test_compiled_specialized_copy_agrees_with_the_generic_function(
+    compiled: tuple[Callable[..., tuple[int, float]], ...], call: Call
+) -> None:
+    index, scores, n_cand, words = call
+    state = STATES[index]
+    expected = route_score.generic(state, scores, n_cand, words)
+    assert compiled[index](state, scores, n_cand, words) == expected
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedBuild, RSIState]:
+    """A pure-Python build of a tiny template set with the example specialized in."""
+    root = tmp_path_factory.mktemp("optimized")
+    state = STATES[1]
+    (root / "rsi_state.json").write_text(state.model_dump_json())
+    project = Project(
+        root / "rsi_state.json", template_dir=Path(__file__).parents[1] / "fixtures" / "templates"
+    )
+    project.build(CompileSettings(backend="python", specialize=(TARGET,)))
+    return project.load_active(), state
+
+
+def test_no_active_build_calls_the_generic_function(served: tuple[LoadedBuild, RSIState]) -> None:
+    activate(None)
+    assert route_score.specialized(None, served[1]) is None
+
+
+def test_the_active_build_serves_its_copy_for_its_state(
+    served: tuple[LoadedBuild, RSIState],
+) -> None:
+    build, state = served
+    copy = build.module("opt_runtime_babi_route_score__route_score").route_score
+    assert route_score.specialized(build, state) is copy
+    activate(build)
+    try:
+        args = sample_call(state)
+        assert route_score(state, *args) == copy(state, *args) == route_score.generic(state, *args)
+        assert route_score._memo[2] is copy
+        other = STATES[2]
+        route_score(other, *sample_call(other))
+        assert route_score._memo[2] is route_score.generic  # another state: generic
+    finally:
+        activate(None)
+
+
+def test_a_build_without_the_copy_falls_back_and_says_so_once(
+    served: tuple[LoadedBuild, RSIState], caplog: pytest.LogCaptureFixture
+) -> None:
+    build, state = served
+    bare = LoadedBuild(
+        "nocopy", build.tier, build.path, {**build.manifest, "specialized": {}}, build.modules
+    )
+    with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
+        assert route_score.specialized(bare, state) is None
+        assert route_score.specialized(bare, state) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "build nocopy carries no specialized copy (build with --specialize) for "
+        f"{TARGET}; calling the generic function"
+    ]
+
+
+def test_a_build_missing_the_module_falls_back(
+    served: tuple[LoadedBuild, RSIState], caplog: pytest.LogCaptureFixture
+) -> None:
+    build, state = served
+    broken = LoadedBuild("nomodule", build.tier, build.path, build.manifest, MappingProxyType({}))
+    with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
+        assert route_score.specialized(broken, state) is None
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith(
+            "build nomodule lacks module opt_runtime_babi_route_score__route_score or its "
+            "route_score"
+        )
+    )
