@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from codegen.build import read_manifest
 from codegen.toolchain import CompileSettings
 from runtime import cli
 from runtime.project import Project
@@ -45,7 +44,7 @@ def test_a_cython_error_degrades_one_module_and_is_recorded(
     settings = CompileSettings(backend="cython", shared_utility=False, jobs=1)
     report = project.build(settings)
 
-    manifest = read_manifest(project.generated_dir / report.build_id)
+    manifest = json.loads((project.generated_dir / report.build_id / "manifest.json").read_text())
     assert manifest["degraded"] == ["wobbly"]
     modules = manifest["modules"]
     assert (modules["probe"]["tier"], modules["wobbly"]["tier"]) == ("cython", "python")

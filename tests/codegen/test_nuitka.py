@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from codegen.build import read_manifest
 from codegen.toolchain import EXT_SUFFIX, CompileSettings
 from runtime.project import Project
 
@@ -27,7 +26,7 @@ def test_nuitka_builds_load_side_by_side(tmp_path: Path) -> None:
     project = Project(tmp_path / "rsi_state.json", template_dir=PROBE)
     settings = CompileSettings(backend="nuitka", jobs=1)
     first = project.build(settings)
-    manifest = read_manifest(project.generated_dir / first.build_id)
+    manifest = json.loads((project.generated_dir / first.build_id / "manifest.json").read_text())
     assert manifest["tier"] == "nuitka" and manifest["degraded"] == []
     assert manifest["modules"]["probe"]["artifact"] == f"probe{EXT_SUFFIX}"
     assert manifest["modules"]["probe"]["attempts"][0]["outcome"] == "compiled"

@@ -156,7 +156,11 @@ def test_a_build_without_the_copy_falls_back_and_says_so_once(
 ) -> None:
     build, state = served
     bare = LoadedBuild(
-        "nocopy", build.tier, build.path, {**build.manifest, "specialized": {}}, build.modules
+        "nocopy",
+        build.tier,
+        build.path,
+        build.manifest.model_copy(update={"specialized": {}}),
+        build.modules,
     )
     with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
         assert route_score.specialized(bare, state) is None
