@@ -57,6 +57,10 @@ class CompileSettings:
     native: bool = True
     shared_utility: bool = True
     jobs: int = 2
+    #: Compile even a single module in a worker process, at this added niceness, never in
+    #: the calling interpreter (watch mode: serving threads keep the GIL and the CPU).
+    #: ``None`` keeps one-module rebuilds in-process, which saves the worker's start-up.
+    worker_nice: int | None = None
 
     @classmethod
     def portable(cls, backend: Backend = "cython") -> CompileSettings:
