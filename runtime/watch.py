@@ -50,7 +50,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -159,6 +164,9 @@ class WatchSettings:
     data: Path | None = None  # bAbI directory the gate evaluates on; None: generated stories
     seed: int = 0
     gate: GateSettings = field(default_factory=GateSettings)
+    #: Judge coefficient, weight and routing edits with the screener on raw expert evidence
+    #: (collected at start-up); ``False`` sends every state edit through ``promote``.
+    screen: bool = True
 
 
 OnSwap = Callable[[LoadedBuild], None]
@@ -289,6 +297,8 @@ class _Changes(FileSystemEventHandler):
         self._last = 0.0
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type in _READ_ONLY_EVENTS:
+            return  # our own reads of the file: opened, closed without writing
         paths = (event.src_path, getattr(event, "dest_path", "") or "")
         if any(self._relevant(os.fsdecode(p)) for p in paths if p):
             self.poke()
@@ -304,6 +314,14 @@ class _Changes(FileSystemEventHandler):
                 self._first = now
             self._last = now
             self._cond.notify_all()
+
+    def settles(self, settings: WatchSettings) -> bool:
+        """True unless another event arrives within one quiet window (a save in progress:
+        an in-place write truncates first, so its first event may show a partial file)."""
+        with self._cond:
+            return not self._cond.wait_for(
+                lambda: self._first is not None, settings.debounce_ms / 1000
+            )
 
     def next(self, stop: StopEvent, settings: WatchSettings) -> float | None:
         """The first event time of the next settled burst; the rescan time when none came.
@@ -331,6 +349,7 @@ class _Changes(FileSystemEventHandler):
 
 
 _STOP_POLL_S = 0.05
+_READ_ONLY_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 
 
 @dataclass(frozen=True)
@@ -386,7 +405,8 @@ class _Loop:
         compiler = threading.Thread(target=self._compile_loop, args=(stop,), name="rsi-compile")
         compiler.start()
         try:
-            self.screen = self._collect(self.live.current(), self.good)
+            if self.settings.screen:
+                self.screen = self._collect(self.live.current(), self.good)
             judged = self._key(self.good.data)
             ready.set()
             logger.info("watching %s and %s", self.project.state_path, self.template_dir)
@@ -422,21 +442,25 @@ class _Loop:
             logger.debug("content unchanged or the live state; skipped")
             return key
         try:
-            self._change(data, changed_at)
+            if not self._change(data, changed_at):
+                return judged  # superseded by a newer write: judge that one
         except RSIError as exc:
             self._record(Outcome.BUILD_FAILED, str(exc), data, None, changed_at)
         return key
 
-    def _change(self, data: bytes, changed_at: float) -> None:
+    def _change(self, data: bytes, changed_at: float) -> bool:
+        """Judge one content; False when it was an unfinished save, superseded."""
         name = self.project.state_path.name
         try:
             candidate = parse_state(data, name)
             if data != self.good.data:
                 _check_newer(candidate, self.project.ledger.versions(), name)
         except RSIError as exc:
+            if not self.changes.settles(self.settings):
+                logger.debug("invalid content superseded by a newer write: %s", exc)
+                return False
             self._record(Outcome.REFUSED, str(exc), data, None, changed_at)
-            self.project.ledger.event("watch-refused", {"sha256": state_sha256(data)})
-            return
+            return True
         templates = templates_digest(self.template_dir)
         good = _Good(data, candidate, templates)
         if templates == self.good.templates and self._screenable(candidate, templates):
@@ -445,10 +469,12 @@ class _Loop:
             self._promoted(good, changed_at)
         else:
             self._evaluated(good, changed_at)
+        return True
 
     def _screened(self, good: _Good, changed_at: float) -> None:
         """Gate on raw evidence with the screener, then make the pure tier live."""
         pure = self._pure(good)
+        logger.debug("pure tier built %.3f s after the first event", time.monotonic() - changed_at)
         assert self.screen is not None
         incumbent = self._screen_evidence(self.good.state, self.live.current().build_id)
         candidate = self._screen_evidence(good.state, pure.build_id)
@@ -530,9 +556,10 @@ class _Loop:
         self._swapped(pure)
         message = f"v{good.state.version}: pure tier {pure.build_id} live (gate: {gate})"
         self._record(Outcome.PURE_LIVE, message, good.data, pure, changed_at, gate, waived)
-        with self.jobs:
-            self.pending = _CompileJob(good, pure, changed_at)
-            self.jobs.notify_all()
+        if self.settings.compile.backend != "python":
+            with self.jobs:
+                self.pending = _CompileJob(good, pure, changed_at)
+                self.jobs.notify_all()
 
     def _roll_back(
         self,
@@ -589,7 +616,8 @@ class _Loop:
         self._swapped(compiled)
         message = f"v{job.good.state.version}: compiled tier {compiled.build_id} live"
         self._record(Outcome.COMPILED_LIVE, message, job.good.data, compiled, job.changed_at)
-        if self._basis(job.good.state, job.good.templates) != (self.screen and self.screen.basis):
+        basis = self._basis(job.good.state, job.good.templates)
+        if self.settings.screen and (self.screen is None or self.screen.basis != basis):
             self.screen = self._collect(compiled, job.good)
 
     # -- helpers ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -37,6 +38,13 @@ def register(
     p.add_argument("--rescan-ms", type=float, default=DEFAULT_RESCAN_MS)
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
     p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
+    p.add_argument("--templates", type=Path, default=None, help="template folder to watch")
+    p.add_argument(
+        "--no-screen",
+        dest="screen",
+        action="store_false",
+        help="gate every state edit by evaluation, never by the screener",
+    )
     p.add_argument("--log-json", action="store_true", help="JSON log lines instead of a status")
     p.set_defaults(handler=_watch)
 
@@ -70,13 +78,15 @@ def _watch(args: argparse.Namespace) -> int:
         rescan_ms=args.rescan_ms,
         poll=args.poll,
         compile=compiled,
+        screen=args.screen,
     )
     project = project_from(args)
+    templates = args.templates
     if args.log_json:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(JsonFormatter())
         logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-        run(project.state_path, stop, settings=settings, template_dir=project.template_dir)
+        run(project.state_path, stop, settings=settings, template_dir=templates)
         return 0
     console = Console(stderr=True)
     with console.status(f"watching {project.state_path.name}") as status:
@@ -91,6 +101,6 @@ def _watch(args: argparse.Namespace) -> int:
             stop,
             on_event=on_event,
             settings=settings,
-            template_dir=project.template_dir,
+            template_dir=templates,
         )
     return 0
