@@ -88,6 +88,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_gc)
 
+    p = sub.add_parser(
+        "promote",
+        parents=[common],
+        help="gate a candidate state against the active build; promote it or keep it aside",
+        description="Validate CANDIDATE, enforce the safety policy, build it, run it in a "
+        "sandbox, evaluate both builds, ask the gate, then commit and activate it or keep it "
+        "in <state>.rejected.json. Exit status 0: promoted; 1: the incumbent was kept.",
+    )
+    p.add_argument("candidate", type=Path, help="the candidate state file")
+    p.add_argument(
+        "--require",
+        choices=("better", "not-worse"),
+        default="not-worse",
+        help="better: promote only on a significant gain; not-worse (default): unless worse",
+    )
+    p.add_argument(
+        "--data", type=Path, default=None, help="bAbI directory (default: generated stories)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="approve changes to PATH (globs: 'scoring.*', '*'); repeatable",
+    )
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.set_defaults(handler=_promote)
+
+    p = sub.add_parser("history", parents=[common], help="the gate's decisions, newest first")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="one JSON list on the last line")
+    p.set_defaults(handler=_history)
+
     _register_extensions(sub, common)
     return parser
 
@@ -166,6 +204,74 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     sys.stdout.write(project_from(args).diff(args.a, args.b))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from codegen.state import read_state_file
+    from runtime.promote import p_value, promote
+
+    r = promote(
+        project_from(args),
+        read_state_file(args.candidate),
+        settings=settings_from(args),
+        require=args.require,
+        data=args.data,
+        approve=tuple(args.approve),
+        seed=args.seed,
+        source=args.candidate.name,
+    )
+    d = r.decision
+    p = p_value(d.stats, d.require)
+    shown = f"p={p:.3g}" if p is not None else "p=-"
+    if r.promoted:
+        summary = f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
+    else:
+        summary = f"{d.verdict}: kept build {d.incumbent}; candidate kept in {r.rejected_path}"
+    print(f"{summary}; {shown}; {d.reason}")
+    for line in r.waived:
+        print(f"waived: {line}")
+    if args.json:
+        report = {
+            "promoted": r.promoted,
+            "verdict": str(d.verdict),
+            "require": d.require,
+            "candidate": d.candidate,
+            "incumbent": d.incumbent,
+            "p_value": p,
+            "reason": d.reason,
+            "stats": dict(d.stats),
+            "state_version": r.state_version,
+            "rejected_path": str(r.rejected_path) if r.rejected_path else None,
+            "approved": list(r.approved),
+            "waived": list(r.waived),
+            "cached": list(r.cached),
+            "seconds": dict(r.seconds),
+            "decision_id": r.decision_id,
+        }
+        print(json.dumps(report, sort_keys=True))
+    return 0 if r.promoted else 1
+
+
+def _history(args: argparse.Namespace) -> int:
+    import time
+
+    from runtime.promote import p_value
+
+    records = project_from(args).ledger.decisions(args.limit)
+    if not records:
+        print(f"{args.state}: no gate decisions yet")
+    for d in records:
+        p = p_value(d.stats, d.require)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
+        committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
+        print(
+            f"{when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over {d.incumbent}  "
+            f"committed {committed}  {d.require}  "
+            f"{f'p={p:.3g}' if p is not None else 'p=-'}  {d.reason}"
+        )
+    if args.json:
+        print(json.dumps([asdict(d) for d in records], sort_keys=True))
     return 0
 
 

@@ -1,0 +1,202 @@
+"""The safety policy, enforced on a candidate state before anything is built.
+
+The incumbent's ``safety`` section decides (a candidate cannot relax the policy that judges
+it). Two rules, each refused with one line naming the field, the old and new value and the
+way to approve:
+
+- **Step bound.** Each numeric value may move by at most ``max_relative_step`` times its old
+  magnitude: ``|new - old| <= max_relative_step * |old|``. A value at zero (or absent: a new
+  routing boost, association or expert, which contributes nothing until it exists) is
+  measured against a unit scale instead, ``|new| <= max_relative_step``: every float the
+  schema bounds is a weight, boost or coefficient whose neutral default is 1.0, so switching
+  a zeroed term on takes a few bounded steps or an approval. An integer may always move by
+  one (its smallest step), so ``heads`` 1 -> 2 is not refused where ``max_relative_step``
+  is below 1. A removed value is a move to zero.
+- **Approval list.** A change to a path listed in ``safety.approval_required`` (or below it:
+  listing ``architecture`` covers ``architecture.heads``) is refused unless approved. So is
+  any change to ``safety`` itself: the policy guards itself.
+
+Approval patterns name paths with shell-style ``*`` and ``?`` (``architecture.attention``,
+``'scoring.*'``, ``'*'``); a pattern also approves everything below the path it names. An
+approved path is exempt from the step bound too. ``version`` and ``benchmark`` change
+freely (they never reach generated code).
+
+Paths are written as the state's error messages write them: ``scoring.rag``,
+``experts.tracker.weight``, ``routing[0].boosts.deducer``. Lists compare by position.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from codegen.errors import RSIError
+from codegen.state import RSIState
+
+__all__ = [
+    "PolicyError",
+    "Change",
+    "PolicyReport",
+    "check_policy",
+    "changed_paths",
+    "approves",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Fields that never reach generated code, so the policy ignores them.
+FREE_FIELDS = frozenset({"version", "benchmark"})
+#: Changes under this section always need approval.
+SELF_GUARDED = "safety"
+_ABSENT = object()
+
+
+class PolicyError(RSIError):
+    """A candidate state breaks the incumbent's safety policy."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One leaf that differs between incumbent and candidate.
+
+    ``old``/``new`` are ``None`` for an absent leaf; ``step`` is the relative step of a
+    numeric change (see the module docstring), else ``None``.
+    """
+
+    path: str
+    old: Any
+    new: Any
+    step: float | None
+    violation: str | None  # the one-line refusal, None when the change is allowed
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """What the policy saw: every change, which were approved, which checks were waived."""
+
+    changes: tuple[Change, ...]
+    approved: tuple[str, ...]  # paths a pattern in ``approve`` let through
+    waived: tuple[str, ...]  # the refusals ``waive=True`` turned into notes
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The changed paths, in order."""
+        return tuple(c.path for c in self.changes)
+
+
+def check_policy(
+    incumbent: RSIState,
+    candidate: RSIState,
+    *,
+    approve: Sequence[str] = (),
+    waive: bool = False,
+) -> PolicyReport:
+    """Check ``candidate`` against ``incumbent.safety``; raise :class:`PolicyError` if refused.
+
+    With ``waive=True`` (a person approved the whole edit, as in watch mode) nothing is
+    refused; the refusals that would have been made are returned in ``waived``.
+    """
+    safety = incumbent.safety
+    required = (*safety.approval_required, SELF_GUARDED)
+    changes: list[Change] = []
+    approved: list[str] = []
+    for path, old, new in _diff(_leaves(incumbent), _leaves(candidate)):
+        step = _relative_step(old, new)
+        violation = None
+        if any(approves(pattern, path) for pattern in approve):
+            approved.append(path)
+        elif any(approves(listed, path) for listed in required):
+            why = "changes the safety policy" if approves(SELF_GUARDED, path) else "needs approval"
+            violation = (
+                f"{path}: {_show(old)} -> {_show(new)} {why} (safety.approval_required); "
+                f"approve with --approve {path}"
+            )
+        elif step is not None and step > safety.max_relative_step and not _unit_step(old, new):
+            violation = (
+                f"{path}: {_show(old)} -> {_show(new)} exceeds max_relative_step "
+                f"{safety.max_relative_step:g}; approve with --approve {path}"
+            )
+        changes.append(Change(path, _plain(old), _plain(new), step, violation))
+    refusals = [c.violation for c in changes if c.violation is not None]
+    # Approval refusals first: they name the larger decision.
+    refusals.sort(key=lambda line: "exceeds max_relative_step" in line)
+    if refusals and not waive:
+        more = f" (+{len(refusals) - 1} more)" if len(refusals) > 1 else ""
+        raise PolicyError(refusals[0] + more)
+    for line in refusals:
+        logger.info("policy waived: %s", line)
+    return PolicyReport(tuple(changes), tuple(approved), tuple(refusals) if waive else ())
+
+
+def changed_paths(incumbent: RSIState, candidate: RSIState) -> tuple[str, ...]:
+    """Paths of every leaf that differs (policy-relevant fields only)."""
+    return tuple(path for path, _, _ in _diff(_leaves(incumbent), _leaves(candidate)))
+
+
+def approves(pattern: str, path: str) -> bool:
+    """True when ``pattern`` (``*`` and ``?`` wildcards) names ``path`` or a path above it."""
+    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(f"{regex}(?:[.\\[].*)?", path, flags=re.DOTALL) is not None
+
+
+def _leaves(state: RSIState) -> dict[str, Any]:
+    data = state.model_dump(mode="json", exclude=set(FREE_FIELDS))
+    return dict(_walk(data, ""))
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    for path in sorted(old.keys() | new.keys()):
+        a, b = old.get(path, _ABSENT), new.get(path, _ABSENT)
+        if a is _ABSENT or b is _ABSENT or type(a) is not type(b) or a != b:
+            yield path, a, b
+
+
+def _number(value: Any) -> float | None:
+    if value is _ABSENT:
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _relative_step(old: Any, new: Any) -> float | None:
+    """``|new - old| / |old|``, against a unit scale when ``old`` is zero; None if not numeric."""
+    a, b = _number(old), _number(new)
+    if a is None or b is None:
+        return None
+    scale = abs(a) if a != 0.0 else 1.0
+    step = abs(b - a) / scale
+    return step if math.isfinite(step) else math.inf
+
+
+def _unit_step(old: Any, new: Any) -> bool:
+    """An integer moving by one: always allowed (it is the smallest step there is)."""
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
+    return ints and abs(new - old) == 1
+
+
+def _plain(value: Any) -> Any:
+    return None if value is _ABSENT else value
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

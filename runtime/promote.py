@@ -1,0 +1,250 @@
+"""Promotion through the gate: the in-process API behind ``rsi promote``, the loop and watch.
+
+:func:`promote` takes a candidate state's bytes and, in order:
+
+1. validates it (schema, and a version newer than every committed one);
+2. enforces the incumbent's safety policy (:mod:`codegen.policy`) before anything is built;
+3. builds it (:meth:`Project.build_candidate`; nothing is committed or activated);
+4. runs the build first in a sandbox child process (:mod:`runtime.sandbox`): a crash, a
+   hang or a failed self-test rejects it, and this process never imports it;
+5. gathers evidence on the held-out and hidden splits for both builds (the incumbent's, and
+   any build's, comes from the ledger's cache when it was measured before with the same
+   seed and data), and interleaved latency when code on the hot path changed;
+6. asks the gate (:func:`runtime.gate.decide`), then under the project lock either records
+   the decision, commits and activates the candidate and writes it to the state file, or
+   records the decision and keeps the candidate (ledger, and ``<state>.rejected.json``).
+
+The decision is recorded before the commit and marked committed after it, so a kill at any
+instant leaves the ledger whole: either the incumbent is active, or the candidate is, with
+its decision. The state file is written last, and only when it still holds the incumbent's
+bytes: an edit a person made meanwhile is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen.build import MANIFEST
+from codegen.errors import LedgerError, StateError
+from codegen.locking import project_lock
+from codegen.policy import approves, check_policy
+from codegen.state import RSIState, atomic_write, parse_state, read_state_file
+from codegen.toolchain import CompileSettings
+from runtime.evidence import data_fingerprint, gather, measure_latency
+from runtime.gate import Decision, Evidence, GateSettings, LatencySamples, Require, Verdict, decide
+from runtime.ledger import Active, Ledger
+from runtime.loader import LoadedBuild, load_build
+from runtime.project import Project
+from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
+
+__all__ = ["PromotionReport", "promote", "rejected_path", "HOT_PATH", "p_value"]
+
+logger = logging.getLogger(__name__)
+
+#: State sections whose changes alter the code on the hot path (kernels and shapes), so the
+#: gate also times both builds. Weights and coefficients are constants in the same code.
+HOT_PATH = ("architecture", "kernels")
+
+
+@dataclass(frozen=True)
+class PromotionReport:
+    """What :func:`promote` decided and did."""
+
+    decision: Decision
+    promoted: bool
+    state_version: int | None  # committed version when promoted
+    build_id: str  # the candidate's build id
+    rejected_path: Path | None  # <state>.rejected.json when the candidate was not promoted
+    waived: tuple[str, ...]  # policy refusals waived (watch mode: the person approved the edit)
+    seconds: Mapping[str, float]  # build, sandbox, evaluate, gate, commit
+    decision_id: int = 0  # the decision's row in the ledger
+    approved: tuple[str, ...] = ()  # changed paths an --approve pattern let through
+    cached: tuple[str, ...] = ()  # build ids whose evidence came from the ledger's cache
+
+
+def rejected_path(state_path: Path) -> Path:
+    """Where a candidate that was not promoted is kept: ``<stem>.rejected.json`` beside it."""
+    return state_path.with_name(f"{state_path.stem}.rejected.json")
+
+
+def p_value(stats: Mapping[str, object], require: str) -> float | None:
+    """The held-out p-value the gate's question turns on (gain for better, loss for not-worse)."""
+    value = stats.get("heldout_p_gain" if require == "better" else "heldout_p_loss")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def promote(
+    project: Project,
+    candidate_bytes: bytes,
+    *,
+    settings: CompileSettings,
+    require: Require = "not-worse",
+    data: Path | None = None,
+    approve: Sequence[str] = (),
+    waive_policy: bool = False,
+    gate: GateSettings | None = None,
+    seed: int = 0,
+    source: str = "candidate",
+    sandbox_timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> PromotionReport:
+    """Gate ``candidate_bytes`` against the project's active build; promote or keep it.
+
+    Raises :class:`StateError` for an invalid candidate and :class:`PolicyError` for one the
+    safety policy refuses (both before anything is built). A rejection is not an error: the
+    report says so, with the decision and where the candidate was kept.
+    """
+    seconds: dict[str, float] = {}
+    ledger = project.ledger
+    active = _active(project)
+    incumbent_data = ledger.state(active.version).data
+    incumbent = parse_state(incumbent_data, f"history version {active.version}")
+    candidate = parse_state(candidate_bytes, source)
+    _check_newer(ledger, candidate, source)
+    policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
+    settings_gate = gate or GateSettings()
+
+    clock = time.perf_counter()
+    built = project.build_candidate(candidate, candidate_bytes, settings)
+    seconds["build"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
+    seconds["sandbox"] = time.perf_counter() - clock
+
+    latency: LatencySamples | None = None
+    cached: list[str] = []
+    if not sandbox.ok:
+        decision = Decision(
+            Verdict.REJECT,
+            require,
+            built.build_id,
+            active.build_id,
+            f"sandbox: {sandbox.reason}",
+            {"sandbox_phase": sandbox.phase, "sandbox_s": round(sandbox.seconds, 3)},
+        )
+    else:
+        clock = time.perf_counter()
+        incumbent_build = project.load_active()
+        candidate_build = load_build(built.path)
+        before = _evidence(ledger, incumbent_build, data, seed, cached)
+        after = _evidence(ledger, candidate_build, data, seed, cached)
+        if any(approves(section, path) for section in HOT_PATH for path in policy.paths):
+            latency = measure_latency(
+                incumbent_build,
+                candidate_build,
+                repeats=settings_gate.latency_repeats,
+                data=data,
+                seed=seed,
+            )
+        seconds["evaluate"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        decision = decide(before, after, require=require, settings=settings_gate, latency=latency)
+        seconds["gate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
+        _check_unchanged(project, active)
+        if decision.promoted and not (built.path / MANIFEST).exists():
+            raise LedgerError(
+                f"build {built.build_id} was deleted during the promotion (rsi gc?); "
+                "run rsi promote again"
+            )
+        decision_id = ledger.record_decision(
+            decision,
+            candidate_data=candidate_bytes,
+            candidate_version=candidate.version,
+            waived=policy.waived,
+            latency=latency,
+        )
+        kept: Path | None = None
+        if decision.promoted:
+            ledger.commit(
+                candidate.version,
+                candidate_bytes,
+                built.build_id,
+                built.tier,
+                limit=candidate.safety.history_limit,
+            )
+            ledger.mark_committed(decision_id, candidate.version)
+            _write_state_file(project.state_path, incumbent_data, candidate_bytes)
+        else:
+            kept = rejected_path(project.state_path)
+            atomic_write(kept, candidate_bytes)
+    seconds["commit"] = time.perf_counter() - clock
+    logger.info("promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason)
+    return PromotionReport(
+        decision=decision,
+        promoted=decision.promoted,
+        state_version=candidate.version if decision.promoted else None,
+        build_id=built.build_id,
+        rejected_path=kept,
+        waived=policy.waived,
+        seconds={k: round(v, 4) for k, v in seconds.items()},
+        decision_id=decision_id,
+        approved=policy.approved,
+        cached=tuple(cached),
+    )
+
+
+def _active(project: Project) -> Active:
+    active = project.ledger.active()
+    if active is None:
+        raise LedgerError(
+            f"{project.state_path.name}: never built, so there is no incumbent to gate "
+            "against; run `rsi build` first"
+        )
+    return active
+
+
+def _check_newer(ledger: Ledger, candidate: RSIState, source: str) -> None:
+    versions = ledger.versions()
+    newest = versions[-1] if versions else 0
+    if candidate.version <= newest:
+        raise StateError(
+            f"{source}: version {candidate.version} is not newer than the committed "
+            f'{newest}; set "version" to {newest + 1}'
+        )
+
+
+def _evidence(
+    ledger: Ledger, build: LoadedBuild, data: Path | None, seed: int, cached: list[str]
+) -> Evidence:
+    """The build's evidence from the ledger's cache, or measured now and stored."""
+    found = ledger.evidence(build.build_id, seed, data_fingerprint(data, seed))
+    if found is not None:
+        cached.append(build.build_id)
+        return found
+    measured = gather(build, data=data, seed=seed)
+    ledger.record_evidence(measured)
+    return measured
+
+
+def _check_unchanged(project: Project, before: Active) -> None:
+    now = project.ledger.active()
+    if now != before:
+        version = now.version if now else None
+        raise LedgerError(
+            f"{project.state_path.name}: the active state changed from v{before.version} to "
+            f"v{version} during the promotion; run rsi promote again"
+        )
+
+
+def _write_state_file(path: Path, incumbent: bytes, candidate: bytes) -> None:
+    try:
+        current = read_state_file(path)
+    except StateError:
+        current = b""
+    if current == candidate:
+        return
+    if current not in (incumbent, b""):
+        logger.warning(
+            "%s was edited during the promotion; the promoted state is committed and active, "
+            "the file keeps the edit",
+            path.name,
+        )
+        return
+    atomic_write(path, candidate)
