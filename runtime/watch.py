@@ -211,20 +211,24 @@ def watch(
 ) -> WatchHandle:
     """Watch ``state_path`` in a background thread; return once watching has begun.
 
-    Raises :class:`WatchError` when another watcher holds the project. Callers serve from
-    ``handle.current()``; ``on_swap`` is called with each build that goes live.
+    Raises :class:`WatchError` when another watcher holds the project, and any error of the
+    start-up. Callers serve from ``handle.current()``; ``on_swap`` is called with each build
+    that goes live.
     """
-    project = Project(state_path, template_dir=template_dir)
-    lock_fd = _lock(project.state_path)
-    live = LiveProject(project)
+    settings = settings or WatchSettings()
+    lock_fd, live = _open(state_path, template_dir, settings)
     history = _History(on_event)
     stop = threading.Event()
     handle = WatchHandle(live, history, stop)
     ready = threading.Event()
+    failed: list[RSIError] = []
 
     def main() -> None:
         try:
-            _Loop(live, settings or WatchSettings(), history, on_swap).serve(stop, ready)
+            _Loop(live, settings, history, on_swap).serve(stop, ready)
+        except RSIError as exc:
+            failed.append(exc)
+            logger.error("watcher stopped: %s", exc)
         finally:
             ready.set()
             os.close(lock_fd)
@@ -233,6 +237,8 @@ def watch(
     handle._thread = thread
     thread.start()
     ready.wait()
+    if failed:
+        raise failed[0]
     return handle
 
 
@@ -245,15 +251,30 @@ def run(
     template_dir: Path | None = None,
 ) -> tuple[WatchEvent, ...]:
     """Watch ``state_path`` in this thread until ``stop`` is set (``rsi watch``)."""
-    project = Project(state_path, template_dir=template_dir)
-    lock_fd = _lock(project.state_path)
+    settings = settings or WatchSettings()
+    lock_fd, live = _open(state_path, template_dir, settings)
     try:
         history = _History(on_event)
-        live = LiveProject(project)
-        _Loop(live, settings or WatchSettings(), history, None).serve(stop, threading.Event())
+        _Loop(live, settings, history, None).serve(stop, threading.Event())
         return history.snapshot()
     finally:
         os.close(lock_fd)
+
+
+def _open(
+    state_path: Path, template_dir: Path | None, settings: WatchSettings
+) -> tuple[int, LiveProject]:
+    """Take the watcher's lock and load the last good build (building a new project once)."""
+    project = Project(state_path, template_dir=template_dir)
+    lock_fd = _lock(project.state_path)
+    try:
+        if project.ledger.active() is None:
+            logger.info("%s was never built; building it as the last good state", state_path)
+            project.build(settings.compile)
+        return lock_fd, LiveProject(project)
+    except BaseException:
+        os.close(lock_fd)
+        raise
 
 
 class _History:
@@ -757,8 +778,9 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def _lock(state_path: Path) -> int:
-    """Hold ``<state>.watch.lock`` for this watcher's lifetime; refuse a second watcher."""
-    path = state_path.with_name(state_path.name + ".watch.lock")
+    """Hold ``.rsi/watch.lock`` beside the state for the watcher's lifetime; refuse another."""
+    path = state_path.parent / ".rsi" / "watch.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -766,7 +788,7 @@ def _lock(state_path: Path) -> int:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise WatchError(
-            f"{state_path.name}: already watched by process {holder} ({path.name}); "
+            f"{state_path.name}: already watched by process {holder} (.rsi/watch.lock); "
             "stop that watcher first"
         ) from None
     os.ftruncate(fd, 0)
