@@ -57,9 +57,9 @@ class CompileSettings:
     native: bool = True
     shared_utility: bool = True
     jobs: int = 2
-    #: Compile even a single module in a worker process, at this added niceness, never in
-    #: the calling interpreter (watch mode: serving threads keep the GIL and the CPU).
-    #: ``None`` keeps one-module rebuilds in-process, which saves the worker's start-up.
+    #: Compile even a single module in a worker process, at this added niceness (0: as
+    #: the caller), never in the calling interpreter (watch mode: serving threads keep the
+    #: GIL). ``None`` keeps one-module rebuilds in-process, saving the worker's start-up.
     worker_nice: int | None = None
 
     @classmethod

@@ -72,7 +72,7 @@ from runtime.babi.tune import Evidence as RawEvidence
 from runtime.babi.tune import collect_evidence, screen
 from runtime.evidence import data_fingerprint, gather, stories_of
 from runtime.gate import Decision, Evidence, GateSettings, SplitOutcome, decide
-from runtime.live import LiveProject, differential_check
+from runtime.live import LiveProject, TierMismatch, differential_check
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
 from runtime.promote import promote, rejected_path
@@ -160,7 +160,9 @@ class WatchSettings:
     rescan_ms: float = DEFAULT_RESCAN_MS
     poll: bool = False  # PollingObserver, for file systems without change events
     poll_interval_ms: float = 100.0
-    compile: CompileSettings = field(default_factory=lambda: CompileSettings(worker_nice=10))
+    #: Compiled tier: always in worker processes (``worker_nice=0``: not reniced; on a
+    #: machine shared with other compiles a positive niceness starves the compile itself).
+    compile: CompileSettings = field(default_factory=lambda: CompileSettings(worker_nice=0))
     data: Path | None = None  # bAbI directory the gate evaluates on; None: generated stories
     seed: int = 0
     gate: GateSettings = field(default_factory=GateSettings)
@@ -418,12 +420,13 @@ class _Loop:
         self.swap_lock = threading.Lock()  # a pure-tier swap and a compiled-tier swap
         self.pending: _CompileJob | None = None  # newest compile job, latest wins
         self.jobs = threading.Condition()
+        self.closing = threading.Event()  # ends the compile thread once the loop is done
         self.screen: _Screen | None = None
         self.good = self._incumbent()
 
     def serve(self, stop: StopEvent, ready: threading.Event) -> None:
         observer = self._observer()
-        compiler = threading.Thread(target=self._compile_loop, args=(stop,), name="rsi-compile")
+        compiler = threading.Thread(target=self._compile_loop, name="rsi-compile")
         compiler.start()
         try:
             if self.settings.screen:
@@ -431,6 +434,7 @@ class _Loop:
             judged = self._key(self.good.data)
             ready.set()
             logger.info("watching %s and %s", self.project.state_path, self.template_dir)
+            self.changes.poke()  # an edit saved while nobody watched is judged at once
             while True:
                 changed_at = self.changes.next(stop, self.settings)
                 if changed_at is None:
@@ -442,8 +446,8 @@ class _Loop:
         finally:
             observer.stop()
             with self.jobs:
+                self.closing.set()
                 self.jobs.notify_all()
-            self.changes.poke()
             compiler.join()
             observer.join()
 
@@ -454,10 +458,13 @@ class _Loop:
         path = self.project.state_path
         try:
             data = read_state_file(path)
-        except RSIError:
+        except RSIError as exc:
             if not path.exists():
                 return judged  # mid-save (backup-and-rename): its creation event follows
-            raise
+            key = content_key({"unreadable": str(exc)})
+            if key != judged:
+                self._record(Outcome.REFUSED, str(exc), b"", None, changed_at)
+            return key
         key = self._key(data)
         if key in (judged, self._key(self.good.data, self.good.templates)):
             logger.debug("content unchanged or the live state; skipped")
@@ -494,13 +501,21 @@ class _Loop:
 
     def _screened(self, good: _Good, changed_at: float) -> None:
         """Gate on raw evidence with the screener, then make the pure tier live."""
+        built_at = time.monotonic()
         pure = self._pure(good)
-        logger.debug("pure tier built %.3f s after the first event", time.monotonic() - changed_at)
+        gate_at = time.monotonic()
         assert self.screen is not None
         incumbent = self._screen_evidence(self.good.state, self.live.current().build_id)
         candidate = self._screen_evidence(good.state, pure.build_id)
         decision = decide(incumbent, candidate, require="not-worse", settings=self.settings.gate)
         waived = check_policy(self.good.state, good.state, waive=True).waived
+        logger.info(
+            "v%d: debounce %.3f s, pure build %.3f s, screen and gate %.3f s",
+            good.state.version,
+            built_at - changed_at,
+            gate_at - built_at,
+            time.monotonic() - gate_at,
+        )
         self._settle(good, pure, decision, waived, "screen", changed_at)
 
     def _promoted(self, good: _Good, changed_at: float) -> None:
@@ -603,16 +618,18 @@ class _Loop:
 
     # -- compiled tier ----------------------------------------------------------------
 
-    def _compile_loop(self, stop: StopEvent) -> None:
+    def _compile_loop(self) -> None:
         while True:
             with self.jobs:
-                self.jobs.wait_for(lambda: self.pending is not None or stop.is_set())
-                if stop.is_set():
+                self.jobs.wait_for(lambda: self.pending is not None or self.closing.is_set())
+                if self.closing.is_set():
                     return
                 job, self.pending = self.pending, None
             assert job is not None
             try:
                 self._compile(job)
+            except TierMismatch as exc:
+                self._record(Outcome.TIER_MISMATCH, str(exc), job.good.data, None, job.changed_at)
             except RSIError as exc:
                 self._record(Outcome.BUILD_FAILED, str(exc), job.good.data, None, job.changed_at)
 

@@ -38,6 +38,9 @@ def register(
     p.add_argument("--rescan-ms", type=float, default=DEFAULT_RESCAN_MS)
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
     p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
+    p.add_argument(
+        "--compile-nice", type=int, default=0, help="niceness added to compiler workers"
+    )
     p.add_argument("--templates", type=Path, default=None, help="template folder to watch")
     p.add_argument(
         "--no-screen",
@@ -71,7 +74,7 @@ def _watch(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    compiled = replace(settings_from(args), worker_nice=10)
+    compiled = replace(settings_from(args), worker_nice=args.compile_nice)
     settings = WatchSettings(
         debounce_ms=args.debounce_ms,
         max_wait_ms=args.max_wait_ms,

@@ -46,7 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--compiled-every", type=int, default=5, help="valid edits per timed compile"
+        "--compiled-every", type=int, default=10, help="valid edits per timed compile"
     )
     parser.add_argument("--idle-s", type=float, default=5.0, help="idle throughput window")
     parser.add_argument("--out", type=Path, default=None, help="raw samples and summary (JSON)")
@@ -104,6 +104,11 @@ def main() -> int:
                 row["write_to_compiled_s"] = (done.at - start) if done else None
                 if done:
                     compile_windows.append((event.at, done.at))
+        print(
+            f"{index:3d} {kind:7s} {style:10s} {row['outcome']:13s} "
+            f"{row['write_to_final_s'] or 0:.3f} s {row.get('write_to_compiled_s') or ''}",
+            file=sys.stderr,
+        )
         row["file_after"] = _sha(state_path.read_bytes())
         row["file_written"] = _sha(raw)
         row["kept"] = _kept(project, raw) if kind == "worse" else None
