@@ -281,3 +281,20 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_our_own_reads_of_the_file_are_not_changes() -> None:
+    from watchdog.events import FileClosedNoWriteEvent, FileOpenedEvent
+
+    changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+    changes.dispatch(FileOpenedEvent("/p/rsi_state.json"))
+    changes.dispatch(FileClosedNoWriteEvent("/p/rsi_state.json"))
+    assert changes.settles(WatchSettings(debounce_ms=20))
+
+
+def test_a_write_within_the_quiet_window_unsettles_a_refusal() -> None:
+    changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+    timer = threading.Timer(0.01, changes.poke)
+    timer.start()
+    assert not changes.settles(WatchSettings(debounce_ms=500))
+    timer.join()
