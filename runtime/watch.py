@@ -470,14 +470,17 @@ class _Loop:
             logger.debug("content unchanged or the live state; skipped")
             return key
         try:
-            if not self._change(data, changed_at):
+            now = self._change(data, changed_at)
+            if now is None:
                 return judged  # superseded by a newer write: judge that one
+            if now != data:
+                return self._key(now)  # restored to the last good state by the roll back
         except RSIError as exc:
             self._record(Outcome.BUILD_FAILED, str(exc), data, None, changed_at)
         return key
 
-    def _change(self, data: bytes, changed_at: float) -> bool:
-        """Judge one content; False when it was an unfinished save, superseded."""
+    def _change(self, data: bytes, changed_at: float) -> bytes | None:
+        """Judge one content; return what the file holds now (None: an unfinished save)."""
         name = self.project.state_path.name
         try:
             candidate = parse_state(data, name)
@@ -486,20 +489,18 @@ class _Loop:
         except RSIError as exc:
             if not self.changes.settles(self.settings):
                 logger.debug("invalid content superseded by a newer write: %s", exc)
-                return False
+                return None
             self._record(Outcome.REFUSED, str(exc), data, None, changed_at)
-            return True
+            return data
         templates = templates_digest(self.template_dir)
         good = _Good(data, candidate, templates)
         if templates == self.good.templates and self._screenable(candidate, templates):
-            self._screened(good, changed_at)
-        elif templates == self.good.templates:
-            self._promoted(good, changed_at)
-        else:
-            self._evaluated(good, changed_at)
-        return True
+            return self._screened(good, changed_at)
+        if templates == self.good.templates:
+            return self._promoted(good, changed_at)
+        return self._evaluated(good, changed_at)
 
-    def _screened(self, good: _Good, changed_at: float) -> None:
+    def _screened(self, good: _Good, changed_at: float) -> bytes:
         """Gate on raw evidence with the screener, then make the pure tier live."""
         built_at = time.monotonic()
         pure = self._pure(good)
@@ -516,9 +517,9 @@ class _Loop:
             gate_at - built_at,
             time.monotonic() - gate_at,
         )
-        self._settle(good, pure, decision, waived, "screen", changed_at)
+        return self._settle(good, pure, decision, waived, "screen", changed_at)
 
-    def _promoted(self, good: _Good, changed_at: float) -> None:
+    def _promoted(self, good: _Good, changed_at: float) -> bytes:
         """Any other state edit: :func:`runtime.promote.promote` gates and commits it."""
         report = promote(
             self.project,
@@ -535,10 +536,10 @@ class _Loop:
         if report.promoted:
             pure = load_build(self.project.generated_dir / report.build_id)
             self._go_live(good, pure, "promote", report.waived, changed_at)
-        else:
-            self._roll_back(good, report.decision, "promote", report.waived, changed_at)
+            return good.data
+        return self._roll_back(good, report.decision, "promote", report.waived, changed_at)
 
-    def _evaluated(self, good: _Good, changed_at: float) -> None:
+    def _evaluated(self, good: _Good, changed_at: float) -> bytes:
         """A template edit: evaluate both builds on the gate's splits."""
         pure = self._pure(good)
         data, seed = self.settings.data, self.settings.seed
@@ -546,7 +547,7 @@ class _Loop:
         candidate = self._cached_gather(pure, data, seed)
         decision = decide(incumbent, candidate, require="not-worse", settings=self.settings.gate)
         waived = check_policy(self.good.state, good.state, waive=True).waived
-        self._settle(good, pure, decision, waived, "evaluate", changed_at)
+        return self._settle(good, pure, decision, waived, "evaluate", changed_at)
 
     def _settle(
         self,
@@ -556,7 +557,7 @@ class _Loop:
         waived: tuple[str, ...],
         gate: str,
         changed_at: float,
-    ) -> None:
+    ) -> bytes:
         """Record the decision; commit and go live, or keep the candidate and roll back."""
         _log_waived(waived)
         ledger = self.project.ledger
@@ -575,8 +576,8 @@ class _Loop:
                 atomic_write(rejected_path(self.project.state_path), good.data)
         if decision.promoted:
             self._go_live(good, pure, gate, waived, changed_at)
-        else:
-            self._roll_back(good, decision, gate, waived, changed_at)
+            return good.data
+        return self._roll_back(good, decision, gate, waived, changed_at)
 
     def _go_live(
         self,
@@ -604,17 +605,21 @@ class _Loop:
         gate: str,
         waived: tuple[str, ...],
         changed_at: float,
-    ) -> None:
+    ) -> bytes:
+        """Restore the state file unless a newer save replaced it; return what it holds."""
         path = self.project.state_path
+        holds = good.data
         with project_lock(path, timeout_s=self.project.lock_timeout_s):
             if _read_or_none(path) == good.data:  # a newer save is the user's: keep it
                 atomic_write(path, self.good.data)
+                holds = self.good.data
         message = (
             f"v{good.state.version} not promoted ({decision.verdict}: {decision.reason}); "
             f"{path.name} restored to v{self.good.state.version}, the edit kept in "
             f"{rejected_path(path).name}"
         )
         self._record(Outcome.ROLLED_BACK, message, good.data, None, changed_at, gate, waived)
+        return holds
 
     # -- compiled tier ----------------------------------------------------------------
 

@@ -269,6 +269,12 @@ def test_end_to_end_pure_tier(make_project: Callable[..., Project]) -> None:
         assert h.current().build_id == swapped[-1]
         assert project.state_path.read_bytes() == project.ledger.state(2).data
         assert (project.state_path.parent / "rsi_state.rejected.json").read_bytes() == raw
+        # The same worse content saved again (it merges with the restore's events): judged
+        # again, not taken for the content already judged.
+        project.state_path.write_bytes(raw)
+        _next(h, 3, timeout_s=60)
+        assert h.history()[2].outcome is Outcome.ROLLED_BACK
+        assert project.state_path.read_bytes() == project.ledger.state(2).data
     finally:
         h.stop()
 
