@@ -28,7 +28,7 @@ Each change, in this order (measured by ``tools/bench_watch.py``):
    rejected candidate is recorded in the ledger and kept in ``<state>.rejected.json``, and
    the state file is restored to the last good state.
 4. **pure tier live**: only a promoted build is ever swapped into the hot slot.
-5. **compiled tier**: compiled in niced worker processes (``CompileSettings.worker_nice``),
+5. **compiled tier**: compiled in worker processes (``CompileSettings.worker_nice``),
    never in this interpreter; it replaces the pure tier once both tiers agree
    (:func:`runtime.live.differential_check`). A newer promoted change supersedes a pending
    compile: the compiled tier of an older change is never swapped over a newer pure tier.
@@ -593,10 +593,12 @@ class _Loop:
         self._swapped(pure)
         message = f"v{good.state.version}: pure tier {pure.build_id} live (gate: {gate})"
         self._record(Outcome.PURE_LIVE, message, good.data, pure, changed_at, gate, waived)
-        if self.settings.compile.backend != "python":
-            with self.jobs:
-                self.pending = _CompileJob(good, pure, changed_at)
-                self.jobs.notify_all()
+        if self.settings.compile.backend == "python":
+            self._refresh_screen(pure, good)
+            return
+        with self.jobs:
+            self.pending = _CompileJob(good, pure, changed_at)
+            self.jobs.notify_all()
 
     def _roll_back(
         self,
@@ -659,9 +661,7 @@ class _Loop:
         self._swapped(compiled)
         message = f"v{job.good.state.version}: compiled tier {compiled.build_id} live"
         self._record(Outcome.COMPILED_LIVE, message, job.good.data, compiled, job.changed_at)
-        basis = self._basis(job.good.state, job.good.templates)
-        if self.settings.screen and (self.screen is None or self.screen.basis != basis):
-            self.screen = self._collect(compiled, job.good)
+        self._refresh_screen(compiled, job.good)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -679,6 +679,12 @@ class _Loop:
         for expert in data["experts"].values():
             expert.pop("weight")
         return content_key({"state": data, "templates": templates})
+
+    def _refresh_screen(self, build: LoadedBuild, good: _Good) -> None:
+        """Recollect the raw evidence when the experts' structure changed (not for weights)."""
+        basis = self._basis(good.state, good.templates)
+        if self.settings.screen and (self.screen is None or self.screen.basis != basis):
+            self.screen = self._collect(build, good)
 
     def _collect(self, build: LoadedBuild, good: _Good) -> _Screen:
         start = time.perf_counter()
@@ -702,6 +708,8 @@ class _Loop:
             )
             for split, raw in (("heldout", self.screen.heldout), ("hidden", self.screen.hidden))
         ]
+        # Kernels are unchanged (the basis includes them); the tiers are compared before the
+        # compiled one goes live (differential_check), so neither check can fail here.
         return Evidence(build_id, outcomes[0], outcomes[1], True, True)
 
     def _cached_gather(self, build: LoadedBuild, data: Path | None, seed: int) -> Evidence:

@@ -185,9 +185,10 @@ def _edit(kind: str, good: dict[str, object], rng: random.Random) -> dict[str, o
         data["version"] = version + 1
         for name in ("tracker", "motive"):
             experts[name]["weight"] = 0.0
-    else:
+    else:  # each invalid save differs from the last (an identical save is no change)
         choice = rng.randrange(4)
         data["version"] = version + 1
+        scoring["commonsense"] = round(rng.uniform(0.01, 0.05), 6)
         if choice == 0:
             scoring["attention"] = "fast"  # type: ignore[assignment]
         elif choice == 1:
