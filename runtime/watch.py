@@ -27,7 +27,9 @@ Each change, in this order (measured by ``tools/bench_watch.py``):
    (sandbox, evaluation on both splits); a template edit is evaluated on both splits. A
    rejected candidate is recorded in the ledger and kept in ``<state>.rejected.json``, and
    the state file is restored to the last good state.
-4. **pure tier live**: only a promoted build is ever swapped into the hot slot.
+4. **pure tier live**: only a promoted build is ever swapped into the hot slot; the
+   decision and the commit go to the ledger right after (their fsyncs cost about 0.2 s on
+   a loaded machine, so they do not delay the swap; see :meth:`_Loop._settle`).
 5. **compiled tier**: compiled in worker processes (``CompileSettings.worker_nice``),
    never in this interpreter; it replaces the pure tier once both tiers agree
    (:func:`runtime.live.differential_check`). A newer promoted change supersedes a pending
@@ -558,26 +560,44 @@ class _Loop:
         gate: str,
         changed_at: float,
     ) -> bytes:
-        """Record the decision; commit and go live, or keep the candidate and roll back."""
+        """Go live and commit, or keep the candidate and roll back; record the decision.
+
+        A promoted build goes live before the ledger's transactions (each an fsync): the
+        gate has passed, and a kill before the commit leaves the ledger on the last good
+        state with the edit still in the file, judged again at the next start. A ledger
+        that refuses the commit swaps the last good build back.
+        """
         _log_waived(waived)
-        ledger = self.project.ledger
+        if not decision.promoted:
+            self._record_decision(good, decision, waived)
+            atomic_write(rejected_path(self.project.state_path), good.data)
+            return self._roll_back(good, decision, gate, waived, changed_at)
+        with self.swap_lock:
+            previous, last_good = self.live.slot.swap(pure), self.good
+            self.good = good
+        try:
+            decision_id = self._record_decision(good, decision, waived)
+            with project_lock(self.project.state_path, timeout_s=self.project.lock_timeout_s):
+                limit = good.state.safety.history_limit
+                ledger = self.project.ledger
+                ledger.commit(good.state.version, good.data, pure.build_id, pure.tier, limit=limit)
+                ledger.mark_committed(decision_id, good.state.version)
+        except RSIError:
+            with self.swap_lock:
+                self.live.slot.swap(previous)
+                self.good = last_good
+            raise
+        self._went_live(good, pure, gate, waived, changed_at)
+        return good.data
+
+    def _record_decision(self, good: _Good, decision: Decision, waived: tuple[str, ...]) -> int:
         with project_lock(self.project.state_path, timeout_s=self.project.lock_timeout_s):
-            decision_id = ledger.record_decision(
+            return self.project.ledger.record_decision(
                 decision,
                 candidate_data=good.data,
                 candidate_version=good.state.version,
                 waived=waived,
             )
-            if decision.promoted:
-                limit = good.state.safety.history_limit
-                ledger.commit(good.state.version, good.data, pure.build_id, pure.tier, limit=limit)
-                ledger.mark_committed(decision_id, good.state.version)
-            else:
-                atomic_write(rejected_path(self.project.state_path), good.data)
-        if decision.promoted:
-            self._go_live(good, pure, gate, waived, changed_at)
-            return good.data
-        return self._roll_back(good, decision, gate, waived, changed_at)
 
     def _go_live(
         self,
@@ -590,6 +610,17 @@ class _Loop:
         with self.swap_lock:
             self.live.slot.swap(pure)
             self.good = good
+        self._went_live(good, pure, gate, waived, changed_at)
+
+    def _went_live(
+        self,
+        good: _Good,
+        pure: LoadedBuild,
+        gate: str,
+        waived: tuple[str, ...],
+        changed_at: float,
+    ) -> None:
+        """Report a pure tier now serving and queue its compiled tier (latest wins)."""
         self._swapped(pure)
         message = f"v{good.state.version}: pure tier {pure.build_id} live (gate: {gate})"
         self._record(Outcome.PURE_LIVE, message, good.data, pure, changed_at, gate, waived)
