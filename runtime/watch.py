@@ -143,7 +143,7 @@ class WatchEvent:
     state_sha256: str  # the state bytes judged
     version: int | None
     changed_at: float  # first file event of the change (the rescan time if none was seen)
-    at: float
+    at: float  # of the outcome; for a build going live, of its swap into the hot slot
     gate: str = ""  # "screen", "promote" or "evaluate" when the gate ran
     waived: tuple[str, ...] = ()
 
@@ -575,6 +575,7 @@ class _Loop:
         with self.swap_lock:
             previous, last_good = self.live.slot.swap(pure), self.good
             self.good = good
+        live_at = time.monotonic()
         try:
             decision_id = self._record_decision(good, decision, waived)
             with project_lock(self.project.state_path, timeout_s=self.project.lock_timeout_s):
@@ -587,7 +588,7 @@ class _Loop:
                 self.live.slot.swap(previous)
                 self.good = last_good
             raise
-        self._went_live(good, pure, gate, waived, changed_at)
+        self._went_live(good, pure, gate, waived, changed_at, live_at)
         return good.data
 
     def _record_decision(self, good: _Good, decision: Decision, waived: tuple[str, ...]) -> int:
@@ -610,7 +611,7 @@ class _Loop:
         with self.swap_lock:
             self.live.slot.swap(pure)
             self.good = good
-        self._went_live(good, pure, gate, waived, changed_at)
+        self._went_live(good, pure, gate, waived, changed_at, time.monotonic())
 
     def _went_live(
         self,
@@ -619,11 +620,14 @@ class _Loop:
         gate: str,
         waived: tuple[str, ...],
         changed_at: float,
+        live_at: float,
     ) -> None:
-        """Report a pure tier now serving and queue its compiled tier (latest wins)."""
+        """Report a pure tier serving since ``live_at``; queue its compiled tier (latest wins)."""
         self._swapped(pure)
         message = f"v{good.state.version}: pure tier {pure.build_id} live (gate: {gate})"
-        self._record(Outcome.PURE_LIVE, message, good.data, pure, changed_at, gate, waived)
+        self._record(
+            Outcome.PURE_LIVE, message, good.data, pure, changed_at, gate, waived, at=live_at
+        )
         if self.settings.compile.backend == "python":
             self._refresh_screen(pure, good)
             return
@@ -787,6 +791,7 @@ class _Loop:
         changed_at: float,
         gate: str = "",
         waived: tuple[str, ...] = (),
+        at: float | None = None,
     ) -> None:
         serving = build.build_id if build is not None else self.live.current().build_id
         try:
@@ -800,7 +805,7 @@ class _Loop:
             state_sha256(data),
             version,
             changed_at,
-            time.monotonic(),
+            time.monotonic() if at is None else at,
             gate,
             waived,
         )

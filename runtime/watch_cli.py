@@ -38,9 +38,7 @@ def register(
     p.add_argument("--rescan-ms", type=float, default=DEFAULT_RESCAN_MS)
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
     p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
-    p.add_argument(
-        "--compile-nice", type=int, default=0, help="niceness added to compiler workers"
-    )
+    p.add_argument("--compile-nice", type=int, default=0, help="niceness added to compiler workers")
     p.add_argument("--templates", type=Path, default=None, help="template folder to watch")
     p.add_argument(
         "--no-screen",

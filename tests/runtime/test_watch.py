@@ -189,9 +189,7 @@ def test_dropped_events_are_caught_by_the_rescan(
         h.stop()
 
 
-def test_a_broken_template_names_its_line_and_keeps_serving(
-    built: Project, tmp_path: Path
-) -> None:
+def test_a_broken_template_names_its_line_and_keeps_serving(built: Project, tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(PROBE_TEMPLATES, templates)
     project = Project(built.state_path, template_dir=templates)
@@ -221,8 +219,18 @@ def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHa
 def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
     env = dict(os.environ, RSI_BACKEND="python")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "watch", "--state", str(built.state_path),
-         "--log-json", "--no-screen", "--templates", str(PROBE_TEMPLATES)],
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "watch",
+            "--state",
+            str(built.state_path),
+            "--log-json",
+            "--no-screen",
+            "--templates",
+            str(PROBE_TEMPLATES),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
