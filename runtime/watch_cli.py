@@ -89,13 +89,15 @@ def _watch(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
         run(project.state_path, stop, settings=settings, template_dir=templates)
         return 0
+    # Each outcome is printed below (the status line shows what serves): not logged twice.
+    logging.getLogger("runtime.watch").setLevel(logging.ERROR)
     console = Console(stderr=True)
     with console.status(f"watching {project.state_path.name}") as status:
 
         def on_event(event: WatchEvent) -> None:
             line = f"[{event.outcome}] {event.message} ({event.seconds:.2f} s)"
             status.update(f"watching {project.state_path.name} · serving {event.serving}")
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
         run(
             project.state_path,
