@@ -32,6 +32,14 @@ def _kernels_tune(
     register(sub, common)
 
 
+def _gate_calibrate(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.gate_cli import register
+
+    register(sub, common)
+
+
 def _watch(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -40,4 +48,4 @@ def _watch(
     register(sub, common)
 
 
-REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _watch]
+REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _gate_calibrate, _watch]

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +77,10 @@ def first_run(build_dir: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Sandb
             f"(hung in {phase}); killed"
         )
         return _failed(build_id, reason, phase, start)
+    finally:
+        if proc.poll() is None:  # interrupted (KeyboardInterrupt): leave no child behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     phase = _last_phase(out)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
@@ -127,7 +130,7 @@ def _child(build_dir: Path) -> None:
     from runtime.babi.evaluate import compare_tiers
     from runtime.babi.generate import generate_stories
     from runtime.live import SELFTEST, differential_check
-    from runtime.loader import LoadedBuild, exec_artifact, load_build
+    from runtime.loader import load_build
 
     _phase("import")
     build = load_build(build_dir)
@@ -142,15 +145,9 @@ def _child(build_dir: Path) -> None:
     model = model_of(build)
     if build.tier != "python":
         _phase("tiers")
-        package = f"rsi_sandbox_{build.build_id}"
-        pkg = types.ModuleType(package)
-        pkg.__path__ = [str(build_dir)]
-        sys.modules[package] = pkg
-        modules = {
-            name: exec_artifact(f"{package}.{name}", build_dir / f"{name}.py")
-            for name in build.modules
-        }
-        pure = LoadedBuild(build.build_id, "python", build_dir, build.manifest, modules)
+        from runtime.evidence import pure_tier  # imports scipy: only for compiled builds
+
+        pure = pure_tier(build)
         differential_check(pure, build)
         comparison = compare_tiers(model_of(pure), model, stories)
         if not comparison.agree:

@@ -1,0 +1,146 @@
+"""The safety policy: step bound, approval list, globs, waivers; one-line refusals."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from codegen.policy import PolicyError, approves, changed_paths, check_policy
+from codegen.state import RSIState
+from tests.conftest import SHIPPED_STATE
+
+
+def state(**changes: Any) -> RSIState:
+    """The shipped state with dotted-path changes (``scoring__rag=0.2``)."""
+    data = json.loads(SHIPPED_STATE.read_text())
+    for key, value in changes.items():
+        target = data
+        *parents, leaf = key.split("__")
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        target[leaf] = value
+    return RSIState.model_validate(data, strict=False)
+
+
+def refusal(old: RSIState, new: RSIState, approve: tuple[str, ...] = ()) -> str:
+    with pytest.raises(PolicyError) as info:
+        check_policy(old, new, approve=approve)
+    return str(info.value)
+
+
+def test_step_within_bound_passes_and_is_listed() -> None:
+    report = check_policy(state(scoring__rag=0.2), state(scoring__rag=0.3, version=9))
+    assert report.paths == ("scoring.rag",)
+    assert report.changes[0].step == pytest.approx(0.5)
+    assert report.approved == () and report.waived == ()
+
+
+def test_step_beyond_bound_is_refused_in_one_line() -> None:
+    assert refusal(state(scoring__rag=0.2), state(scoring__rag=0.9)) == (
+        "scoring.rag: 0.2 -> 0.9 exceeds max_relative_step 0.5; approve with --approve scoring.rag"
+    )
+
+
+def test_zero_is_measured_against_a_unit_scale() -> None:
+    old = state(experts__embedder__weight=0.0)
+    check_policy(old, state(experts__embedder__weight=0.5))
+    assert refusal(old, state(experts__embedder__weight=0.6)) == (
+        "experts.embedder.weight: 0.0 -> 0.6 exceeds max_relative_step 0.5; "
+        "approve with --approve experts.embedder.weight"
+    )
+
+
+def test_a_move_to_zero_is_a_full_step() -> None:
+    assert refusal(state(scoring__rag=5.0), state(scoring__rag=0.0)).startswith(
+        "scoring.rag: 5.0 -> 0.0 exceeds max_relative_step 0.5"
+    )
+
+
+def test_an_integer_may_always_move_by_one() -> None:
+    check_policy(state(architecture__heads=1), state(architecture__heads=2))
+    assert refusal(state(architecture__heads=1), state(architecture__heads=4)) == (
+        "architecture.heads: 1 -> 4 exceeds max_relative_step 0.5; "
+        "approve with --approve architecture.heads"
+    )
+
+
+def test_an_added_rule_counts_from_zero() -> None:
+    rule = {"when_all": ["afraid"], "boosts": {"deducer": 3.0}}
+    assert refusal(state(), state(routing=[rule])) == (
+        "routing[0].boosts.deducer: (absent) -> 3.0 exceeds max_relative_step 0.5; "
+        "approve with --approve routing[0].boosts.deducer"
+    )
+    small = {"when_all": ["afraid"], "boosts": {"deducer": 0.4}}
+    assert check_policy(state(), state(routing=[small])).paths == (
+        "routing[0].boosts.deducer",
+        "routing[0].when_all[0]",
+    )
+
+
+def test_approval_required_path_is_refused_unless_approved() -> None:
+    old, new = state(), state(architecture__attention="linear")
+    assert refusal(old, new) == (
+        "architecture.attention: sdpa -> linear needs approval (safety.approval_required); "
+        "approve with --approve architecture.attention"
+    )
+    report = check_policy(old, new, approve=["architecture.attention"])
+    assert report.approved == ("architecture.attention",)
+
+
+def test_the_incumbents_policy_decides_and_guards_itself() -> None:
+    old = state()
+    looser = state(safety__max_relative_step=10.0, scoring__rag=0.1)
+    assert refusal(old, looser) == (
+        "safety.max_relative_step: 0.5 -> 10.0 changes the safety policy "
+        "(safety.approval_required); approve with --approve safety.max_relative_step (+1 more)"
+    )
+    strict = state(safety__approval_required=["scoring"])
+    assert refusal(strict, state(scoring__rag=4.9, safety__approval_required=["scoring"])) == (
+        "scoring.rag: 5.0 -> 4.9 needs approval (safety.approval_required); "
+        "approve with --approve scoring.rag"
+    )
+
+
+def test_globs_approve_and_lift_the_step_bound() -> None:
+    old = state(scoring__rag=0.2, experts__tracker__weight=1.0)
+    new = state(scoring__rag=0.9, experts__tracker__weight=5.0)
+    assert refusal(old, new, ("scoring.*",)).startswith("experts.tracker.weight: 1.0 -> 5.0")
+    report = check_policy(old, new, approve=["scoring.*", "experts"])
+    assert report.approved == ("experts.tracker.weight", "scoring.rag")
+    assert check_policy(old, new, approve=["*"]).approved == report.approved
+
+
+def test_waive_refuses_nothing_and_records_what_it_waived() -> None:
+    report = check_policy(
+        state(scoring__rag=0.2),
+        state(scoring__rag=0.9, architecture__attention="flash"),
+        waive=True,
+    )
+    assert report.waived == (
+        "architecture.attention: sdpa -> flash needs approval (safety.approval_required); "
+        "approve with --approve architecture.attention",
+        "scoring.rag: 0.2 -> 0.9 exceeds max_relative_step 0.5; approve with --approve scoring.rag",
+    )
+
+
+def test_version_and_benchmark_change_freely() -> None:
+    assert changed_paths(state(), state(version=99, benchmark__mean=0.5)) == ()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("scoring.*", "scoring.rag", True),
+        ("scoring", "scoring.rag", True),
+        ("scoring", "scoring_x", False),
+        ("score", "scoring.rag", False),
+        ("*", "routing[3].boosts.deducer", True),
+        ("routing[0]", "routing[0].boosts.deducer", True),
+        ("routing[0]", "routing0", False),
+        ("experts.?racker.weight", "experts.tracker.weight", True),
+    ],
+)
+def test_approves(pattern: str, path: str, expected: bool) -> None:
+    assert approves(pattern, path) is expected
