@@ -255,7 +255,9 @@ class CalibrationReport:
         return "\n".join(lines)
 
 
-def exchange(x: SplitOutcome, w: SplitOutcome, rng: random.Random) -> tuple[SplitOutcome, ...]:
+def exchange(
+    x: SplitOutcome, w: SplitOutcome, rng: random.Random
+) -> tuple[SplitOutcome, SplitOutcome]:
     """Deal ``x``'s and ``w``'s per-question outcomes to two arms by a fair coin each."""
     a: list[bool] = []
     b: list[bool] = []

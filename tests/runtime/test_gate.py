@@ -168,7 +168,7 @@ def test_hidden_task_already_failing_may_move_within_tolerance() -> None:
     d = decide(inc, cand, require="not-worse", settings=GATE)
     assert d.verdict is Verdict.REJECT
     assert d.reason == (
-        "hidden mean 0.9000 -> 0.8900 fell 1.00 points, more than the tolerance 0.50"
+        "hidden mean 0.9000 -> 0.8900 fell 1.000 points, more than the tolerance 0.50"
     )
     lenient = decide(
         inc, cand, require="not-worse", settings=GateSettings(hidden_mean_tolerance=0.02)
@@ -353,3 +353,15 @@ def test_a_significant_gain_reversed_is_a_rejection(
         assert decide(b, a, require="better", settings=GATE).verdict is Verdict.PROMOTE
     assert decide(a, a, require="not-worse", settings=GATE).verdict is Verdict.PROMOTE
     assert decide(a, a, require="better", settings=GATE).verdict is Verdict.NOT_SIGNIFICANT
+
+
+def test_hidden_drop_exactly_at_the_tolerance_is_accepted() -> None:
+    """0.875 -> 0.870 is a drop of 0.005 (in floats 0.0050000000000000044), not more."""
+    tasks = [1] * 400 + [2] * 400
+    inc_hidden = [True] * 300 + [False] * 100 + [True] * 400  # task 1 at 0.75, task 2 at 1
+    cand_hidden = [True] * 296 + [False] * 104 + [True] * 400  # task 1 at 0.74
+    inc = evidence("i", BASE, inc_hidden, tasks)
+    cand = evidence("c", BASE, cand_hidden, tasks)
+    assert inc.hidden.mean - cand.hidden.mean > 0.005  # the float difference
+    d = decide(inc, cand, require="not-worse", settings=GATE)
+    assert d.stats["decided_by"] == "all", d.reason
