@@ -8,7 +8,7 @@ STATE ?= rsi_state.json
 DEPS := hatchling editables jinja2 libcst black mypy cython pydantic numpy scipy watchdog rich \
         matplotlib pytest hypothesis ruff ray nuitka
 
-.PHONY: constraints install demo test lint typecheck rebuild status rollback bench clean
+.PHONY: constraints install demo test lint typecheck rebuild status rollback bench clean watch
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ status: $(STAMP)
 
 rollback: $(STAMP)
 	$(BIN)/rsi rollback --state $(STATE)
+
+# Serve the state and follow its edits (and the templates'): gate, swap or roll back.
+watch: $(STAMP)
+	$(BIN)/rsi watch --state $(STATE)
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench_build.py

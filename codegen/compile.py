@@ -187,7 +187,8 @@ def compile_modules(
     jobs = sorted(
         ((name, sources[name], key) for name, key in todo.items()), key=lambda j: -len(j[1])
     )
-    if len(jobs) + need_shared <= 1 or settings.jobs <= 1 or settings.backend == "python":
+    in_process = len(jobs) + need_shared <= 1 or settings.jobs <= 1
+    if settings.backend == "python" or (in_process and settings.worker_nice is None):
         # In-process: one job, or the python backend, whose "compile" is a file copy.
         if need_shared:
             shared_utility(settings, cache_dir)
@@ -255,6 +256,8 @@ def _worker_main() -> int:
         **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
     )
     cache_dir = Path(spec["cache_dir"])
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)  # inherited by the C compiler it runs
     try:
         if spec["job"] is None:
             shared_utility(settings, cache_dir)

@@ -67,6 +67,10 @@ class CompileSettings:
     jobs: int = 2
     specialize: tuple[str, ...] = ()
     max_attempts: int = 3
+    #: Compile even a single module in a worker process, at this added niceness (0: as
+    #: the caller), never in the calling interpreter (watch mode: serving threads keep the
+    #: GIL). ``None`` keeps one-module rebuilds in-process, saving the worker's start-up.
+    worker_nice: int | None = None
 
     @classmethod
     def portable(cls, backend: Backend = "cython") -> CompileSettings:

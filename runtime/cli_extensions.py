@@ -40,4 +40,12 @@ def _gate_calibrate(
     register(sub, common)
 
 
-REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _gate_calibrate]
+def _watch(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.watch_cli import register
+
+    register(sub, common)
+
+
+REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _gate_calibrate, _watch]

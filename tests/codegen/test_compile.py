@@ -68,3 +68,20 @@ class TestCompile:
         done = compile_modules({"m": bad}, CompileSettings(), tmp_path)["m"]
         assert done.tier == "python"
         assert re.match(r"^cython: m.py: m.py:5:\d+: ", done.attempts[0].diagnostic)
+
+
+class TestWorkerNice:
+    def test_one_module_compiles_in_a_worker_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import codegen.compile
+
+        def in_process(*args: object) -> None:
+            raise AssertionError("compiled in the calling interpreter")
+
+        monkeypatch.setattr(codegen.compile, "_compile_into_cache", in_process)
+        s = CompileSettings(shared_utility=False, worker_nice=0)
+        out = compile_modules({"m": SRC}, s, tmp_path)
+        assert out["m"].artifact.exists() and not out["m"].cache_hit
+        with pytest.raises(AssertionError, match="calling interpreter"):
+            compile_modules({"n": SRC}, replace(s, worker_nice=None), tmp_path)

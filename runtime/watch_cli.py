@@ -1,0 +1,109 @@
+"""``rsi watch``: rebuild, gate and hot-swap on every save of the state file or a template."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from runtime.cli import project_from, settings_from
+from runtime.watch import (
+    DEFAULT_DEBOUNCE_MS,
+    DEFAULT_MAX_WAIT_MS,
+    DEFAULT_RESCAN_MS,
+    WatchEvent,
+    WatchSettings,
+    run,
+)
+
+__all__ = ["register", "JsonFormatter"]
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``rsi watch`` to the command line."""
+    p = sub.add_parser("watch", parents=[common], help="follow edits of the state and templates")
+    p.add_argument("--poll", action="store_true", help="poll (file systems without events)")
+    p.add_argument("--debounce-ms", type=float, default=DEFAULT_DEBOUNCE_MS)
+    p.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS)
+    p.add_argument("--rescan-ms", type=float, default=DEFAULT_RESCAN_MS)
+    p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
+    p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
+    p.add_argument("--compile-nice", type=int, default=0, help="niceness added to compiler workers")
+    p.add_argument("--templates", type=Path, default=None, help="template folder to watch")
+    p.add_argument(
+        "--no-screen",
+        dest="screen",
+        action="store_false",
+        help="gate every state edit by evaluation, never by the screener",
+    )
+    p.add_argument("--log-json", action="store_true", help="JSON log lines instead of a status")
+    p.set_defaults(handler=_watch)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "at": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _watch(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    compiled = replace(settings_from(args), worker_nice=args.compile_nice)
+    settings = WatchSettings(
+        debounce_ms=args.debounce_ms,
+        max_wait_ms=args.max_wait_ms,
+        rescan_ms=args.rescan_ms,
+        poll=args.poll,
+        compile=compiled,
+        screen=args.screen,
+    )
+    project = project_from(args)
+    templates = args.templates
+    if args.log_json:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+        run(project.state_path, stop, settings=settings, template_dir=templates)
+        return 0
+    # Each outcome is printed below (the status line shows what serves): not logged twice.
+    logging.getLogger("runtime.watch").setLevel(logging.ERROR)
+    console = Console(stderr=True)
+    with console.status(f"watching {project.state_path.name}") as status:
+
+        def on_event(event: WatchEvent) -> None:
+            line = f"[{event.outcome}] {event.message} ({event.seconds:.2f} s)"
+            status.update(f"watching {project.state_path.name} · serving {event.serving}")
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        run(
+            project.state_path,
+            stop,
+            on_event=on_event,
+            settings=settings,
+            template_dir=templates,
+        )
+    return 0

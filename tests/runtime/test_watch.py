@@ -1,0 +1,314 @@
+"""Watch mode: debounce, merging, hash skip, editor saves, rescan, lock, shutdown, e2e."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from watchdog.events import FileModifiedEvent, FileSystemEvent
+
+from codegen.toolchain import CompileSettings
+from runtime.project import Project
+from runtime.watch import (
+    Outcome,
+    WatchError,
+    WatchHandle,
+    WatchSettings,
+    _Changes,
+    watch,
+)
+from tests.conftest import PROBE_TEMPLATES, REPO
+
+PURE = CompileSettings(backend="python")
+FAST = WatchSettings(debounce_ms=30, max_wait_ms=300, rescan_ms=300, compile=PURE, screen=False)
+
+
+@pytest.fixture
+def built(make_project: Callable[..., Project]) -> Project:
+    project = make_project()
+    project.build(PURE)
+    return project
+
+
+@pytest.fixture
+def handle(built: Project) -> Iterator[WatchHandle]:
+    h = watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES)
+    yield h
+    h.stop()
+
+
+def _invalid(project: Project, value: object = "x") -> bytes:
+    data = json.loads(project.state_path.read_text())
+    data["scoring"]["attention"] = value
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def _next(h: WatchHandle, count: int, timeout_s: float = 20.0) -> list[Outcome]:
+    events = h.wait_for(count, timeout_s=timeout_s)
+    assert len(events) >= count, f"no event {count} within {timeout_s} s: {events}"
+    return [e.outcome for e in events]
+
+
+class TestDebounce:
+    def test_a_burst_is_one_change_from_its_first_event(self) -> None:
+        changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+        stop = threading.Event()
+        first = time.monotonic()
+        for _ in range(5):
+            changes.dispatch(_modified("/p/rsi_state.json"))
+            time.sleep(0.005)
+        got = changes.next(stop, WatchSettings(debounce_ms=50, max_wait_ms=1000))
+        assert got is not None and first <= got < first + 0.005
+        assert time.monotonic() - first >= 0.05 + 0.02  # quiet window after the last event
+        rescan = changes.next(stop, WatchSettings(rescan_ms=20))
+        assert rescan is not None and rescan > got  # nothing pending: the rescan time
+
+    def test_max_wait_bounds_a_file_that_never_settles(self) -> None:
+        changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+        stop = threading.Event()
+        done = threading.Event()
+
+        def keep_writing() -> None:
+            while not done.is_set():
+                changes.poke()
+                time.sleep(0.01)
+
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        start = time.monotonic()
+        changes.next(stop, WatchSettings(debounce_ms=50, max_wait_ms=200))
+        waited = time.monotonic() - start
+        done.set()
+        writer.join()
+        assert 0.15 < waited < 1.0
+
+    def test_events_of_other_files_are_ignored(self) -> None:
+        changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+        changes.dispatch(_modified("/p/notes.txt"))
+        changes.dispatch(_modified("/p/rsi_state.json.lock"))
+        assert changes.next(threading.Event(), WatchSettings(rescan_ms=50)) is not None
+        assert changes._first is None  # the rescan, not a change
+
+    def test_stop_ends_the_wait(self) -> None:
+        stop = threading.Event()
+        stop.set()
+        assert _Changes(Path("/p/s.json"), Path("/t")).next(stop, WatchSettings()) is None
+
+
+class TestRefusal:
+    def test_invalid_edit_is_refused_in_one_line_and_left_untouched(
+        self, built: Project, handle: WatchHandle
+    ) -> None:
+        serving = handle.current().build_id
+        bad = _invalid(built)
+        built.state_path.write_bytes(bad)
+        _next(handle, 1)
+        (event,) = handle.history()
+        assert event.outcome is Outcome.REFUSED
+        assert event.message == "rsi_state.json: scoring.attention: Input should be a valid number"
+        assert built.state_path.read_bytes() == bad
+        assert handle.current().build_id == serving
+
+    def test_a_version_not_newer_is_refused_naming_the_field(
+        self, built: Project, handle: WatchHandle
+    ) -> None:
+        data = json.loads(built.state_path.read_text())
+        data["scoring"]["attention"] = 4.0
+        built.state_path.write_text(json.dumps(data, indent=2) + "\n")
+        _next(handle, 1)
+        assert handle.history()[0].message == (
+            'rsi_state.json: version 1 is not newer than the committed 1; set "version" to 2'
+        )
+
+    def test_unchanged_content_is_skipped(self, built: Project, handle: WatchHandle) -> None:
+        bad = _invalid(built)
+        built.state_path.write_bytes(bad)
+        _next(handle, 1)
+        built.state_path.write_bytes(bad)  # same bytes again: an event, no new judgement
+        os.utime(built.state_path)
+        time.sleep(0.5)
+        assert len(handle.history()) == 1
+
+    def test_writes_within_one_window_merge_into_the_newest(
+        self, built: Project, handle: WatchHandle
+    ) -> None:
+        for value in ("a", "b", "c"):
+            built.state_path.write_bytes(_invalid(built, value))
+        _next(handle, 1)
+        time.sleep(0.4)
+        events = handle.history()
+        assert len(events) == 1
+        assert events[0].state_sha256 == _sha(built.state_path.read_bytes())
+
+
+class TestEditorSaves:
+    """Each way an editor saves is seen (the content is invalid, so judging is quick)."""
+
+    @pytest.mark.parametrize("style", ["in-place", "rename-over", "vim-backup", "sed-i"])
+    def test_save_style_is_seen(self, built: Project, handle: WatchHandle, style: str) -> None:
+        path = built.state_path
+        bad = _invalid(built)
+        if style == "in-place":
+            with open(path, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(bad)
+        elif style == "rename-over":
+            tmp = path.with_name(".rsi_state.json.swp-tmp")
+            tmp.write_bytes(bad)
+            os.replace(tmp, path)
+        elif style == "vim-backup":  # backupcopy=no: rename to a backup, write new, delete
+            backup = path.with_name("rsi_state.json~")
+            os.rename(path, backup)
+            path.write_bytes(bad)
+            backup.unlink()
+        else:
+            subprocess.run(["sed", "-i", 's/"attention": [0-9.e+-]*/"attention": "x"/', path])
+        _next(handle, 1)
+        assert handle.history()[0].outcome is Outcome.REFUSED
+
+
+def test_dropped_events_are_caught_by_the_rescan(
+    built: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Changes, "dispatch", lambda self, event: None)  # an overflow drops all
+    h = watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES)
+    try:
+        built.state_path.write_bytes(_invalid(built))
+        _next(h, 1, timeout_s=5.0)
+        assert h.history()[0].outcome is Outcome.REFUSED
+    finally:
+        h.stop()
+
+
+def test_a_broken_template_names_its_line_and_keeps_serving(built: Project, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(PROBE_TEMPLATES, templates)
+    project = Project(built.state_path, template_dir=templates)
+    h = watch(project.state_path, settings=FAST, template_dir=templates)
+    serving = h.current().build_id
+    try:
+        probe = templates / "probe.py.j2"
+        probe.write_text(probe.read_text() + "\n{{ undefined_name.field }}\n")
+        _next(h, 1)
+        event = h.history()[0]
+        assert event.outcome is Outcome.BUILD_FAILED
+        assert "probe.py.j2" in event.message
+        assert h.current().build_id == serving
+    finally:
+        h.stop()
+
+
+def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHandle) -> None:
+    with pytest.raises(WatchError) as caught:
+        watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES)
+    assert str(caught.value) == (
+        f"rsi_state.json: already watched by process {os.getpid()} "
+        "(.rsi/watch.lock); stop that watcher first"
+    )
+
+
+def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
+    env = dict(os.environ, RSI_BACKEND="python")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "watch",
+            "--state",
+            str(built.state_path),
+            "--log-json",
+            "--no-screen",
+            "--templates",
+            str(PROBE_TEMPLATES),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "watching" in json.loads(line)["message"]:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    # The lock is free again: a new watcher starts.
+    watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES).stop()
+
+
+@pytest.mark.slow
+def test_end_to_end_pure_tier(make_project: Callable[..., Project]) -> None:
+    """Shipped templates, pure tier: a coefficient edit goes live, a worse one rolls back."""
+    project = make_project(templates=None)
+    project.build(PURE)
+    swapped: list[str] = []
+    settings = WatchSettings(debounce_ms=30, compile=PURE)
+    h = watch(project.state_path, settings=settings, on_swap=lambda b: swapped.append(b.build_id))
+    try:
+        good = json.loads(project.state_path.read_text())
+        good["version"] = 2
+        good["scoring"]["attention"] = 4.5
+        project.state_path.write_text(json.dumps(good, indent=2) + "\n")
+        _next(h, 1, timeout_s=60)
+        live = h.history()[0]
+        assert live.outcome is Outcome.PURE_LIVE and live.gate == "screen"
+        assert swapped == [h.current().build_id]
+        worse = dict(good, version=3)
+        worse["experts"] = {k: dict(v, weight=0.0) for k, v in good["experts"].items()}
+        raw = (json.dumps(worse, indent=2) + "\n").encode()
+        project.state_path.write_bytes(raw)
+        _next(h, 2, timeout_s=60)
+        event = h.history()[1]
+        assert event.outcome is Outcome.ROLLED_BACK
+        assert h.current().build_id == swapped[-1]
+        assert project.state_path.read_bytes() == project.ledger.state(2).data
+        assert (project.state_path.parent / "rsi_state.rejected.json").read_bytes() == raw
+        # The same worse content saved again (it merges with the restore's events): judged
+        # again, not taken for the content already judged.
+        project.state_path.write_bytes(raw)
+        _next(h, 3, timeout_s=60)
+        assert h.history()[2].outcome is Outcome.ROLLED_BACK
+        assert project.state_path.read_bytes() == project.ledger.state(2).data
+    finally:
+        h.stop()
+
+
+def _modified(path: str) -> FileSystemEvent:
+    return FileModifiedEvent(path)
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_our_own_reads_of_the_file_are_not_changes() -> None:
+    from watchdog.events import FileClosedNoWriteEvent, FileOpenedEvent
+
+    changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+    changes.dispatch(FileOpenedEvent("/p/rsi_state.json"))
+    changes.dispatch(FileClosedNoWriteEvent("/p/rsi_state.json"))
+    assert changes.settles(WatchSettings(debounce_ms=20))
+
+
+def test_a_write_within_the_quiet_window_unsettles_a_refusal() -> None:
+    changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
+    timer = threading.Timer(0.01, changes.poke)
+    timer.start()
+    assert not changes.settles(WatchSettings(debounce_ms=500))
+    timer.join()
