@@ -32,4 +32,12 @@ def _kernels_tune(
     register(sub, common)
 
 
-REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune]
+def _rsi_loop(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.rsi.cli import register
+
+    register(sub, common)
+
+
+REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _rsi_loop]
