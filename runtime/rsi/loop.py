@@ -241,8 +241,13 @@ def _iteration(
     analysis = analyse(incumbent, evidence, before)
     rng = random.Random(f"rsi-loop:{settings.seed}:{index}")
     found = search(incumbent, evidence, analysis, rng)
+    # A resumed iteration gates only what it had not gated before the kill: the same
+    # candidates, in the same order, as an uninterrupted run.
+    done_here = [d for d in manifest.decisions if d["iteration"] == index]
     fresh = [c for c in found.candidates if content_sha256(c.state) not in manifest.tried]
-    chosen = fresh[: settings.build_per_iteration]
+    chosen = fresh[: max(0, settings.build_per_iteration - len(done_here))]
+    if any(d["promoted"] for d in done_here):
+        chosen = []
     seconds["screen"] = time.perf_counter() - clock
     newest = project.ledger.versions()[-1]
     blobs = [_candidate_bytes(c, newest + 1, evidence) for c in chosen]
@@ -266,7 +271,11 @@ def _iteration(
     decisions = list(manifest.decisions)
     tried = list(manifest.tried)
     for candidate, blob, outcome in zip(chosen, blobs, outcomes, strict=True):
-        pending = {"iteration": index, "sha256": hashlib.sha256(blob).hexdigest()}
+        pending = {
+            "iteration": index,
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "content": content_sha256(candidate.state),
+        }
         manifest = replace(manifest, pending=pending)
         save_manifest(project.state_path, manifest)
         report = promote(
@@ -297,7 +306,7 @@ def _iteration(
         project, settings, index, before, found.screened, chosen, seconds, analysis.failures
     )
     manifest = replace(manifest, iterations=(*manifest.iterations, record_iteration))
-    reason = "" if chosen else "nothing new proposed"
+    reason = "" if chosen or done_here else "nothing new proposed"
     return manifest, reason
 
 
@@ -407,7 +416,12 @@ def _settle_pending(project: Project, manifest: RunManifest) -> RunManifest:
                 "decision_id": record.id,
                 "seconds": {},
             }
-            return replace(manifest, decisions=(*manifest.decisions, decided), pending=None)
+            return replace(
+                manifest,
+                decisions=(*manifest.decisions, decided),
+                tried=(*manifest.tried, manifest.pending["content"]),
+                pending=None,
+            )
     return replace(manifest, pending=None)
 
 
