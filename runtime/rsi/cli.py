@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,17 @@ def _loop(args: argparse.Namespace) -> int:
         disable=quiet,
         transient=True,
     ) as progress:
-        total = args.budget_s or None
-        task = progress.add_task("rsi loop", total=total)
+        started = time.perf_counter()
+        task = progress.add_task("rsi loop", total=args.budget_s or None)
 
         def on_decision(record: Mapping[str, Any]) -> None:
             if not args.json:
                 progress.console.print(_decision_line(record))
-            progress.update(task, description=f"rsi loop: iteration {record['iteration']}")
+            progress.update(
+                task,
+                description=f"rsi loop: iteration {record['iteration']}",
+                completed=time.perf_counter() - started,
+            )
 
         result = run_loop(project, settings, on_decision=on_decision)
     manifest = result.manifest
