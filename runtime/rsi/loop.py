@@ -237,6 +237,7 @@ def _iteration(
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     incumbent = _active_state(project)
+    incumbent_build = _active_build(project)
     before = screen(incumbent, evidence)
     analysis = analyse(incumbent, evidence, before)
     rng = random.Random(f"rsi-loop:{settings.seed}:{index}")
@@ -305,6 +306,9 @@ def _iteration(
     record_iteration = _iteration_record(
         project, settings, index, before, found.screened, chosen, seconds, analysis.failures
     )
+    start = _split_accuracy(project, settings, incumbent_build)
+    record_iteration["heldout_per_task_before"] = start[0]
+    record_iteration["hidden_per_task_before"] = start[1]
     manifest = replace(manifest, iterations=(*manifest.iterations, record_iteration))
     reason = "" if chosen or done_here else "nothing new proposed"
     return manifest, reason
@@ -322,9 +326,7 @@ def _iteration_record(
 ) -> dict[str, Any]:
     active = project.ledger.active()
     assert active is not None
-    evidence = project.ledger.evidence(
-        active.build_id, settings.seed, data_fingerprint(settings.data, settings.seed)
-    )
+    heldout, hidden = _split_accuracy(project, settings, active.build_id)
     return {
         "index": index,
         "incumbent_version": active.version,
@@ -334,14 +336,8 @@ def _iteration_record(
         "train_failures": failures,
         "screened": screened,
         "built": len(chosen),
-        "heldout_per_task": (
-            {str(t): round(a, 6) for t, a in evidence.heldout.per_task().items()}
-            if evidence
-            else {}
-        ),
-        "hidden_per_task": (
-            {str(t): round(a, 6) for t, a in evidence.hidden.per_task().items()} if evidence else {}
-        ),
+        "heldout_per_task": heldout,
+        "hidden_per_task": hidden,
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
     }
 
@@ -456,6 +452,27 @@ def _config(project: Project, settings: LoopSettings) -> dict[str, Any]:
             "pass_mark": settings.gate.pass_mark,
         },
     }
+
+
+def _split_accuracy(
+    project: Project, settings: LoopSettings, build_id: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Held-out and hidden accuracy per task of a build, from the gate's cached evidence."""
+    evidence = project.ledger.evidence(
+        build_id, settings.seed, data_fingerprint(settings.data, settings.seed)
+    )
+    if evidence is None:
+        return {}, {}
+    return (
+        {str(t): round(a, 6) for t, a in evidence.heldout.per_task().items()},
+        {str(t): round(a, 6) for t, a in evidence.hidden.per_task().items()},
+    )
+
+
+def _active_build(project: Project) -> str:
+    active = project.ledger.active()
+    assert active is not None
+    return active.build_id
 
 
 def _active_state(project: Project) -> RSIState:

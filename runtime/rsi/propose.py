@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from codegen.state import RSIState
 from runtime.babi.tune import COEFFICIENTS, Evidence, Screened, screen, state_from_data
 from runtime.rsi.analyse import Analysis
@@ -96,14 +98,15 @@ def search(
 ) -> SearchResult:
     """Hill-climb from ``incumbent`` within its safety box; see the module docstring."""
     step = incumbent.safety.max_relative_step
-    base = screen(incumbent, evidence)
+    hits: dict[tuple[str, ...], np.ndarray] = {}
+    base = screen(incumbent, evidence, hits)
     mined = _mined_rules(analysis, max_rules)
     moves = _numeric_moves(incumbent, step) + _rule_moves(incumbent, mined, step)
     found: list[Candidate] = []
     screened = 0
     for label, kinds in (("combined", {"numeric", "routing"}), ("routing", {"routing"})):
         allowed = [m for m in moves if m.kind in kinds]
-        best, count = _climb(incumbent, evidence, base, allowed, mined, rng, passes)
+        best, count = _climb(incumbent, evidence, hits, base, allowed, mined, rng, passes)
         screened += count
         if best is not None and all(best.state != c.state for c in found):
             found.append(_labelled(best, label))
@@ -115,6 +118,7 @@ def search(
 def _climb(
     incumbent: RSIState,
     evidence: Evidence,
+    hits: dict[tuple[str, ...], np.ndarray],
     base: Screened,
     moves: Sequence[_Move],
     mined: Sequence[tuple[str, dict[str, float], str]],
@@ -132,13 +136,13 @@ def _climb(
             if chosen.get(move.path) == move:
                 continue
             trial = {**chosen, move.path: move}
-            result = screen(_apply(incumbent, trial.values(), mined), evidence)
+            result = screen(_apply(incumbent, trial.values(), mined), evidence, hits)
             count += 1
             if result.fitness > fitness:
                 chosen, fitness, per_task, improved = trial, result.fitness, result.per_task, True
         for path in sorted(chosen):  # a later move can make an earlier one harmful
             trial = {p: m for p, m in chosen.items() if p != path}
-            result = screen(_apply(incumbent, trial.values(), mined), evidence)
+            result = screen(_apply(incumbent, trial.values(), mined), evidence, hits)
             count += 1
             if result.fitness > fitness:
                 chosen, fitness, per_task, improved = trial, result.fitness, result.per_task, True

@@ -86,18 +86,23 @@ def write_report(project: Project, manifest: RunManifest, out: Path) -> ReportFi
 
 
 def _accuracy_plot(manifest: RunManifest, path: Path) -> Path:
+    """Point i is the incumbent before iteration i; the last point is after the last one."""
     its = manifest.iterations
-    x = [int(it["index"]) for it in its]
+    x = list(range(len(its) + 1))
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    ax.plot(x, [it["train_mean_before"] for it in its], "o-", label="train (before, screened)")
+    train = [it["train_mean_before"] for it in its]
+    ax.plot(x[: len(train)], train, "o-", label="train mean (screened)")
     for split, style in (("heldout", "s-"), ("hidden", "^-")):
-        means = [_mean(it[f"{split}_per_task"]) for it in its]
-        mins = [_min(it[f"{split}_per_task"]) for it in its]
-        ax.plot(x, means, style, label=f"{split} mean (after)")
-        ax.plot(x, mins, style.replace("-", ":"), alpha=0.6, label=f"{split} worst task (after)")
+        per_task = [it.get(f"{split}_per_task_before", {}) for it in its]
+        per_task += [its[-1][f"{split}_per_task"]] if its else []
+        ax.plot(x, [_mean(p) for p in per_task], style, label=f"{split} mean")
+        ax.plot(
+            x, [_min(p) for p in per_task], style[0] + ":", alpha=0.6, label=f"{split} worst task"
+        )
     ax.axhline(0.95, color="grey", lw=0.8, ls="--", label="pass mark 0.95")
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("iteration (incumbent before it; last point: after the last)")
     ax.set_ylabel("accuracy")
+    ax.set_xticks(x)
     ax.set_ylim(0.0, 1.02)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
@@ -118,6 +123,7 @@ def _decision_plot(manifest: RunManifest, path: Path) -> Path:
     alpha = manifest.config.get("gate", {}).get("alpha", 0.01)
     ax.axhline(-_log10(float(alpha)), color="black", ls="--", lw=0.8, label=f"alpha {alpha:g}")
     ax.set_xlabel("decision")
+    ax.set_xticks(range(len(decisions)))
     ax.set_ylabel("-log10 p (held-out gain)")
     ax.legend(fontsize=7)
     fig.tight_layout()
