@@ -152,7 +152,7 @@ def _climb(
         return None, count
     ordered = sorted(chosen.values(), key=lambda m: m.path)
     state = _apply(incumbent, ordered, mined)
-    changes = tuple(_change(incumbent, m) for m in ordered)
+    changes = tuple(_change(incumbent, m, mined) for m in ordered)
     return Candidate("", state, changes, fitness, per_task), count
 
 
@@ -232,9 +232,13 @@ def _apply(
     return state_from_data(data)
 
 
-def _change(incumbent: RSIState, move: _Move) -> Change:
+def _change(
+    incumbent: RSIState, move: _Move, mined: Sequence[tuple[str, dict[str, float], str]]
+) -> Change:
     if move.rule >= 0:
-        return Change("routing", move.path, None, move.value, move.why)
+        cue, unit, why = mined[move.rule]
+        boosts = ", ".join(f"{n} {s * move.value:+g}" for n, s in sorted(unit.items()))
+        return Change("routing", move.path, None, move.value, f"when {cue!r}: {boosts}; {why}")
     old: float
     if move.path.startswith("experts."):
         old = incumbent.experts[move.path.split(".")[1]].weight
