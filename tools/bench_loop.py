@@ -39,11 +39,14 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/rsi-bench-loop"))
     parser.add_argument("--runs", default="local,local,ray", help="executors, comma separated")
     parser.add_argument("--out", type=Path, default=Path("loop_bench.json"))
+    parser.add_argument(
+        "--module-cache", type=Path, default=None, help="compiled-module cache to share"
+    )
     args = parser.parse_args()
     data = args.data or (
         Path(os.environ["RSI_BABI_DIR"]) if os.environ.get("RSI_BABI_DIR") else None
     )
-    cache = args.work / "module-cache"
+    cache = args.module_cache or args.work / "module-cache"
     cache.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     for i, executor in enumerate(args.runs.split(",")):
@@ -86,7 +89,9 @@ def main() -> int:
         print(
             f"ray: same final state as local: {report['ray_same_final_state']}; executor "
             f"overhead per candidate {ray[0]['executor_overhead_per_candidate_s']:.2f} s vs local "
-            f"{local[0]['executor_overhead_per_candidate_s']:.2f} s"
+            f"{local[0]['executor_overhead_per_candidate_s']:.2f} s; submit-to-start per candidate "
+            f"{ray[0]['executor_queued_per_candidate_s']:.2f} s vs "
+            f"{local[0]['executor_queued_per_candidate_s']:.2f} s"
         )
     args.out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     print(f"raw figures and manifests: {args.out}")
@@ -124,6 +129,9 @@ def _figures(executor: str, wall: float, manifest: Any, final_state: bytes) -> d
         "compile_share": round(split["compile"] / max(1e-9, sum(split.values())), 3),
         "executor_overhead_per_candidate_s": round(
             max(0.0, executor_wall - executor_work / 2) / max(1, built), 3
+        ),
+        "executor_queued_per_candidate_s": round(
+            sum(float(it["seconds"].get("executor_queued", 0.0)) for it in its) / max(1, built), 3
         ),
         "final_heldout": held,
         "final_hidden": hidden,
