@@ -209,7 +209,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     from codegen.state import read_state_file
-    from runtime.promote import p_value, promote
+    from runtime.promote import format_p, p_value, promote
 
     r = promote(
         project_from(args),
@@ -223,12 +223,11 @@ def _promote(args: argparse.Namespace) -> int:
     )
     d = r.decision
     p = p_value(d.stats, d.require)
-    shown = f"p={p:.3g}" if p is not None else "p=-"
     if r.promoted:
         summary = f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
     else:
         summary = f"{d.verdict}: kept build {d.incumbent}; candidate kept in {r.rejected_path}"
-    print(f"{summary}; {shown}; {d.reason}")
+    print(f"{summary}; {format_p(p)}; {d.reason}")
     for line in r.waived:
         print(f"waived: {line}")
     if args.json:
@@ -256,7 +255,7 @@ def _promote(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     import time
 
-    from runtime.promote import p_value
+    from runtime.promote import format_p, p_value
 
     records = project_from(args).ledger.decisions(args.limit)
     if not records:
@@ -268,7 +267,7 @@ def _history(args: argparse.Namespace) -> int:
         print(
             f"{when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over {d.incumbent}  "
             f"committed {committed}  {d.require}  "
-            f"{f'p={p:.3g}' if p is not None else 'p=-'}  {d.reason}"
+            f"{format_p(p)}  {d.reason}"
         )
     if args.json:
         print(json.dumps([asdict(d) for d in records], sort_keys=True))

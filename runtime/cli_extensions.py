@@ -40,4 +40,12 @@ def _rsi_loop(
     register(sub, common)
 
 
-REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _rsi_loop]
+def _gate_calibrate(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from runtime.gate_cli import register
+
+    register(sub, common)
+
+
+REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _gate_calibrate, _rsi_loop]

@@ -370,8 +370,9 @@ class Ledger:
             rows = db.execute(
                 "SELECT id, at, candidate, incumbent, require, verdict, reason, stats, latency, "
                 "waived, candidate_version, candidate_sha256, COALESCE(committed_version, "
-                "(SELECT version FROM states WHERE states.sha256 = decisions.candidate_sha256 "
-                "AND states.version = decisions.candidate_version)) FROM decisions "
+                "(SELECT version FROM states WHERE decisions.verdict = 'promote' AND "
+                "states.sha256 = decisions.candidate_sha256 AND "
+                "states.version = decisions.candidate_version)) FROM decisions "
                 "ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()

@@ -17,31 +17,43 @@
 The decision is recorded before the commit and marked committed after it, so a kill at any
 instant leaves the ledger whole: either the incumbent is active, or the candidate is, with
 its decision. The state file is written last, and only when it still holds the incumbent's
-bytes: an edit a person made meanwhile is never overwritten.
+bytes: an edit a person made meanwhile is never overwritten. Run again after a kill, the
+same candidate either goes through the gate again (nothing was committed) or, when its
+promotion was already committed, only the state file is brought up to date.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.build import MANIFEST
+from codegen.build import MANIFEST, BuildResult
 from codegen.errors import LedgerError, StateError
 from codegen.locking import project_lock
 from codegen.policy import approves, check_policy
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
 from runtime.evidence import data_fingerprint, gather, measure_latency
-from runtime.gate import Decision, Evidence, GateSettings, LatencySamples, Require, Verdict, decide
+from runtime.gate import (
+    Decision,
+    Evidence,
+    GateSettings,
+    LatencySamples,
+    Require,
+    Stat,
+    Verdict,
+    decide,
+)
 from runtime.ledger import Active, Ledger
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
 from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
 
-__all__ = ["PromotionReport", "promote", "rejected_path", "HOT_PATH", "p_value"]
+__all__ = ["PromotionReport", "promote", "rejected_path", "HOT_PATH", "p_value", "format_p"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +89,13 @@ def p_value(stats: Mapping[str, object], require: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def format_p(p: float | None) -> str:
+    """``p=0.0012``; ``p<1e-300`` where the exact p-value underflows; ``p=-`` when none."""
+    if p is None:
+        return "p=-"
+    return "p<1e-300" if p == 0.0 else f"p={p:.3g}"
+
+
 def promote(
     project: Project,
     candidate_bytes: bytes,
@@ -103,47 +122,29 @@ def promote(
     incumbent_data = ledger.state(active.version).data
     incumbent = parse_state(incumbent_data, f"history version {active.version}")
     candidate = parse_state(candidate_bytes, source)
+    if candidate.version == active.version and incumbent_data == candidate_bytes:
+        resumed = _resume(project, candidate_bytes)
+        if resumed is not None:
+            return resumed
     _check_newer(ledger, candidate, source)
     policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
-    settings_gate = gate or GateSettings()
 
     clock = time.perf_counter()
     built = project.build_candidate(candidate, candidate_bytes, settings)
     seconds["build"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
-    seconds["sandbox"] = time.perf_counter() - clock
-
-    latency: LatencySamples | None = None
-    cached: list[str] = []
-    if not sandbox.ok:
-        decision = Decision(
-            Verdict.REJECT,
-            require,
-            built.build_id,
-            active.build_id,
-            f"sandbox: {sandbox.reason}",
-            {"sandbox_phase": sandbox.phase, "sandbox_s": round(sandbox.seconds, 3)},
-        )
-    else:
-        clock = time.perf_counter()
-        incumbent_build = project.load_active()
-        candidate_build = load_build(built.path)
-        before = _evidence(ledger, incumbent_build, data, seed, cached)
-        after = _evidence(ledger, candidate_build, data, seed, cached)
-        if any(approves(section, path) for section in HOT_PATH for path in policy.paths):
-            latency = measure_latency(
-                incumbent_build,
-                candidate_build,
-                repeats=settings_gate.latency_repeats,
-                data=data,
-                seed=seed,
-            )
-        seconds["evaluate"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        decision = decide(before, after, require=require, settings=settings_gate, latency=latency)
-        seconds["gate"] = time.perf_counter() - clock
+    decision, latency, cached = _judge(
+        project,
+        active,
+        built,
+        hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
+        require=require,
+        data=data,
+        seed=seed,
+        gate=gate or GateSettings(),
+        sandbox_timeout_s=sandbox_timeout_s,
+        seconds=seconds,
+    )
 
     clock = time.perf_counter()
     with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
@@ -170,7 +171,7 @@ def promote(
                 limit=candidate.safety.history_limit,
             )
             ledger.mark_committed(decision_id, candidate.version)
-            _write_state_file(project.state_path, incumbent_data, candidate_bytes)
+            _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
         else:
             kept = rejected_path(project.state_path)
             atomic_write(kept, candidate_bytes)
@@ -187,6 +188,95 @@ def promote(
         decision_id=decision_id,
         approved=policy.approved,
         cached=tuple(cached),
+    )
+
+
+def _judge(
+    project: Project,
+    active: Active,
+    built: BuildResult,
+    *,
+    hot_path: bool,
+    require: Require,
+    data: Path | None,
+    seed: int,
+    gate: GateSettings,
+    sandbox_timeout_s: float,
+    seconds: dict[str, float],
+) -> tuple[Decision, LatencySamples | None, list[str]]:
+    """Sandbox, evidence and gate: the decision, latency samples, builds whose evidence was
+    cached. Adds the time of each step to ``seconds``."""
+    clock = time.perf_counter()
+    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
+    seconds["sandbox"] = time.perf_counter() - clock
+    if not sandbox.ok:
+        stats: dict[str, Stat] = {"sandbox_phase": sandbox.phase, "sandbox_s": sandbox.seconds}
+        reason = f"sandbox: {sandbox.reason}"
+        return (
+            Decision(Verdict.REJECT, require, built.build_id, active.build_id, reason, stats),
+            None,
+            [],
+        )
+    clock = time.perf_counter()
+    incumbent_build = project.load_active()
+    candidate_build = load_build(built.path)
+    cached: list[str] = []
+    before = _evidence(project.ledger, incumbent_build, data, seed, cached)
+    after = _evidence(project.ledger, candidate_build, data, seed, cached)
+    latency = None
+    if hot_path:
+        latency = measure_latency(
+            incumbent_build, candidate_build, repeats=gate.latency_repeats, data=data, seed=seed
+        )
+    seconds["evaluate"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    decision = decide(before, after, require=require, settings=gate, latency=latency)
+    seconds["gate"] = time.perf_counter() - clock
+    return decision, latency, cached
+
+
+def _resume(project: Project, data: bytes) -> PromotionReport | None:
+    """The report of a promotion of ``data`` already committed and active (a rerun after a
+    kill between the commit and the state file's write): finish it, decide nothing again."""
+    digest = hashlib.sha256(data).hexdigest()
+    with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
+        record = next(
+            (
+                d
+                for d in project.ledger.decisions(limit=1000)
+                if d.verdict == Verdict.PROMOTE and d.candidate_sha256 == digest
+            ),
+            None,
+        )
+        if record is None:
+            return None  # committed by `rsi build`, not by a promotion
+        if record.committed_version is None:
+            project.ledger.mark_committed(record.id, record.candidate_version)
+        ledger = project.ledger
+        before = {
+            ledger.state(v).data
+            for v in ledger.versions()
+            if ledger.state(v).build_id == record.incumbent
+        }
+        _write_state_file(project.state_path, before, data)
+    logger.info("promotion of %s was already committed; state file synced", record.candidate)
+    decision = Decision(
+        Verdict(record.verdict),
+        "better" if record.require == "better" else "not-worse",
+        record.candidate,
+        record.incumbent,
+        record.reason,
+        {k: v for k, v in record.stats.items() if v is None or isinstance(v, float | int | str)},
+    )
+    return PromotionReport(
+        decision=decision,
+        promoted=True,
+        state_version=record.candidate_version,
+        build_id=record.candidate,
+        rejected_path=None,
+        waived=record.waived,
+        seconds={},
+        decision_id=record.id,
     )
 
 
@@ -233,14 +323,15 @@ def _check_unchanged(project: Project, before: Active) -> None:
         )
 
 
-def _write_state_file(path: Path, incumbent: bytes, candidate: bytes) -> None:
+def _write_state_file(path: Path, replaceable: Collection[bytes], candidate: bytes) -> None:
+    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit."""
     try:
         current = read_state_file(path)
     except StateError:
         current = b""
     if current == candidate:
         return
-    if current not in (incumbent, b""):
+    if current != b"" and current not in replaceable:
         logger.warning(
             "%s was edited during the promotion; the promoted state is committed and active, "
             "the file keeps the edit",

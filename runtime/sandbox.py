@@ -77,6 +77,10 @@ def first_run(build_dir: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Sandb
             f"(hung in {phase}); killed"
         )
         return _failed(build_id, reason, phase, start)
+    finally:
+        if proc.poll() is None:  # interrupted (KeyboardInterrupt): leave no child behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     phase = _last_phase(out)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name

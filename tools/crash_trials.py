@@ -1,4 +1,5 @@
-"""Crash trials: SIGKILL ``rsi build``, a promotion, ``rsi rollback`` and ``rsi gc`` at random.
+"""Crash trials: SIGKILL ``rsi build``, a promotion, ``rsi rollback``, ``rsi gc`` and
+``rsi promote`` (through the gate) at random.
 
 Each trial copies a prepared project (state v1 and v2 committed, v2 active), starts one
 command as a subprocess, kills it with SIGKILL after a random delay drawn over the command's
@@ -16,7 +17,19 @@ file, the ledger and the active build are the expected ones and no staging dir o
 is left. Kills hit either the command's process alone (its worker processes live on, as
 after ``kill -9 <pid>``) or its whole process group.
 
+The ``gate`` kind runs ``rsi promote -v cand.json`` (pure-Python tier, generated stories;
+the incumbent's evidence cached in the ledger). Its kill is aimed at a phase by the
+command's log: a random time after start (start-up, build, sandbox), after the sandbox
+passed (the candidate's evaluation), after the evidence was measured (the gate), or within
+0.3 s of the decision (recording it, the commit, the state file). Alternate trials use a
+candidate the gate promotes and one it rejects (the tracking expert zeroed, with
+``--approve '*'``). Besides the invariants above: every evaluation and decision in the
+ledger is whole (``Ledger.check_gate_records``), an active candidate has its promotion
+decision, and a ``rsi_state.rejected.json`` is the candidate's
+exact bytes. The uncut rerun must reach the verdict an uncut run reaches.
+
 usage: PYTHONPATH=. .venv/bin/python tools/crash_trials.py --trials 60 [--cython 0.2]
+       PYTHONPATH=. .venv/bin/python tools/crash_trials.py --ops gate --trials 40
 """
 
 from __future__ import annotations
@@ -44,9 +57,30 @@ from runtime.ledger import Ledger  # noqa: E402
 
 __all__ = ["Base", "Trial", "TrialResult", "prepare_base", "run_trial", "run_trials", "main"]
 
-OPS = ("build", "promote", "rollback", "gc")
+OPS = ("build", "promote", "rollback", "gc", "gate")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 STATE = "rsi_state.json"
+
+CANDIDATE = "cand.json"
+#: Where a gate trial's kill is aimed: after the command's log shows this line (``""``:
+#: from the start), plus a random delay of up to the seconds given.
+GATE_PHASES = {
+    "start": ("", 20.0),
+    "evaluate": ("INFO:runtime.sandbox:", 6.0),
+    "gate": ("INFO:runtime.evidence:", 1.0),
+    "commit": ("INFO:runtime.gate:", 0.3),
+}
+REJECTED = "rsi_state.rejected.json"
+# Measure the incumbent (v2) once in the base project, and build both gate candidates, so a
+# gate trial's time goes to the sandbox, the candidate's evaluation, the gate and the commit.
+WARM_GATE = (
+    "import sys; from pathlib import Path; from codegen.state import parse_state; "
+    "from codegen.toolchain import CompileSettings; from runtime.evidence import gather; "
+    "from runtime.project import Project; p = Project(Path(sys.argv[1])); "
+    "p.ledger.record_evidence(gather(p.load_active(), data=None)); "
+    "[p.build_candidate(parse_state(Path(f).read_bytes()), Path(f).read_bytes(), "
+    "CompileSettings(backend='python')) for f in sys.argv[2:]]"
+)
 
 LOAD_ACTIVE = (
     "import sys; from pathlib import Path; from runtime.project import Project; "
@@ -78,6 +112,9 @@ class Trial:
     delay: float
     group: bool  # kill the whole process group, not only the command
     rebuild: bool = False  # rollback whose target build was deleted (it must rebuild)
+    reject: bool = False  # gate: the candidate the gate rejects (else the one it promotes)
+    promotes: bool = True  # gate: what an uncut run of this candidate decides
+    phase: str = ""  # gate: the key of GATE_PHASES the kill is aimed at
 
 
 @dataclass
@@ -97,9 +134,9 @@ def rsi_cmd(state: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "runtime.cli", *args, "--state", str(state)]
 
 
-def _run_ok(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
-    if proc.returncode != 0:
+def _run_ok(cmd: list[str], what: str, ok: tuple[int, ...] = (0,), cwd: Path | None = None) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, cwd=cwd)
+    if proc.returncode not in ok:
         raise TrialError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
     return proc.stdout
 
@@ -144,11 +181,37 @@ class _Plan:
     before: int = 2  # the active version before the command
     committed: bytes | None = None  # a version 3 committed while preparing
     gone: str | None = None  # a build the command deletes
+    candidate: bytes | None = None  # gate: the candidate file's bytes (version 3)
+    ok_codes: tuple[int, ...] = (0,)  # exit statuses of an uncut run
+
+
+def gate_candidate(base: Base, reject: bool) -> bytes:
+    """Version 3 for a gate trial: within the step bound, or (``reject``) an expert zeroed."""
+    doc = json.loads(_state_with(base.committed[2], 3, 2.5))
+    if reject:
+        doc["experts"]["tracker"]["weight"] = 0.0
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def _gate_args(reject: bool) -> tuple[str, ...]:
+    approve = ("--approve", "*") if reject else ()
+    return ("promote", "-v", CANDIDATE, "--backend", "python", *approve)
 
 
 def _prepare_trial(base: Base, trial: Trial, root: Path, rng: random.Random) -> _Plan:
     shutil.copytree(base.path, root, symlinks=True)
     state, generated = root / STATE, root / "generated"
+    if trial.op == "gate":
+        v3 = gate_candidate(base, trial.reject)
+        (root / CANDIDATE).write_bytes(v3)
+        return _Plan(
+            _gate_args(trial.reject),
+            3 if trial.promotes else 2,
+            "python",
+            None,
+            candidate=v3,
+            ok_codes=(0,) if trial.promotes else (1,),
+        )
     if trial.op == "build":
         # A cold build of the committed state: no build of this backend and an empty cache
         # (but mypy's own: a cold mypy run is 10 s of one phase, not more kill points).
@@ -248,6 +311,57 @@ def _check_invariants(
     return _check_builds(root / "generated"), data
 
 
+def _wait_for(trial: Trial, proc: subprocess.Popen[bytes], log: Path) -> float:
+    """Seconds still to wait before the kill: for a gate trial, wait for its phase's log
+    line first (0.0 when the command ended before it)."""
+    if trial.op != "gate" or not GATE_PHASES[trial.phase][0]:
+        return trial.delay
+    marker = GATE_PHASES[trial.phase][0].encode()
+    while marker not in log.read_bytes():
+        if proc.poll() is not None:
+            return 0.0
+        time.sleep(0.01)
+    return trial.delay
+
+
+def _check_gate_records(root: Path, candidate: bytes) -> None:
+    """Evaluations and decisions whole; an active candidate has its decision; kept bytes."""
+    ledger = Ledger(root / ".rsi" / "ledger.sqlite3")
+    ledger.check_gate_records()
+    active = ledger.active()
+    digest = _sha(candidate)
+    if active is not None and active.version == 3:
+        decisions = ledger.decisions(limit=100)
+        if not any(d.verdict == "promote" and d.candidate_sha256 == digest for d in decisions):
+            raise TrialError("version 3 is active without its promotion decision")
+    rejected = root / REJECTED
+    if rejected.exists() and rejected.read_bytes() != candidate:
+        raise TrialError("rsi_state.rejected.json is not the candidate's exact bytes")
+
+
+def _gate_outcomes(base: Base, work: Path) -> dict[bool, tuple[float, bool]]:
+    """Seconds and verdict (promoted?) of an uncut gate run of each candidate."""
+    out = {}
+    for reject in (False, True):
+        root = work / "timing"
+        shutil.copytree(base.path, root, symlinks=True)
+        (root / CANDIDATE).write_bytes(gate_candidate(base, reject))
+        start = time.monotonic()
+        proc = subprocess.run(
+            rsi_cmd(root / STATE, *_gate_args(reject)),
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+            cwd=root,
+        )
+        if proc.returncode not in (0, 1):
+            raise TrialError(f"timing gate run failed: {proc.stderr.strip()[-400:]}")
+        out[reject] = (time.monotonic() - start, proc.returncode == 0)
+        shutil.rmtree(root)
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -274,16 +388,21 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
     try:
         plan = _prepare_trial(base, trial, root, rng)
         known = dict(base.committed)
-        for extra in (plan.pending, plan.committed):
+        for extra in (plan.pending, plan.committed, plan.candidate):
             if extra is not None:
                 known[3] = extra
         state = root / STATE
         log = (work / f"trial-{trial.index:04d}.log").open("w")
         proc = subprocess.Popen(
-            rsi_cmd(state, *plan.args), env=ENV, stdout=log, stderr=log, start_new_session=True
+            rsi_cmd(state, *plan.args),
+            env=ENV,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=root,
         )
         try:
-            proc.wait(timeout=trial.delay)
+            proc.wait(timeout=_wait_for(trial, proc, work / f"trial-{trial.index:04d}.log"))
         except subprocess.TimeoutExpired:
             result.killed = True
             if trial.group:
@@ -292,17 +411,19 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
                 proc.send_signal(signal.SIGKILL)
         rc = proc.wait()
         log.close()
-        if not result.killed and rc != 0:
+        if not result.killed and rc not in plan.ok_codes:
             raise TrialError(f"uncut command failed with {rc}")
         allowed_state = {plan.pending} if plan.pending is not None else set()
         allowed_active = {plan.before, plan.expect_version}
         result.staging_left, data = _check_invariants(root, known, allowed_state, allowed_active)
+        if plan.candidate is not None:
+            _check_gate_records(root, plan.candidate)
         committed = Ledger(root / ".rsi" / "ledger.sqlite3").versions()
         result.pending_state = data == plan.pending and plan.expect_version not in committed
         # Orphaned compiler workers may still be running: the next command must cope with
         # that, but its leftovers are only checked once they have exited.
         _reap_group(proc.pid, 120.0)
-        _run_ok(rsi_cmd(state, *plan.args), "recovery command")
+        _run_ok(rsi_cmd(state, *plan.args), "recovery command", plan.ok_codes, root)
         _run_ok(rsi_cmd(state, "status"), "status after recovery")
         staging, data = _check_invariants(root, known, set(), {plan.expect_version})
         active = Ledger(root / ".rsi" / "ledger.sqlite3").active()
@@ -317,6 +438,10 @@ def run_trial(base: Base, trial: Trial, work: Path, rng: random.Random) -> Trial
             raise TrialError("temp files of the state file left after the recovery command")
         if plan.gone and (root / "generated" / plan.gone).exists():
             raise TrialError(f"gc left the unused build {plan.gone}")
+        if plan.candidate is not None:
+            _check_gate_records(root, plan.candidate)
+            if plan.expect_version == 2 and (root / REJECTED).read_bytes() != plan.candidate:
+                raise TrialError("after recovery the rejected candidate is not kept")
     except (TrialError, OSError, ValueError, subprocess.SubprocessError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -339,26 +464,58 @@ def _uncut_seconds(base: Base, work: Path, op: str, backend: str, rebuild: bool)
 
 
 def run_trials(
-    n: int, *, cython_share: float, seed: int, work: Path
+    n: int, *, cython_share: float, seed: int, work: Path, ops: tuple[str, ...] = OPS
 ) -> tuple[list[TrialResult], Base]:
     """Prepare a base project, then run ``n`` trials; return their results."""
     rng = random.Random(seed)
     base = prepare_base(work, cython=cython_share > 0)
     plans: list[tuple[str, str, bool, bool]] = []
     for i in range(n):
-        op = OPS[i % len(OPS)]
+        op = ops[i % len(ops)]
         compiles = op in ("build", "promote")
         backend = "cython" if compiles and rng.random() < cython_share else "python"
         rebuild = op == "rollback" and rng.random() < 0.3
         plans.append((op, backend, rebuild, rng.random() < 0.5))
-    kinds = {(op, backend, rebuild) for op, backend, rebuild, _ in plans}
+    kinds = {(op, backend, rebuild) for op, backend, rebuild, _ in plans if op != "gate"}
     durations = {kind: _uncut_seconds(base, work, *kind) for kind in sorted(kinds)}
     for kind, seconds in sorted(durations.items()):
         print(f"uncut {kind[0]:8} {kind[1]:7} rebuild={kind[2]!s:5} {seconds:6.2f} s")
+    gate: dict[bool, tuple[float, bool]] = {}
+    if "gate" in ops:
+        warm = [str(base.path / f"cand-{r}.json") for r in (False, True)]
+        for path, reject in zip(warm, (False, True), strict=True):
+            Path(path).write_bytes(gate_candidate(base, reject))
+        _run_ok([sys.executable, "-c", WARM_GATE, str(base.path / STATE), *warm], "gate warm-up")
+        for path in warm:
+            Path(path).unlink()
+        gate = _gate_outcomes(base, work)
+        for reject, (seconds, promoted) in sorted(gate.items()):
+            print(
+                f"uncut gate     reject-candidate={reject!s:5} {seconds:6.2f} s promoted={promoted}"
+            )
     results = []
     for i, (op, backend, rebuild, group) in enumerate(plans):
         # Most of a short command is interpreter start-up: skew kills towards its end so
         # publishing and committing are hit too (a few land after it finished).
+        if op == "gate":
+            reject = (i // len(ops)) % 2 == 1
+            promotes = gate[reject][1]
+            phase = sorted(GATE_PHASES)[(i // len(ops)) // 2 % len(GATE_PHASES)]
+            delay = rng.uniform(0.0, GATE_PHASES[phase][1])
+            trial = Trial(
+                i, op, backend, delay, group, reject=reject, promotes=promotes, phase=phase
+            )
+            result = run_trial(base, trial, work, rng)
+            results.append(result)
+            status = "ok" if result.error is None else f"FAIL {result.error}"
+            print(
+                f"trial {i:3} gate     {'reject' if reject else 'promote':7} kill "
+                f"{'group' if group else 'pid':5} {phase:8} +{delay:5.2f} s "
+                f"killed={result.killed!s:5} "
+                f"staging={result.staging_left} {result.seconds:5.1f} s {status}",
+                flush=True,
+            )
+            continue
         delay = rng.uniform(0.2, 1.1) * durations[(op, backend, rebuild)]
         trial = Trial(i, op, backend, delay, group, rebuild)
         result = run_trial(base, trial, work, rng)
@@ -380,7 +537,7 @@ def summary(results: list[TrialResult]) -> str:
     return (
         f"crash trials: {len(results)} run, {passed} passed, {len(results) - passed} failed "
         f"(build {ops['build']}, promote {ops['promote']}, rollback {ops['rollback']}, "
-        f"gc {ops['gc']}; "
+        f"gc {ops['gc']}, gate {ops['gate']}; "
         f"cython {sum(r.trial.backend == 'cython' for r in results)}; "
         f"killed mid-command {sum(r.killed for r in results)}; "
         f"process-group kills {sum(r.trial.group and r.killed for r in results)}; "
@@ -398,11 +555,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cython", type=float, default=0.2, help="share of cython trials")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument(
+        "--ops", default=",".join(OPS), help=f"comma-separated kinds (default {','.join(OPS)})"
+    )
     args = parser.parse_args(argv)
+    ops = tuple(args.ops.split(","))
+    if not set(ops) <= set(OPS):
+        parser.error(f"--ops: choose from {', '.join(OPS)}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rsi-crash-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results, _ = run_trials(args.trials, cython_share=args.cython, seed=args.seed, work=work)
+    results, _ = run_trials(
+        args.trials, cython_share=args.cython, seed=args.seed, work=work, ops=ops
+    )
     print(summary(results) + f" in {time.monotonic() - started:.0f} s")
     failed = [r for r in results if r.error]
     if failed:

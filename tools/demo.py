@@ -30,6 +30,7 @@ from runtime.babi.evaluate import answers_match, load_split  # noqa: E402
 from runtime.babi.model import BabiModel  # noqa: E402
 from runtime.live import LiveProject  # noqa: E402
 from runtime.project import Project  # noqa: E402
+from runtime.promote import format_p  # noqa: E402
 from runtime.rsi.loop import LoopSettings, run_loop  # noqa: E402
 from runtime.rsi.report import write_report  # noqa: E402
 
@@ -64,10 +65,9 @@ def main() -> int:
     print("2. two threads answer questions through the hot slot while the loop runs")
 
     def on_decision(record: Mapping[str, Any]) -> None:
-        p = record["p_value"]
         print(
             f"   iteration {record['iteration']} ({record['label']}): {record['verdict']}, "
-            f"p = {'n/a' if p is None else f'{p:.3g}'}: {record['reason']}"
+            f"{format_p(record['p_value'])}: {record['reason']}"
         )
         for change in record["changes"]:
             print(f"     {change}")

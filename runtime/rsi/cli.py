@@ -17,6 +17,7 @@ from rich.table import Table
 from codegen.errors import RSIError
 from codegen.state import parse_state, read_state_file
 from runtime.project import Project
+from runtime.promote import format_p
 from runtime.rsi.executor import EXECUTORS
 from runtime.rsi.loop import LoopSettings, run_loop, screen_state
 from runtime.rsi.manifest import latest_manifest
@@ -173,10 +174,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _decision_line(record: Mapping[str, Any]) -> str:
-    p = record.get("p_value")
     head = (
         f"iteration {record['iteration']} {record['label']}: {record['verdict']}"
-        f" (p={'n/a' if p is None else f'{float(p):.3g}'}) {record['reason']}"
+        f" ({format_p(record.get('p_value'))}) {record['reason']}"
     )
     return "\n".join([head, *(f"    {c}" for c in record["changes"])])
 

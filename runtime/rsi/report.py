@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 
 from runtime.loader import LoadError
 from runtime.project import Project
+from runtime.promote import format_p
 from runtime.rsi.manifest import RunManifest
 
 __all__ = ["ReportFiles", "write_report", "time_split", "TIME_PHASES"]
@@ -163,7 +164,7 @@ def _decision_table(decisions: Sequence[Mapping[str, Any]]) -> str:
         p = d.get("p_value")
         rows.append(
             f"<tr><td>{i}</td><td>{d['iteration']}</td><td>{html.escape(str(d['verdict']))}"
-            f"</td><td>{'' if p is None else f'{float(p):.3g}'}</td>"
+            f"</td><td>{format_p(p)}</td>"
             f"<td>{stats.get('heldout_gains', '')}/{stats.get('heldout_losses', '')}</td>"
             f"<td>{'<br>'.join(html.escape(c) for c in d.get('changes', []))}</td>"
             f"<td>{html.escape(str(d['reason']))}</td></tr>"

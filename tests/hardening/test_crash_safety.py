@@ -86,8 +86,20 @@ def test_rollback_removes_leftovers_too(served: Served) -> None:
 @pytest.mark.slow
 def test_crash_trials(tmp_path: Path) -> None:
     trials = load_tool("crash_trials")
-    results, _ = trials.run_trials(5, cython_share=0.0, seed=7, work=tmp_path)
+    ops = ("build", "promote", "rollback", "gc")
+    results, _ = trials.run_trials(5, cython_share=0.0, seed=7, work=tmp_path, ops=ops)
     failures = [f"{r.trial}: {r.error}" for r in results if r.error]
     assert not failures, failures
     assert sum(r.killed for r in results) >= 3
     assert {r.trial.op for r in results} == {"build", "promote", "rollback", "gc"}
+
+
+@pytest.mark.slow
+def test_gate_crash_trials(tmp_path: Path) -> None:
+    """``rsi promote`` killed mid-way, once with a candidate the gate promotes, once with one
+    it rejects: ledger, state file, builds and the kept candidate stay whole."""
+    trials = load_tool("crash_trials")
+    results, _ = trials.run_trials(2, cython_share=0.0, seed=7, work=tmp_path, ops=("gate",))
+    failures = [f"{r.trial}: {r.error}" for r in results if r.error]
+    assert not failures, failures
+    assert [(r.trial.reject, r.trial.promotes) for r in results] == [(False, True), (True, False)]

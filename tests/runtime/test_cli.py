@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from runtime.cli import main
+from runtime.project import Project
 from tests.conftest import copy_state
 
 
@@ -47,3 +49,48 @@ def test_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "RSIState"
+
+
+@pytest.mark.slow
+def test_promote_and_history(
+    make_project: Callable[..., Project], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 for a policy refusal, 1 when the incumbent is kept, 0 when promoted."""
+    project = make_project(templates=None)
+    state = project.state_path
+    args = ["--state", str(state), "--backend", "python"]
+    assert main(["build", *args]) == 0
+    capsys.readouterr()
+    assert main(["history", "--state", str(state)]) == 0
+    assert capsys.readouterr().out == f"{state}: no gate decisions yet\n"
+    data = json.loads(state.read_text())
+    data["version"] = 2
+    data["scoring"]["rag"] = 0.1
+    cand = state.with_name("cand.json")
+    cand.write_text(json.dumps(data))
+    assert main(["promote", str(cand), *args]) == 2
+    assert capsys.readouterr().err == (
+        "rsi: error: scoring.rag: 5.0 -> 0.1 exceeds max_relative_step 0.5; "
+        "approve with --approve scoring.rag\n"
+    )
+    data["scoring"]["rag"] = 5.0
+    data["benchmark"]["mean"] = 0.5  # same behaviour: the same build, no answer changes
+    cand.write_text(json.dumps(data))
+    assert main(["promote", str(cand), "--require", "better", "--json", *args]) == 1
+    report = last_json(capsys)
+    assert report["verdict"] == "not significant" and not report["promoted"]
+    assert report["p_value"] == 1.0 and report["rejected_path"] == str(
+        state.with_name("rsi_state.rejected.json")
+    )
+    assert state.with_name("rsi_state.rejected.json").read_text() == cand.read_text()
+    assert main(["promote", str(cand), "--json", *args]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("promoted v2 (build ") and out[0].endswith(
+        "; p=1; changes no answer on held-out or hidden: not worse"
+    )
+    assert json.loads(out[-1])["cached"] == [report["incumbent"], report["candidate"]]
+    assert json.loads(state.read_text())["benchmark"]["mean"] == 0.5
+    assert main(["history", "--state", str(state)]) == 0
+    newest, oldest = capsys.readouterr().out.splitlines()
+    assert " promote " in newest and "committed v2  not-worse  p=1  changes no answer" in newest
+    assert " not significant " in oldest and "committed -  better  p=1  " in oldest

@@ -96,10 +96,13 @@ def test_decisions_newest_first_with_stats_and_candidate_bytes(tmp_path: Path) -
 def test_a_commit_not_yet_marked_still_reads_as_committed(tmp_path: Path) -> None:
     """A kill between the commit and mark_committed: the decision reads as committed."""
     ledger = Ledger(tmp_path / "ledger.sqlite3")
+    kept = decision(Verdict.NOT_SIGNIFICANT)
+    ledger.record_decision(kept, candidate_data=b"v3", candidate_version=3)
     ledger.record_decision(decision(Verdict.PROMOTE), candidate_data=b"v3", candidate_version=3)
-    assert ledger.decisions()[0].committed_version is None
+    assert [d.committed_version for d in ledger.decisions()] == [None, None]
     ledger.commit(3, b"v3", "c" * 16, "python", limit=10)
-    assert ledger.decisions()[0].committed_version == 3
+    # Only the promotion reads as committed, not the earlier decision about the same bytes.
+    assert [d.committed_version for d in ledger.decisions()] == [3, None]
 
 
 def test_torn_records_are_found(tmp_path: Path) -> None:

@@ -108,3 +108,33 @@ def test_a_build_that_does_not_match_its_manifest_never_runs(
         f"build {copy.name} failed its first run (import): runtime.loader.LoadError: "
         f"{copy.name}: module scoring does not match its manifest"
     )
+
+
+@pytest.mark.slow
+def test_compiled_tiers_that_disagree_are_rejected(tmp_path: Path, module_cache: Path) -> None:
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / ".cache").symlink_to(module_cache)
+    state = load_state(SHIPPED_STATE)
+    built = build_state(
+        state, SHIPPED_STATE.read_bytes(), CompileSettings(backend="cython"), generated
+    ).path
+    assert first_run(built).ok
+    # The pure tier (the rendered source beside the extension) now answers its self-test
+    # differently from the compiled artifact.
+    copy = tmp_path / "copy" / built.name
+    shutil.copytree(built, copy)
+    source = copy / "scoring.py"
+    source.write_text(source.read_text() + "\n\ndef rsi_selftest() -> list[int]:\n    return [1]\n")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["modules"]["scoring"]["source_sha256"] = hashlib.sha256(
+        source.read_bytes()
+    ).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = first_run(copy)
+    assert not report.ok and report.phase == "tiers"
+    assert report.reason == (
+        f"build {copy.name} failed its first run (tiers): runtime.live.TierMismatch: module "
+        f"scoring: cython tier of build {copy.name} disagrees with the python tier on "
+        "rsi_selftest()"
+    )

@@ -1,0 +1,154 @@
+"""Wall time of a gate decision on the compiled tier, and the gate's calibration numbers.
+
+    PYTHONPATH=. .venv/bin/python tools/bench_gate.py --data "$RSI_BABI_DIR" --trials 20
+    PYTHONPATH=. .venv/bin/python tools/bench_gate.py --data "$RSI_BABI_DIR" \
+        --candidate states/uniform.json     # a heavier model: every expert and attention on
+
+A gate decision is what ``rsi promote`` and the loop pay once both builds exist: the
+candidate's evidence (held-out and hidden splits on the compiled tier, the differential
+tier test and the kernel check) plus :func:`runtime.gate.decide`. The incumbent's evidence
+is cached by the caller (the ledger keys it by build id, split, seed and fingerprint), and
+the data files are parsed once per process; both are timed separately, as are the builds
+(excluded). The first decision of a fresh candidate imports its pure tier; later ones are
+repeated to give a distribution (raw samples kept in the JSON). The default candidate is
+the state with one loop-sized step; the evaluation's cost is the model's, so a heavier
+candidate (``states/uniform.json`` computes attention and similarity evidence for every
+question) takes longer.
+
+``--trials N`` then runs ``rsi gate calibrate`` on the same state and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from codegen.state import RSIState, dump_state, load_state, parse_state
+from runtime.babi.builds import build_model, model_of
+from runtime.babi.evaluate import evaluate
+from runtime.calibrate import CalibrationSettings, calibrate
+from runtime.evidence import gather, measure_latency, stories_of
+from runtime.gate import GateSettings, decide
+
+TARGET_S = 2.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="default: $RSI_BABI_DIR")
+    parser.add_argument("--state", type=Path, default=Path("rsi_state.json"))
+    parser.add_argument("--candidate", type=Path, default=None, help="candidate state file")
+    parser.add_argument(
+        "--set",
+        default="scoring.commonsense=0.0375",
+        metavar="PATH=VALUE",
+        help="without --candidate: the state with this one change (default: a loop-sized "
+        "step, commonsense x1.5)",
+    )
+    parser.add_argument("--generated", type=Path, default=Path("generated"))
+    parser.add_argument("--repeats", type=int, default=5, help="warm decisions timed")
+    parser.add_argument("--trials", type=int, default=0, help="calibration trials (0: none)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    data = args.data or (
+        Path(os.environ["RSI_BABI_DIR"]) if os.environ.get("RSI_BABI_DIR") else None
+    )
+    gate = GateSettings()
+    t0 = time.perf_counter()
+    incumbent = build_model(load_state(args.state), args.generated, "cython").build
+    cand_state = (
+        load_state(args.candidate) if args.candidate else _with(load_state(args.state), args.set)
+    )
+    candidate = build_model(cand_state, args.generated, "cython").build
+    builds_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n_heldout = sum(len(s.questions) for s in stories_of(data, "heldout"))
+    n_hidden = sum(len(s.questions) for s in stories_of(data, "hidden"))
+    parse_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    inc_ev = gather(incumbent, data=data)
+    incumbent_s = time.perf_counter() - t0
+
+    decisions: list[float] = []
+    plain: list[float] = []  # evaluation alone, interleaved: the floor a decision stands on
+    verdict = ""
+    for _ in range(1 + args.repeats):
+        t0 = time.perf_counter()
+        model = model_of(candidate)
+        evaluate(model, stories_of(data, "heldout"))
+        evaluate(model, stories_of(data, "hidden"))
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        cand_ev = gather(candidate, data=data)
+        d = decide(inc_ev, cand_ev, require="not-worse", settings=gate)
+        decisions.append(time.perf_counter() - t0)
+        verdict = f"{d.verdict}: {d.reason}"
+
+    t0 = time.perf_counter()
+    measure_latency(incumbent, candidate, repeats=gate.latency_repeats, data=data)
+    latency_s = time.perf_counter() - t0
+
+    first, warm = decisions[0], decisions[1:]
+    warm_median = statistics.median(warm) if warm else first
+    print(f"data {data or 'generator'}: {n_heldout} held-out + {n_hidden} hidden questions")
+    print(
+        f"builds (excluded): {builds_s:.1f} s; parse + fingerprint, once a process: {parse_s:.2f} s"
+    )
+    print(f"incumbent evidence (cached by the caller): {incumbent_s:.2f} s")
+    print(
+        f"gate decision: first {first:.2f} s, then median {warm_median:.2f} s of {len(warm)} "
+        f"({', '.join(f'{x:.2f}' for x in warm)}); target {TARGET_S:.1f} s: "
+        f"first/target {first / TARGET_S:.2f}, median/target {warm_median / TARGET_S:.2f}"
+    )
+    plain_median = statistics.median(plain)
+    print(
+        f"evaluation alone (both splits, no checks): median {plain_median:.2f} s; "
+        f"decision/evaluation {warm_median / plain_median:.2f}"
+    )
+    print(f"latency A/B, {gate.latency_repeats} interleaved repetitions each: {latency_s:.2f} s")
+    print(f"verdict: {verdict}")
+    report: dict[str, object] = {
+        "questions": {"heldout": n_heldout, "hidden": n_hidden},
+        "builds_s": round(builds_s, 2),
+        "parse_s": round(parse_s, 3),
+        "incumbent_evidence_s": round(incumbent_s, 3),
+        "decision_first_s": round(first, 3),
+        "decision_warm_s": [round(x, 3) for x in warm],
+        "evaluation_alone_s": [round(x, 3) for x in plain],
+        "latency_ab_s": round(latency_s, 3),
+    }
+    if args.trials:
+        cal = calibrate(
+            load_state(args.state),
+            args.generated,
+            data=data,
+            settings=CalibrationSettings(trials=args.trials),
+            gate=gate,
+        )
+        print(cal.table())
+        report["calibration"] = cal.to_json()
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+def _with(state: RSIState, assignment: str) -> RSIState:
+    """``state`` with one dotted path set to a JSON value (``scoring.rag=2.5``)."""
+    path, _, value = assignment.partition("=")
+    data = json.loads(dump_state(state))
+    *parents, leaf = path.split(".")
+    target = data
+    for part in parents:
+        target = target[part]
+    target[leaf] = json.loads(value)
+    return parse_state(json.dumps(data).encode(), f"--set {assignment}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
