@@ -43,7 +43,13 @@ from runtime.loader import load_build
 from runtime.project import Project
 from runtime.promote import PromotionReport, p_value, promote
 from runtime.rsi.analyse import Analysis, analyse
-from runtime.rsi.executor import CandidateJob, CandidateOutcome, ExecutorKind, make_executor
+from runtime.rsi.executor import (
+    CandidateJob,
+    CandidateOutcome,
+    Executor,
+    ExecutorKind,
+    make_executor,
+)
 from runtime.rsi.manifest import (
     RunManifest,
     git_revision,
@@ -229,7 +235,7 @@ def _iteration(
     settings: LoopSettings,
     manifest: RunManifest,
     evidence: Evidence,
-    executor: Any,
+    executor: Executor,
     index: int,
     live: LiveProject | None,
     on_decision: OnDecision | None,
