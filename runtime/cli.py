@@ -29,6 +29,14 @@ __all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
 Handler = Callable[[argparse.Namespace], int]
 
 
+DESCRIPTION = """\
+Build a model from its state file (rsi_state.json) into compiled modules, swap builds in and
+out, gate candidate states on evidence before promoting them, and keep a history of every
+committed state so any of them can be restored exactly. Failures a user can fix print one line
+starting with "rsi: error:" and exit with status 2.
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsi`` console script."""
     parser = build_parser()
@@ -45,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="rsi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rsi", description=DESCRIPTION)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--state",
@@ -150,11 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Subcommands owned by other modules (evaluation, tuning) register themselves here."""
-    from runtime import cli_extensions
+    """Subcommands owned by other modules (evaluation, the loop, watch) register here."""
+    from runtime.cli_extensions import register_all
 
-    for register in cli_extensions.REGISTRARS:
-        register(sub, common)
+    register_all(sub, common)
 
 
 MAX_LOCK_TIMEOUT_S = 86400.0

@@ -1,51 +1,30 @@
-"""Subcommands contributed by feature modules (``rsi eval``, ``rsi tune``, ...).
+"""Subcommands contributed by feature modules (``rsi eval``, ``rsi loop``, ``rsi watch``, ...).
 
-Each registrar receives the subparsers object and the shared ``--state`` parent parser and
-adds its subcommand with ``set_defaults(handler=...)``. Append to :data:`REGISTRARS`.
+Each module in :data:`MODULES` has a ``register(sub, common)`` function that receives the
+subparsers object and the shared ``--state`` parent parser and adds its subcommands with
+``set_defaults(handler=...)``. Add a feature by appending its module's name.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import importlib
 
-__all__ = ["REGISTRARS"]
+__all__ = ["MODULES", "register_all"]
 
-Registrar = Callable[
-    ["argparse._SubParsersAction[argparse.ArgumentParser]", argparse.ArgumentParser], None
-]
+#: Feature modules with a ``register(sub, common)`` function, in ``rsi --help`` order.
+MODULES: tuple[str, ...] = (
+    "runtime.babi.cli",  # eval, tune
+    "runtime.kernels.cli",  # tune kernels
+    "runtime.gate_cli",  # gate calibrate
+    "runtime.rsi.cli",  # analyse, loop, report
+    "runtime.watch_cli",  # watch
+)
 
 
-def _babi_eval(
+def register_all(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    from runtime.babi.cli import register
-
-    register(sub, common)
-
-
-def _kernels_tune(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    from runtime.kernels.cli import register
-
-    register(sub, common)
-
-
-def _gate_calibrate(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    from runtime.gate_cli import register
-
-    register(sub, common)
-
-
-def _watch(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    from runtime.watch_cli import register
-
-    register(sub, common)
-
-
-REGISTRARS: list[Registrar] = [_babi_eval, _kernels_tune, _gate_calibrate, _watch]
+    """Let every feature module add its subcommands."""
+    for name in MODULES:
+        importlib.import_module(name).register(sub, common)

@@ -141,13 +141,25 @@ def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
     )
 
 
-def screen(state: RSIState, evidence: Evidence) -> Screened:
-    """Choices ``state``'s generated scoring would make on ``evidence``, and their accuracy."""
+def screen(
+    state: RSIState,
+    evidence: Evidence,
+    hits: dict[tuple[str, ...], np.ndarray] | None = None,
+) -> Screened:
+    """Choices ``state``'s generated scoring would make on ``evidence``, and their accuracy.
+
+    ``hits`` caches which questions each rule's words select (a search screening many
+    states of the same evidence passes one dict to every call).
+    """
     names = list(state.experts)
     n_q = evidence.scores.shape[0]
     weights = np.tile(np.array([state.experts[n].weight for n in names]), (n_q, 1))
+    cache: dict[tuple[str, ...], np.ndarray] = {} if hits is None else hits
     for rule in state.routing:
-        hit = np.array([all(w in words for w in rule.when_all) for words in evidence.words])
+        hit = cache.get(rule.when_all)
+        if hit is None:
+            hit = np.array([all(w in words for w in rule.when_all) for words in evidence.words])
+            cache[rule.when_all] = hit
         for name, boost in sorted(rule.boosts.items()):
             weights[hit, names.index(name)] += boost
     weights = np.where(weights > 0.0, weights, 0.0)

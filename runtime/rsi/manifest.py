@@ -1,0 +1,137 @@
+"""Run manifests: what a loop run was given, what it decided, and where it stands.
+
+One JSON file per run under ``.rsi/runs/`` beside the state file, rewritten atomically after
+every decision: the config, seed, data fingerprint, git revision, package versions, the
+decisions and the iteration records. A killed run resumes from it (``pending`` names a
+candidate whose promotion had started; the ledger says whether it was decided).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from codegen.state import atomic_write
+
+__all__ = [
+    "PACKAGES",
+    "RunManifest",
+    "runs_dir",
+    "run_id",
+    "load_manifest",
+    "save_manifest",
+    "latest_manifest",
+    "git_revision",
+    "package_versions",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Packages whose versions can change a run's builds or numbers.
+PACKAGES = ("numpy", "scipy", "cython", "jinja2", "black", "libcst", "mypy", "pydantic", "ray")
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """A loop run; ``iterations`` and ``decisions`` are JSON-shaped records."""
+
+    run_id: str
+    config: Mapping[str, Any]
+    seed: int
+    data_fingerprint: str
+    git_revision: str
+    packages: Mapping[str, str]
+    started_at: float
+    status: str = "running"  # running | finished
+    stop_reason: str = ""
+    elapsed_s: float = 0.0
+    iterations: tuple[Mapping[str, Any], ...] = ()
+    decisions: tuple[Mapping[str, Any], ...] = ()
+    pending: Mapping[str, Any] | None = None
+    tried: tuple[str, ...] = field(default=())  # sha256 of every gated candidate's content
+
+
+def runs_dir(state_path: Path) -> Path:
+    """Where a project's run manifests live."""
+    return state_path.absolute().parent / ".rsi" / "runs"
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """A run's id: the hash of its config (so the same command resumes the same run)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_manifest(path: Path) -> RunManifest:
+    """Read a manifest written by :func:`save_manifest`."""
+    raw = json.loads(path.read_text())
+    raw["iterations"] = tuple(raw["iterations"])
+    raw["decisions"] = tuple(raw["decisions"])
+    raw["tried"] = tuple(raw["tried"])
+    return RunManifest(**raw)
+
+
+def save_manifest(state_path: Path, manifest: RunManifest) -> Path:
+    """Write ``manifest`` atomically; return its path."""
+    path = runs_dir(state_path) / f"{manifest.run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "run_id": manifest.run_id,
+        "config": dict(manifest.config),
+        "seed": manifest.seed,
+        "data_fingerprint": manifest.data_fingerprint,
+        "git_revision": manifest.git_revision,
+        "packages": dict(manifest.packages),
+        "started_at": manifest.started_at,
+        "status": manifest.status,
+        "stop_reason": manifest.stop_reason,
+        "elapsed_s": manifest.elapsed_s,
+        "iterations": list(manifest.iterations),
+        "decisions": list(manifest.decisions),
+        "pending": manifest.pending,
+        "tried": list(manifest.tried),
+    }
+    atomic_write(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
+def latest_manifest(state_path: Path) -> RunManifest | None:
+    """The most recently started run of the project, if any."""
+    found = [load_manifest(p) for p in sorted(runs_dir(state_path).glob("*.json"))]
+    return max(found, key=lambda m: m.started_at) if found else None
+
+
+def git_revision(where: Path) -> str:
+    """``git rev-parse HEAD`` of the checkout holding ``where`` (plus ``-dirty``), or ''."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f"{rev}-dirty" if dirty else rev
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` and the Python version."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
