@@ -20,6 +20,7 @@ from runtime.gate import (
     SplitOutcome,
     Verdict,
     decide,
+    drop_p_value,
     mcnemar_exact,
 )
 
@@ -158,24 +159,45 @@ def test_hidden_task_that_passed_may_not_fall_below_the_pass_mark() -> None:
     assert d.stats["hidden_passed_incumbent"] == 2 and d.stats["hidden_passed_candidate"] == 1
 
 
-def test_hidden_task_already_failing_may_move_within_tolerance() -> None:
+def test_hidden_mean_drop_beyond_tolerance_is_rejected_when_significant() -> None:
     tasks = [1] * 50 + [2] * 50
     inc_hidden = [True] * 50 + [False] * 10 + [True] * 40  # task 2 at 0.80: not passed
-    cand_hidden = [True] * 50 + [False] * 10 + [True] * 39 + [False]  # 0.78: -1 point on task 2
+    cand_hidden = [True] * 50 + [False] * 18 + [True] * 32  # 0.64: 8 losses, no gain
     inc = evidence("i", BASE, inc_hidden, tasks)
     cand = evidence("c", BASE, cand_hidden, tasks)
-    # The mean of tasks drops by 0.01: over the default tolerance of 0.005.
     d = decide(inc, cand, require="not-worse", settings=GATE)
     assert d.verdict is Verdict.REJECT
     assert d.reason == (
-        "hidden mean 0.9000 -> 0.8900 fell 1.000 points, more than the tolerance 0.50"
-    )
-    lenient = decide(
-        inc, cand, require="not-worse", settings=GateSettings(hidden_mean_tolerance=0.02)
+        "hidden mean 0.9000 -> 0.8200 fell 8.000 points, more than the tolerance 0.50 "
+        "(p=0.00634 < alpha 0.01)"
     )
     assert d.stats["decided_by"] == "hidden_mean"
+    assert d.stats["hidden_p_drop"] == pytest.approx(drop_p_value(0, 8, 100, 0.005))
+    lenient = decide(
+        inc, cand, require="not-worse", settings=GateSettings(hidden_mean_tolerance=0.1)
+    )
     assert lenient.verdict is Verdict.PROMOTE
     assert lenient.stats["decided_by"] == "all"
+
+
+def test_hidden_mean_drop_within_chance_is_not_a_regression() -> None:
+    # One flipped hidden answer of 100 moves the mean by a point, beyond the tolerance, but
+    # chance explains it (p=0.75): "not worse" promotes.
+    tasks = [1] * 50 + [2] * 50
+    inc_hidden = [True] * 50 + [False] * 10 + [True] * 40
+    cand_hidden = [True] * 50 + [False] * 10 + [True] * 39 + [False]
+    inc = evidence("i", BASE, inc_hidden, tasks)
+    cand = evidence("c", BASE, cand_hidden, tasks)
+    d = decide(inc, cand, require="not-worse", settings=GATE)
+    assert d.verdict is Verdict.PROMOTE and d.stats["decided_by"] == "all"
+    assert d.stats["hidden_p_drop"] == pytest.approx(0.75)
+
+
+def test_drop_p_value_matches_the_binomial_tail() -> None:
+    assert drop_p_value(0, 0, 100, 0.005) == 1.0
+    assert drop_p_value(0, 2, 2000, 0.005) == 1.0  # 2 losses can never exceed 10 questions
+    # 10 of 10 discordant are losses, the null share at a 0.5-point drop of 1000 is 0.75.
+    assert drop_p_value(0, 10, 1000, 0.005) == pytest.approx(0.75**10)
 
 
 def _latency(inc_ms: float, cand_ms: float, n: int = 9) -> LatencySamples:
