@@ -49,6 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RSIError as exc:
         print(f"rsi: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Every command writes by rename under the project lock: an interrupt leaves the
+        # old state, build and ledger, and the next command removes what it left half-done.
+        print("rsi: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130  # 128 + SIGINT
+    except BrokenPipeError:
+        # The reader went away (``rsi history | head -1``): stop quietly, as `cat` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +355,8 @@ def _history(args: argparse.Namespace) -> int:
 
     from runtime.promote import format_p, p_value
 
+    if args.limit < 1:
+        raise RSIError(f"--limit {args.limit}: give a number of decisions, 1 or more")
     records = project_from(args).ledger.decisions(args.limit)
     if not records:
         print(f"{args.state}: no gate decisions yet")

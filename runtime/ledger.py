@@ -606,12 +606,18 @@ def _record_build(db: sqlite3.Connection, version: int, build_id: str, tier: str
         )
     db.execute("INSERT INTO builds VALUES (?, ?, ?, ?)", (version, build_id, tier, now))
     if known:
+        why = (
+            "another tier"
+            if all(b.tier != tier for b in known)
+            else "templates or toolchain changed"
+        )
         logger.warning(
-            "state v%d: new build %s (%s) recorded beside %s (templates or toolchain changed)",
+            "state v%d: new build %s (%s) recorded beside %s (%s)",
             version,
             build_id,
             tier,
             ", ".join(b.build_id for b in known),
+            why,
         )
         _event(db, "new-build", {"version": version, "build_id": build_id, "tier": tier})
     return True

@@ -379,6 +379,19 @@ class Project:
                 f'{newest}; set "version" to {newest + 1}'
             )
 
+    def keep_uncommitted(self) -> Path | None:
+        """Copy the state file to ``<stem>.uncommitted-<UTC time>.json`` unless it is a
+        committed state (or absent); return the copy. Call before replacing the file."""
+        check_state_path(self.state_path, must_exist=False)
+        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+            return self._keep_uncommitted()
+
+    def recover(self) -> None:
+        """Delete what a killed process left half-done (staging dirs, temp files)."""
+        check_state_path(self.state_path, must_exist=False)
+        with project_lock(self.state_path, timeout_s=self.lock_timeout_s):
+            self._remove_leftovers()
+
     def _remove_leftovers(self) -> None:
         """Delete what a killed process left half-done (called under the project lock).
 

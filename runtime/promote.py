@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,15 @@ from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
 from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
 
-__all__ = ["PromotionReport", "promote", "rejected_path", "HOT_PATH", "p_value", "format_p"]
+__all__ = [
+    "PromotionReport",
+    "promote",
+    "rejected_path",
+    "keep_rejected",
+    "HOT_PATH",
+    "p_value",
+    "format_p",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +90,19 @@ class PromotionReport:
 def rejected_path(state_path: Path) -> Path:
     """Where a candidate that was not promoted is kept: ``<stem>.rejected.json`` beside it."""
     return state_path.with_name(f"{state_path.stem}.rejected.json")
+
+
+def keep_rejected(state_path: Path, data: bytes) -> Path:
+    """Write a candidate that was not promoted beside the state file, with the state file's
+    permission bits (0600 when it is gone): a rejected edit is no more readable than the
+    state it was meant to replace. Returns where it was kept."""
+    try:
+        mode = stat.S_IMODE(state_path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o600
+    kept = rejected_path(state_path)
+    atomic_write(kept, data, mode=mode)
+    return kept
 
 
 def p_value(stats: Mapping[str, object], require: str) -> float | None:
@@ -173,8 +195,7 @@ def promote(
             ledger.mark_committed(decision_id, candidate.version)
             _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
         else:
-            kept = rejected_path(project.state_path)
-            atomic_write(kept, candidate_bytes)
+            kept = keep_rejected(project.state_path, candidate_bytes)
     seconds["commit"] = time.perf_counter() - clock
     logger.info("promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason)
     return PromotionReport(

@@ -77,7 +77,7 @@ from runtime.gate import Decision, Evidence, GateSettings, SplitOutcome, decide
 from runtime.live import LiveProject, TierMismatch, differential_check
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
-from runtime.promote import promote, rejected_path
+from runtime.promote import keep_rejected, promote, rejected_path
 
 __all__ = [
     "DEFAULT_DEBOUNCE_MS",
@@ -131,6 +131,7 @@ class Outcome(StrEnum):
     ROLLED_BACK = "rolled-back"  # worse: last good serving, file restored, content kept
     BUILD_FAILED = "build-failed"  # template, check or compiler error: last good serving
     TIER_MISMATCH = "tier-mismatch"  # compiled tier disagreed: the pure tier keeps serving
+    FOLLOWED = "followed"  # another command (rollback, promote, build) activated a build
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ def _open(
     project = Project(state_path, template_dir=template_dir)
     lock_fd = _lock(project.state_path)
     try:
+        project.recover()  # a watcher killed mid-compile left staging dirs in the cache
         if project.ledger.active() is None:
             logger.info("%s was never built; building it as the last good state", state_path)
             project.build(settings.compile)
@@ -434,6 +436,12 @@ class _Loop:
             if self.settings.screen:
                 self.screen = self._collect(self.live.current(), self.good)
             judged = self._key(self.good.data)
+            serving = self.live.current()
+            if serving.tier == "python" and self.settings.compile.backend != "python":
+                # A watcher stopped before the compiled tier of the active state went live.
+                with self.jobs:
+                    self.pending = _CompileJob(self.good, serving, time.monotonic())
+                    self.jobs.notify_all()
             ready.set()
             logger.info("watching %s and %s", self.project.state_path, self.template_dir)
             self.changes.poke()  # an edit saved while nobody watched is judged at once
@@ -446,6 +454,7 @@ class _Loop:
                     observer = self._observer()
                 judged = self._judge(judged, changed_at)
         finally:
+            logger.info("stopping: waiting for any compile in flight")
             observer.stop()
             with self.jobs:
                 self.closing.set()
@@ -462,14 +471,25 @@ class _Loop:
             data = read_state_file(path)
         except RSIError as exc:
             if not path.exists():
-                return judged  # mid-save (backup-and-rename): its creation event follows
+                # Mid-save (backup-and-rename: its creation event follows), or deleted.
+                logger.info(
+                    "%s is gone; build %s keeps serving", path.name, self.live.current().build_id
+                )
+                return judged
             key = content_key({"unreadable": str(exc)})
             if key != judged:
                 self._record(Outcome.REFUSED, str(exc), b"", None, changed_at)
             return key
         key = self._key(data)
-        if key in (judged, self._key(self.good.data, self.good.templates)):
-            logger.debug("content unchanged or the live state; skipped")
+        if key == judged:
+            logger.debug("content unchanged; skipped")
+            return key
+        if key == self._key(self.good.data, self.good.templates):
+            logger.info(
+                "%s and the templates are the last good state again; build %s serving",
+                path.name,
+                self.live.current().build_id,
+            )
             return key
         try:
             now = self._change(data, changed_at)
@@ -484,6 +504,8 @@ class _Loop:
     def _change(self, data: bytes, changed_at: float) -> bytes | None:
         """Judge one content; return what the file holds now (None: an unfinished save)."""
         name = self.project.state_path.name
+        if self._follow_active(changed_at) and data == self.good.data:
+            return data  # the file holds what another command activated: nothing to judge
         try:
             candidate = parse_state(data, name)
             if data != self.good.data:
@@ -501,6 +523,29 @@ class _Loop:
         if templates == self.good.templates:
             return self._promoted(good, changed_at)
         return self._evaluated(good, changed_at)
+
+    def _follow_active(self, changed_at: float) -> bool:
+        """Serve the project's active build if another command (``rsi rollback``, ``rsi
+        promote``, ``rsi build``) activated one meanwhile; True when it did.
+
+        The active build becomes the last good state, so the next edit is gated against it
+        and a rejected edit is restored to it.
+        """
+        active = self.project.ledger.active()
+        if active is None or active.version == self.good.state.version:
+            return False
+        build = self.project.load_active()
+        with self.swap_lock:
+            self.live.slot.swap(build)
+            self.good = self._incumbent()
+        self._swapped(build)
+        self._refresh_screen(build, self.good)
+        message = (
+            f"v{active.version}: build {build.build_id} ({build.tier}) activated by another "
+            "command is served and is the last good state"
+        )
+        self._record(Outcome.FOLLOWED, message, self.good.data, build, changed_at)
+        return True
 
     def _screened(self, good: _Good, changed_at: float) -> bytes:
         """Gate on raw evidence with the screener, then make the pure tier live."""
@@ -570,7 +615,7 @@ class _Loop:
         _log_waived(waived)
         if not decision.promoted:
             self._record_decision(good, decision, waived)
-            atomic_write(rejected_path(self.project.state_path), good.data)
+            keep_rejected(self.project.state_path, good.data)
             return self._roll_back(good, decision, gate, waived, changed_at)
         with self.swap_lock:
             previous, last_good = self.live.slot.swap(pure), self.good

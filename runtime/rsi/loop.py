@@ -32,7 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from codegen.state import BenchmarkSummary, RSIState, dump_state, parse_state, read_state_file
+from codegen.state import (
+    BenchmarkSummary,
+    RSIState,
+    atomic_write,
+    dump_state,
+    parse_state,
+    read_state_file,
+)
 from codegen.toolchain import Backend, CompileSettings
 from runtime.babi.builds import model_of
 from runtime.babi.tune import Evidence, Screened, collect_evidence, screen
@@ -389,7 +396,10 @@ def _commit_start(project: Project, data: bytes, settings: CompileSettings) -> N
     if versions:
         state = state.model_copy(update={"version": versions[-1] + 1})
         data = dump_state(state)
-    project.state_path.write_bytes(data)
+    kept = project.keep_uncommitted()
+    if kept is not None:
+        logger.warning("%s was not committed; kept as %s", project.state_path.name, kept.name)
+    atomic_write(project.state_path, data)
     project.build(settings)
 
 
