@@ -558,8 +558,13 @@ def _seal_and_publish(work: Path, artifact: str, entry: Path) -> str:
     try:
         os.rename(work, entry)
     except OSError:
-        # Another process published the same key first; contents are identical by key.
-        logger.debug("cache entry %s already present", entry.name)
+        # Another process published the same key first. Its bytes may differ from ours (a
+        # compile embeds its temp dir's path), so the entry's own seal is what counts.
+        published = _sealed(entry / artifact)
+        if published is not None:
+            logger.debug("cache entry %s already present", entry.name)
+            return published
+        os.rename(work, entry)  # the other entry was bad and is gone: publish ours
     return digests[artifact]
 
 
