@@ -33,6 +33,11 @@ def lock_path_for(state_path: Path) -> Path:
     return state_path.with_name(state_path.name + ".lock")
 
 
+#: Names of the files ``.rsi/`` keeps for every state file of a directory; a state file's own
+#: history is ``.rsi/<state file name>/``, so a state file may not take one of these names.
+RESERVED_NAMES = frozenset({"builds.lock", "ledger.sqlite3"})
+
+
 def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
     """``state_path`` made absolute, or :class:`StateError` before anything touches the disk.
 
@@ -44,6 +49,10 @@ def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
     raw = str(state_path)
     if raw in ("", ".", "..", "/") or state_path.absolute().name in ("", ".", ".."):
         raise StateError(f"{raw!r}: not a state file path; give a file such as rsi_state.json")
+    if state_path.name in RESERVED_NAMES:
+        raise StateError(
+            f"{state_path.name}: a name rsi keeps for itself in .rsi/; rename the state file"
+        )
     try:
         # The directory resolved (one project, one lock, however it is reached), the file not.
         path = state_path.absolute().parent.resolve() / state_path.name

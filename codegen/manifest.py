@@ -119,8 +119,12 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_manifest(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
-    """The validated manifest of ``build_dir``; :class:`ManifestError` in one line if not."""
+def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> Manifest:
+    """The validated manifest of ``build_dir``; :class:`ManifestError` in one line if not.
+
+    ``allowed_modules=None`` skips the module allowlist: only for reading a manifest to show
+    it (``rsi status``), never before importing anything.
+    """
     where = f"{build_dir.name}/{MANIFEST}"
     try:
         text = (build_dir / MANIFEST).read_bytes().decode("utf-8")
@@ -142,7 +146,7 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str]) -> Manifest
         )
     copies = {entry.module for entry in manifest.specialized.values()}
     for name, entry in manifest.modules.items():
-        if name not in allowed_modules and name not in copies:
+        if allowed_modules is not None and name not in allowed_modules and name not in copies:
             raise ManifestError(
                 f"{where}: module {name!r} is not one the templates produce "
                 f"({', '.join(sorted(allowed_modules))})"

@@ -138,6 +138,8 @@ def cc_command(cc: str) -> list[str]:
     if not words:
         raise CompileError("CC is empty; set it to a C compiler such as gcc, or unset it")
     return words
+
+
 def drop_native(flags: tuple[str, ...]) -> tuple[str, ...]:
     """``flags`` without the machine-specific ones (``-march=``, ``-mtune=``, ``-mcpu=``)."""
     return tuple(f for f in flags if not f.startswith(_NATIVE))

@@ -19,7 +19,6 @@ from typing import Any
 
 from codegen.errors import RSIError
 from codegen.manifest import ManifestError, read_manifest
-from codegen.render import module_names
 from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.project import Project
@@ -250,20 +249,16 @@ def _status(args: argparse.Namespace) -> int:
         f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
         f"{file}; history {r.history}; rollback target {target}"
     )
-    degraded = (
-        _degraded(project.generated_dir / r.active_build, project.template_dir)
-        if r.active_build
-        else {}
-    )
+    degraded = _degraded(project.generated_dir / r.active_build) if r.active_build else {}
     for name, why in degraded.items():
         summary += f"\ndegraded: {name} runs as pure Python ({why})"
     return emit(args, summary, {**asdict(r), "degraded": degraded})
 
 
-def _degraded(build_dir: Path, template_dir: Path | None) -> dict[str, str]:
+def _degraded(build_dir: Path) -> dict[str, str]:
     """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
     try:
-        manifest = read_manifest(build_dir, module_names(template_dir))
+        manifest = read_manifest(build_dir, None)  # shown, never imported
     except ManifestError:
         return {}
     found: dict[str, str] = {}

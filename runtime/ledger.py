@@ -216,6 +216,9 @@ class Ledger:
             conn = sqlite3.connect(":memory:")
             conn.executescript(_SCHEMA)
             return conn
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an emptied file for a new ledger and the history for none.
+            raise sqlite3.DatabaseError("the file is empty (0 bytes); restore it or remove it")
         conn = sqlite3.connect(self.path, timeout=30.0)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -74,6 +74,7 @@ from runtime.babi.tune import Evidence as RawEvidence
 from runtime.babi.tune import collect_evidence, screen
 from runtime.evidence import data_fingerprint, gather, stories_of
 from runtime.gate import Decision, Evidence, GateSettings, SplitOutcome, decide
+from runtime.ledger import ledger_path
 from runtime.live import LiveProject, TierMismatch, differential_check
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
@@ -889,8 +890,8 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def _lock(state_path: Path) -> int:
-    """Hold ``.rsi/watch.lock`` beside the state for the watcher's lifetime; refuse another."""
-    path = state_path.parent / ".rsi" / "watch.lock"
+    """Hold ``.rsi/<state>/watch.lock`` for the watcher's lifetime; refuse another."""
+    path = ledger_path(state_path).parent / "watch.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
@@ -899,7 +900,8 @@ def _lock(state_path: Path) -> int:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise WatchError(
-            f"{state_path.name}: already watched by process {holder} (.rsi/watch.lock); "
+            f"{state_path.name}: already watched by process {holder} "
+            f"(.rsi/{state_path.name}/watch.lock); "
             "stop that watcher first"
         ) from None
     os.ftruncate(fd, 0)

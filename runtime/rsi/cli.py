@@ -54,7 +54,7 @@ def register(
     p.set_defaults(handler=_loop)
 
     p = sub.add_parser("report", parents=[common], help="HTML report of the latest loop run")
-    p.add_argument("--out", type=Path, default=None, help="default: .rsi/report beside state")
+    p.add_argument("--out", type=Path, default=None, help="default: .rsi/<state file name>/report")
     p.set_defaults(handler=_report)
 
 
@@ -167,7 +167,7 @@ def _report(args: argparse.Namespace) -> int:
     manifest = latest_manifest(project.state_path)
     if manifest is None:
         raise NoRunError(f"{args.state}: no loop run recorded; run `rsi loop` first")
-    out = args.out or project.state_path.parent / ".rsi" / "report"
+    out = args.out or project.ledger.path.parent / "report"
     files = write_report(project, manifest, out)
     print(f"report: {files.index}")
     return 0

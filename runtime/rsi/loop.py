@@ -202,9 +202,7 @@ def train_evidence(
     It depends on the state only through what the experts compute (not on weights,
     coefficients or rules), so the cache key leaves those out.
     """
-    cache = (
-        project.state_path.parent / ".rsi" / "evidence" / f"{_evidence_key(state, data, seed)}.npz"
-    )
+    cache = project.ledger.path.parent / "evidence" / f"{_evidence_key(state, data, seed)}.npz"
     if cache.exists():
         return _read_evidence(cache)
     built = project.build_candidate(state, dump_state(state), CompileSettings(backend=backend))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.state import atomic_write
+from runtime.ledger import ledger_path
 
 __all__ = [
     "PACKAGES",
@@ -61,7 +62,7 @@ class RunManifest:
 
 def runs_dir(state_path: Path) -> Path:
     """Where a project's run manifests live."""
-    return state_path.absolute().parent / ".rsi" / "runs"
+    return ledger_path(state_path.absolute()).parent / "runs"
 
 
 def run_id(config: Mapping[str, Any]) -> str:

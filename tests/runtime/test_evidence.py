@@ -111,7 +111,7 @@ def _edit_source(build_dir: Path, name: str, old: str, new: str, *, manifest: bo
 def test_pure_tier_that_computes_otherwise_is_a_disagreement(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
-    copy = _copy_build(compiled_built.build, tmp_path / "b", "feedfacefeed0001")
+    copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0001", "feedfacefeed0001")
     _edit_source(
         copy, "scoring", "w0: cython.double = 1.25", "w0: cython.double = 0.0", manifest=True
     )
@@ -124,11 +124,14 @@ def test_pure_tier_that_computes_otherwise_is_a_disagreement(
 def test_pure_tier_refuses_a_source_edited_after_the_build(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
-    copy = _copy_build(compiled_built.build, tmp_path / "b", "feedfacefeed0002")
+    copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0002", "feedfacefeed0002")
     _edit_source(copy, "scoring", "RAG: float = 5.0", "RAG: float = 4.0", manifest=False)
+    # The loader verifies every rendered source before it imports anything.
     with pytest.raises(LoadError) as err:
         pure_tier(load_build(copy))
-    assert str(err.value) == "build feedfacefeed0002: scoring.py does not match its manifest"
+    assert str(err.value) == (
+        "feedfacefeed0002: scoring.py of module scoring does not match its manifest"
+    )
 
 
 def _with_attention(build: LoadedBuild, kernel: object) -> LoadedBuild:

@@ -212,7 +212,7 @@ def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHa
         watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES)
     assert str(caught.value) == (
         f"rsi_state.json: already watched by process {os.getpid()} "
-        "(.rsi/watch.lock); stop that watcher first"
+        "(.rsi/rsi_state.json/watch.lock); stop that watcher first"
     )
 
 
