@@ -19,10 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
-from black import __version__ as black_version  # type: ignore[attr-defined]
-
-from codegen.check import check_sources
 from codegen.compile import (
     CompiledModule,
     compile_modules,
@@ -30,11 +26,9 @@ from codegen.compile import (
     shared_utility,
     start_shared_utility,
 )
-from codegen.compile import _staging as staging
-from codegen.diagnostics import with_origin
 from codegen.errors import CheckError, CompileError, RenderError, StorageError
-from codegen.render import render_sources, templates_digest
-from codegen.state import RSIState, atomic_write, state_sha256
+from codegen.fsutil import atomic_write, staging
+from codegen.state import RSIState, state_sha256
 from codegen.toolchain import CompileSettings, content_key, toolchain_fingerprint
 
 __all__ = [
@@ -109,6 +103,12 @@ def _build_state(
     generated_dir: Path,
     template_dir: Path | None,
 ) -> BuildResult:
+    # Rendering and checking pull in jinja2, black, libcst and mypy: imported on first use,
+    # so that commands that only read builds (`rsi status`) start quickly.
+    from codegen.check import check_sources, lint_sources
+    from codegen.diagnostics import with_origin
+    from codegen.render import render_sources
+
     start = time.perf_counter()
     cache = generated_dir / CACHE_DIR
     plan = cache / "plans" / render_key(state, settings, template_dir)
@@ -129,12 +129,14 @@ def _build_state(
     try:
         with ThreadPoolExecutor(1) as checker:
             checking = checker.submit(check_sources, sources, cache / "checked")
+            linting = checker.submit(lint_sources, sources, cache / "checked")
             compiled = (
                 {}
                 if (final / MANIFEST).exists()
                 else compile_modules(sources, settings, cache, shared_started=shared is not None)
             )
             checked = tuple(checking.result())
+            linting.result()
             if shared is not None:
                 shared.result()
     except (CheckError, CompileError) as exc:
@@ -158,6 +160,8 @@ def _build_state(
 
 def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | None) -> str:
     """Everything a build's content depends on, hashed before rendering anything."""
+    from codegen.render import templates_digest
+
     behaviour = state.model_dump(mode="json", exclude={"version", "benchmark"})
     return content_key(
         {
@@ -218,6 +222,9 @@ def _since(start: float) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
+    import jinja2
+    from black import __version__ as black_version  # type: ignore[attr-defined]
+
     versions = f"{black_version} {jinja2.__version__}"
     digest = hashlib.sha256(versions.encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):

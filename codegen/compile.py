@@ -17,15 +17,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from codegen.errors import CompileError
+from codegen.fsutil import staging
 from codegen.toolchain import (
     EXT_SUFFIX,
     CompileSettings,
@@ -36,11 +35,9 @@ from codegen.toolchain import (
 
 __all__ = [
     "CompiledModule",
-    "STAGING_PREFIX",
     "artifact_name",
     "module_key",
     "compile_modules",
-    "remove_stale_staging",
     "start_shared_utility",
     "shared_utility",
 ]
@@ -211,7 +208,7 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
     entry = artifact.parent
     if artifact.exists():
         return artifact
-    with _staging(cache_dir) as work:
+    with staging(cache_dir) as work:
         c_file = work / f"{name}.c"
         _run(
             [sys.executable, "-c", _CYTHON_MAIN, f"--generate-shared={c_file}"],
@@ -231,7 +228,7 @@ def _compile_into_cache(
 ) -> CompiledModule:
     start = time.perf_counter()
     entry = cache_dir / key
-    with _staging(cache_dir) as work:
+    with staging(cache_dir) as work:
         py_file = work / f"{name}.py"
         py_file.write_text(source)
         if settings.backend == "cython":
@@ -315,57 +312,6 @@ def _first_error(log: str, py_file: Path | None) -> str:
 
 _CYTHON_DIAG = re.compile(r"\.py:\d+:\d+: ")
 _CC_DIAG = re.compile(r"\b(error|fatal error):")
-
-
-@contextmanager
-def _staging(cache_dir: Path) -> Iterator[Path]:
-    """A temp dir inside ``cache_dir`` (same filesystem, so publishing is a rename).
-
-    Its name carries the creating process's id, so a dir left by a killed process can be
-    told from one still being filled (:func:`remove_stale_staging`).
-    """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=cache_dir))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-STAGING_PREFIX = ".tmp-"
-_STAGING_NAME = re.compile(r"\.tmp-(?:(\d+)-)?")
-
-
-def remove_stale_staging(root: Path) -> list[Path]:
-    """Delete staging dirs in ``root`` whose creating process is gone; return them.
-
-    A process killed mid-build leaves its staging dir behind (never a published build: only a
-    rename publishes). Dirs of live processes are kept, since they may still be working.
-    """
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for path in root.iterdir():
-        match = _STAGING_NAME.match(path.name)
-        if not match or not path.is_dir() or path.is_symlink():
-            continue
-        if match.group(1) and _process_alive(int(match.group(1))):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    if removed:
-        logger.info("removed %d staging dirs left by killed processes in %s", len(removed), root)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _publish(work: Path, entry: Path) -> None:

@@ -12,7 +12,6 @@ import keyword
 import os
 import re
 import stat
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from codegen.errors import StateError
+from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "parse_state",
     "load_state",
     "read_state_file",
-    "atomic_write",
     "save_state",
     "dump_state",
     "state_sha256",
@@ -537,25 +536,6 @@ def state_sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old bytes or the new, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_state(path: Path, state: RSIState, *, lock_timeout_s: float = 10.0) -> bytes:

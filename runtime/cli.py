@@ -1,7 +1,8 @@
 """The ``rsi`` command line. Parses arguments, calls the API, prints; nothing else.
 
 Every user-fixable failure is an :class:`RSIError`, caught in :func:`main` and printed as
-one line; the exit status is then 2.
+one line; the exit status is then 2. Heavy modules (codegen, the model) are imported by the
+commands that use them, so ``rsi --help`` and ``rsi status`` start quickly.
 """
 
 from __future__ import annotations
@@ -14,16 +15,23 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codegen.errors import RSIError
-from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
-from runtime.project import Project
+
+if TYPE_CHECKING:
+    from runtime.project import Project
 
 __all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
 
 Handler = Callable[[argparse.Namespace], int]
+
+DESCRIPTION = """\
+Build a model from its state file (rsi_state.json) into compiled modules, swap builds in and
+out, and keep a history of every committed state so any of them can be restored exactly.
+Failures a user can fix print one line starting with "rsi: error:" and exit with status 2.
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="rsi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rsi", description=DESCRIPTION)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--state",
@@ -113,6 +121,8 @@ def settings_from(args: argparse.Namespace) -> CompileSettings:
 
 def project_from(args: argparse.Namespace) -> Project:
     """The project named by ``--state``."""
+    from runtime.project import Project
+
     return Project(args.state, lock_timeout_s=args.lock_timeout)
 
 
@@ -160,6 +170,8 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from codegen.state import RSIState
+
     print(json.dumps(RSIState.model_json_schema(), indent=2, sort_keys=True))
     return 0
 

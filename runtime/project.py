@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen.build import CACHE_DIR, MANIFEST, BuildResult, build_state, read_manifest
-from codegen.compile import STAGING_PREFIX, remove_stale_staging
 from codegen.errors import LedgerError, StateError
+from codegen.fsutil import STAGING_PREFIX, atomic_write, remove_stale_staging
 from codegen.locking import project_lock
-from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
+from codegen.state import RSIState, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger
 from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
@@ -45,7 +45,6 @@ class StatusReport:
 
     active_build: str | None
     state_version: int | None
-    backend: str | None
     tier: str | None
     state_file_version: int | None
     state_file_committed: bool
@@ -124,7 +123,6 @@ class Project:
         return StatusReport(
             active_build=active.build_id if active else None,
             state_version=active.version if active else None,
-            backend=active.tier if active else None,
             tier=active.tier if active else None,
             state_file_version=file_version,
             state_file_committed=committed,

@@ -18,12 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from codegen.errors import RSIError  # noqa: E402
+from codegen.state import parse_state  # noqa: E402
 from codegen.toolchain import CompileSettings  # noqa: E402
 from runtime.babi.builds import model_of  # noqa: E402
 from runtime.babi.data import Story  # noqa: E402
 from runtime.babi.evaluate import answers_match, evaluate, load_split  # noqa: E402
 from runtime.babi.model import BabiModel  # noqa: E402
 from runtime.live import LiveProject  # noqa: E402
+from runtime.loader import LoadedBuild  # noqa: E402
 from runtime.project import Project  # noqa: E402
 
 
@@ -42,7 +44,7 @@ def main() -> int:
     )
     stories = load_split(None, "heldout")
     live = LiveProject(project)
-    result = evaluate(model_of(live.current()), stories, report.build_id)
+    result = evaluate(_model(live, live.current()), stories, report.build_id)
     print(
         f"   bAbI on embedded generated stories ({result.questions} questions): mean accuracy "
         f"{result.mean:.3f}, {result.passed}/{len(result.per_task)} task families >= 0.95, "
@@ -111,7 +113,7 @@ def _caller(
     while not stop.is_set():
         for story in stories[:50]:
             build = live.current()  # taken once per call, used for the whole call
-            model = models.setdefault(build.build_id, model_of(build))
+            model = models.setdefault(build.build_id, _model(live, build))
             question = story.questions[0]
             try:
                 choice, _ = model.answer(story.sentences[: question.position], question.text)
@@ -125,6 +127,12 @@ def _caller(
             # in Python would hold the GIL and starve the in-process compile.
             if stop.wait(0.005):
                 return
+
+
+def _model(live: LiveProject, build: LoadedBuild) -> BabiModel:
+    """The model over ``build``, planned from the committed state it was built for."""
+    record = live.project.ledger.state(int(build.manifest["state_version"]))
+    return model_of(build, parse_state(record.data))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from codegen.plan import plan
 from codegen.state import RoutingRule, RSIState, parse_state
 from runtime.babi.data import Story
 from runtime.babi.evaluate import PASS_MARK, answers_match
@@ -124,13 +125,13 @@ def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
             tasks.append(story.task)
             words.append(model.encoding.question_words(question.text))
     width = max((m.shape[1] for m in mats), default=1)
-    n_rows = len(model.experts.ROWS)
+    n_rows = model.plan.n_rows
     scores = np.zeros((len(mats), n_rows, width), dtype=np.float64)
     gold = np.zeros((len(mats), width), dtype=bool)
     for i, (mat, g) in enumerate(zip(mats, golds, strict=True)):
         scores[i, :, : mat.shape[1]] = mat
         gold[i, : g.shape[0]] = g
-    rows = tuple((str(r[0]), str(r[1])) for r in model.experts.ROWS)
+    rows = tuple((r.expert, r.channel) for r in model.plan.rows)
     return Evidence(
         rows=rows,
         scores=scores,
@@ -143,18 +144,20 @@ def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
 
 def screen(state: RSIState, evidence: Evidence) -> Screened:
     """Choices ``state``'s generated scoring would make on ``evidence``, and their accuracy."""
-    names = list(state.experts)
+    decided = plan(state)
+    if tuple((r.expert, r.channel) for r in decided.rows) != evidence.rows:
+        raise ValueError("screen: the evidence was collected for another expert roster")
     n_q = evidence.scores.shape[0]
-    weights = np.tile(np.array([state.experts[n].weight for n in names]), (n_q, 1))
-    for rule in state.routing:
-        hit = np.array([all(w in words for w in rule.when_all) for words in evidence.words])
-        for name, boost in sorted(rule.boosts.items()):
-            weights[hit, names.index(name)] += boost
+    weights = np.tile(np.array([e.weight for e in decided.experts]), (n_q, 1))
+    for rule in decided.routes:
+        needed = [decided.route_words[f] for f in rule.flags]
+        hit = np.array([all(w in words for w in needed) for words in evidence.words], dtype=bool)
+        for expert, boost in rule.boosts:
+            weights[hit, expert] += boost
     weights = np.where(weights > 0.0, weights, 0.0)
-    coef = state.scoring.model_dump()
     totals = np.zeros((n_q, evidence.scores.shape[2]), dtype=np.float64)
-    for r, (expert, channel) in enumerate(evidence.rows):
-        factor = weights[:, names.index(expert)] * coef[channel]
+    for r, row in enumerate(decided.rows):
+        factor = weights[:, row.expert_index] * row.coefficient
         totals += factor[:, None] * evidence.scores[:, r, :]
     pad = np.arange(totals.shape[1])[None, :] >= evidence.n_cand[:, None]
     totals[pad] = -np.inf

@@ -1,0 +1,90 @@
+"""Files that appear whole or not at all: atomic writes and staging directories.
+
+A build, a cache entry or the state file is written in full elsewhere on the same filesystem
+and then renamed into place, so a reader (or a crash) never sees half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["STAGING_PREFIX", "atomic_write", "remove_stale_staging", "staging"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old bytes or the new, never a mix."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextmanager
+def staging(cache_dir: Path) -> Iterator[Path]:
+    """A temp dir inside ``cache_dir`` (same filesystem, so publishing is a rename).
+
+    Its name carries the creating process's id, so a dir left by a killed process can be
+    told from one still being filled (:func:`remove_stale_staging`).
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=cache_dir))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+STAGING_PREFIX = ".tmp-"
+_STAGING_NAME = re.compile(r"\.tmp-(?:(\d+)-)?")
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Delete staging dirs in ``root`` whose creating process is gone; return them.
+
+    A process killed mid-build leaves its staging dir behind (never a published build: only a
+    rename publishes). Dirs of live processes are kept, since they may still be working.
+    """
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        match = _STAGING_NAME.match(path.name)
+        if not match or not path.is_dir() or path.is_symlink():
+            continue
+        if match.group(1) and _process_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.info("removed %d staging dirs left by killed processes in %s", len(removed), root)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
