@@ -16,6 +16,8 @@ from rich.table import Table
 
 from codegen.errors import RSIError
 from codegen.state import parse_state, read_state_file
+from codegen.toolchain import BACKENDS
+from runtime.cli import settings_from
 from runtime.project import Project
 from runtime.promote import format_p
 from runtime.rsi.executor import EXECUTORS
@@ -49,6 +51,9 @@ def register(
     p.add_argument("--executor", choices=EXECUTORS, default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (ray://host:10001)")
     p.add_argument("--workers", type=int, default=2, help="parallel candidate jobs")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+    )
     p.add_argument("--approve", nargs="*", default=[], metavar="PATH")
     p.add_argument("--json", action="store_true", help="quiet; one JSON object at the end")
     p.set_defaults(handler=_loop)
@@ -112,6 +117,7 @@ def _loop(args: argparse.Namespace) -> int:
         address=args.address,
         workers=args.workers,
         approve=tuple(args.approve),
+        backend=settings_from(args).backend,
     )
     project = Project(args.state, lock_timeout_s=args.lock_timeout)
     quiet = args.json or not sys.stdout.isatty()

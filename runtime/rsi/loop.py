@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from codegen.errors import RSIError
 from codegen.state import (
     BenchmarkSummary,
     RSIState,
@@ -69,6 +71,7 @@ from runtime.rsi.manifest import (
 from runtime.rsi.propose import Candidate, search
 
 __all__ = [
+    "LoopError",
     "LoopSettings",
     "LoopResult",
     "ScreenedState",
@@ -99,6 +102,20 @@ class LoopSettings:
     build_per_iteration: int = 2
     backend: Backend = "cython"
     gate: GateSettings = field(default_factory=GateSettings)
+
+    def __post_init__(self) -> None:
+        if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise LoopError(f"--budget-s {self.budget_s}: give a positive number of seconds")
+        if self.iterations is not None and self.iterations < 1:
+            raise LoopError(f"--iterations {self.iterations}: give 1 or more")
+        if not 1 <= self.workers <= 64:
+            raise LoopError(f"--workers {self.workers}: give 1 to 64 parallel candidate jobs")
+        if self.address is not None and self.executor != "ray":
+            raise LoopError("--address names a Ray cluster: use it with --executor ray")
+
+
+class LoopError(RSIError):
+    """Loop settings out of range."""
 
 
 @dataclass(frozen=True)
