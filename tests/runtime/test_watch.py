@@ -283,6 +283,14 @@ def test_end_to_end_pure_tier(make_project: Callable[..., Project]) -> None:
         _next(h, 3, timeout_s=60)
         assert h.history()[2].outcome is Outcome.ROLLED_BACK
         assert project.state_path.read_bytes() == project.ledger.state(2).data
+        # Another command (rsi rollback) activates v1: the watcher serves it and takes it as
+        # the last good state, never the build it had before.
+        Project(project.state_path).rollback()
+        _next(h, 4, timeout_s=60)
+        followed = h.history()[3]
+        assert followed.outcome is Outcome.FOLLOWED and followed.version == 1
+        active = project.ledger.active()
+        assert active is not None and h.current().build_id == active.build_id
     finally:
         h.stop()
 
