@@ -18,7 +18,7 @@ import numpy as np
 from codegen.state import RSIState
 from runtime.optimized import rsi_optimized
 
-__all__ = ["route_score", "expert_weights", "evidence_rows", "sample_call"]
+__all__ = ["route_score", "evidence_rows", "sample_call"]
 
 
 @rsi_optimized(
@@ -79,18 +79,6 @@ def route_score(
     for total in totals:
         norm += math.exp((total - best_total) / state.scoring.temperature)
     return best, 1.0 / norm if norm > 0.0 else 0.0
-
-
-def expert_weights(state: RSIState, words: frozenset[str]) -> dict[str, float]:
-    """Each expert's weight after routing (the first step of :func:`route_score`)."""
-    weights: dict[str, float] = {}
-    for name, expert in state.experts.items():
-        weight = expert.weight
-        for rule in state.routing:
-            if name in rule.boosts and all(word in words for word in rule.when_all):
-                weight += rule.boosts[name]
-        weights[name] = _clamp(weight)
-    return weights
 
 
 def evidence_rows(state: RSIState) -> int:
