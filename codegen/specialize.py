@@ -994,13 +994,10 @@ def _needed_definitions(
     return [node for name, node in defs.items() if name in needed]
 
 
-class _Names(cst.CSTVisitor):
-    """Every name read (first node of each), attributes' and keywords' names excluded."""
+class _SkipsNonReads:
+    """Marks the names that are not reads: attributes' names and keyword arguments' names."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: dict[str, cst.Name] = {}
-        self.skip: set[int] = set()
+    skip: set[int]
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         self.skip.add(id(node.attr))
@@ -1008,6 +1005,15 @@ class _Names(cst.CSTVisitor):
     def visit_Arg(self, node: cst.Arg) -> None:
         if node.keyword is not None:
             self.skip.add(id(node.keyword))
+
+
+class _Names(_SkipsNonReads, cst.CSTVisitor):
+    """Every name read (first node of each), attributes' and keywords' names excluded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, cst.Name] = {}
+        self.skip = set()
 
     def visit_Name(self, node: cst.Name) -> None:
         if id(node) not in self.skip:
@@ -1020,20 +1026,13 @@ def _names(node: cst.CSTNode) -> set[str]:
     return set(finder.found)
 
 
-class _SubstituteNames(cst.CSTTransformer):
+class _SubstituteNames(_SkipsNonReads, cst.CSTTransformer):
     """Replace reads of loop variables by their element's expression."""
 
     def __init__(self, names: Mapping[str, cst.BaseExpression]) -> None:
         super().__init__()
         self.names = names
-        self.skip: set[int] = set()
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        self.skip.add(id(node.attr))
-
-    def visit_Arg(self, node: cst.Arg) -> None:
-        if node.keyword is not None:
-            self.skip.add(id(node.keyword))
+        self.skip = set()
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
         if id(original_node) in self.skip or original_node.value not in self.names:
