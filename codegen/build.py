@@ -21,22 +21,17 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
-from black import __version__ as black_version  # type: ignore[attr-defined]
-
-from codegen.check import check_sources, guard_sources
 from codegen.compile import (
     CompiledModule,
     compile_modules,
-    discard,
     module_key,
     shared_utility,
     start_shared_utility,
 )
-from codegen.compile import _staging as staging
-from codegen.diagnostics import origin_of_message, with_origin
 from codegen.errors import CheckError, CompileError, RenderError, StorageError
+from codegen.fsutil import atomic_write, discard, staging
 from codegen.manifest import (
     MANIFEST,
     Manifest,
@@ -45,10 +40,11 @@ from codegen.manifest import (
     read_manifest,
     verify_build,
 )
-from codegen.render import module_names, render_sources, templates_digest
-from codegen.specialize import Specialized, specialize_target, target_digest
-from codegen.state import RSIState, atomic_write, state_sha256
+from codegen.state import RSIState, state_sha256
 from codegen.toolchain import CompileSettings, content_key, toolchain_fingerprint
+
+if TYPE_CHECKING:
+    from codegen.specialize import Specialized
 
 __all__ = [
     "BuildResult",
@@ -119,6 +115,13 @@ def _build_state(
     generated_dir: Path,
     template_dir: Path | None,
 ) -> BuildResult:
+    # Rendering and checking pull in jinja2, black, libcst and mypy: imported on first use,
+    # so that commands that only read builds (`rsi status`) start quickly.
+    from codegen.check import check_sources, guard_sources, lint_sources
+    from codegen.diagnostics import with_origin
+    from codegen.render import module_names, render_sources
+    from codegen.specialize import specialize_target
+
     start = time.perf_counter()
     cache = generated_dir / CACHE_DIR
     plan = cache / "plans" / render_key(state, settings, template_dir)
@@ -145,12 +148,14 @@ def _build_state(
         guard_sources(sources, cache / "checked")
         with ThreadPoolExecutor(1) as checker:
             checking = checker.submit(check_sources, sources, cache / "checked")
+            linting = checker.submit(lint_sources, sources, cache / "checked")
             compiled = (
                 {}
                 if verified_or_discarded(final, allowed) is not None
                 else compile_modules(sources, settings, cache, shared_started=shared is not None)
             )
             checked = tuple(checking.result())
+            linting.result()
             if shared is not None:
                 shared.result()
     except (CheckError, CompileError) as exc:
@@ -201,6 +206,8 @@ def verified_or_discarded(build_dir: Path, allowed_modules: Collection[str]) -> 
 
 def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | None) -> str:
     """Everything a build's content depends on, hashed before rendering anything."""
+    from codegen.render import templates_digest
+
     behaviour = state.model_dump(mode="json", exclude={"version", "benchmark"})
     key: dict[str, object] = {
         "state": behaviour,
@@ -209,6 +216,8 @@ def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | 
         "toolchain": toolchain_fingerprint(settings),
     }
     if settings.specialize:
+        from codegen.specialize import target_digest
+
         key["specialize"] = target_digest(settings.specialize)
     return content_key(key)
 
@@ -261,6 +270,8 @@ def _origins(
     template_dir: Path | None,
     sources: dict[str, str],
 ) -> dict[str, tuple[str, ...]]:
+    from codegen.diagnostics import origin_of_message
+
     found: dict[str, tuple[str, ...]] = {}
     for name, module in compiled.items():
         if any(a.diagnostic for a in module.attempts):
@@ -345,6 +356,9 @@ def _since(start: float) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
+    import jinja2
+    from black import __version__ as black_version  # type: ignore[attr-defined]
+
     versions = f"{black_version} {jinja2.__version__}"
     digest = hashlib.sha256(versions.encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):

@@ -25,21 +25,19 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from codegen.diagnostics import c_line_origin, parse_compiler_message
 from codegen.errors import CompileError
+from codegen.fsutil import discard, staging
 from codegen.toolchain import (
     EXT_SUFFIX,
     CompileSettings,
@@ -55,13 +53,9 @@ __all__ = [
     "CompiledModule",
     "NUITKA_MISSING",
     "SEAL",
-    "STAGING_PREFIX",
     "artifact_name",
-    "discard",
     "module_key",
     "compile_modules",
-    "remove_stale_staging",
-    "process_alive",
     "start_shared_utility",
     "shared_utility",
 ]
@@ -303,7 +297,7 @@ def shared_utility(settings: CompileSettings, cache_dir: Path) -> Path:
     entry = artifact.parent
     if _sealed(artifact) is not None:
         return artifact
-    with _staging(cache_dir) as work:
+    with staging(cache_dir) as work:
         c_file = work / f"{name}.c"
         _run(
             [sys.executable, "-c", _CYTHON_MAIN, f"--generate-shared={c_file}"],
@@ -366,7 +360,7 @@ def _compile_into_cache(
     entry = cache_dir / key
     compiled = settings.backend != "python"
     attempts = (*failed, Attempt(settings.backend, flags, "compiled")) if compiled else ()
-    with _staging(cache_dir) as work:
+    with staging(cache_dir) as work:
         py_file = work / f"{name}.py"
         py_file.write_text(source)
         if settings.backend == "cython":
@@ -480,69 +474,6 @@ def _first_error(log: str, py_file: Path | None) -> str:
 
 _CYTHON_DIAG = re.compile(r"\.py:\d+:\d+: ")
 _CC_DIAG = re.compile(r"\b(error|fatal error):")
-
-
-@contextmanager
-def _staging(cache_dir: Path) -> Iterator[Path]:
-    """A temp dir inside ``cache_dir`` (same filesystem, so publishing is a rename).
-
-    Its name carries the creating process's id, so a dir left by a killed process can be
-    told from one still being filled (:func:`remove_stale_staging`).
-    """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=cache_dir))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-STAGING_PREFIX = ".tmp-"
-_STAGING_NAME = re.compile(r"\.tmp-(?:(\d+)-)?")
-
-
-def remove_stale_staging(root: Path) -> list[Path]:
-    """Delete staging dirs in ``root`` whose creating process is gone; return them.
-
-    A process killed mid-build leaves its staging dir behind (never a published build: only a
-    rename publishes). Dirs of live processes are kept, since they may still be working.
-    """
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for path in root.iterdir():
-        match = _STAGING_NAME.match(path.name)
-        if not match or not path.is_dir() or path.is_symlink():
-            continue
-        if match.group(1) and process_alive(int(match.group(1))):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    if removed:
-        logger.info("removed %d staging dirs left by killed processes in %s", len(removed), root)
-    return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (it may belong to another user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def discard(path: Path) -> None:
-    """Delete a build or cache entry so that a kill midway never leaves half of one.
-
-    The rename takes it out of sight in one step; a kill during the delete leaves a staging
-    dir of a dead process, which the next command removes.
-    """
-    doomed = path.with_name(f"{STAGING_PREFIX}{os.getpid()}-gc-{path.name}")
-    os.rename(path, doomed)
-    shutil.rmtree(doomed)
 
 
 def _seal_and_publish(work: Path, artifact: str, entry: Path) -> str:

@@ -19,7 +19,9 @@ import black
 import jinja2
 
 from codegen.errors import RenderError
-from codegen.state import BenchmarkSummary, RSIState, atomic_write
+from codegen.fsutil import atomic_write
+from codegen.plan import COMPOSITE_WIDTH, FACT_OPS, MAX_COMPOSITE, QUESTION_OPS, plan
+from codegen.state import BenchmarkSummary, RSIState
 
 __all__ = [
     "TEMPLATE_DIR",
@@ -98,7 +100,7 @@ def render_module(
     env = _environment(str(template_dir or TEMPLATE_DIR))
     template_name = f"{name}.py.j2"
     try:
-        raw = env.get_template(template_name).render(state=state, module=name)
+        raw = env.get_template(template_name).render(state=state, plan=plan(state), module=name)
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(f"{template_name}:{exc.lineno}: template syntax error: {exc}") from None
     except jinja2.TemplateNotFound:
@@ -141,6 +143,16 @@ def _pyrepr(value: Any) -> str:
     raise ValueError(f"pyrepr filter refuses {type(value).__name__}")
 
 
+def _terms(values: Any, paren: bool = False) -> str:
+    """An index sum without its zero terms: ``(0, "c", 2)`` gives ``c + 2`` (``0`` if none).
+
+    ``paren`` wraps a sum of several terms in parentheses (for ``(...) * stride``).
+    """
+    kept = [str(v) for v in values if str(v) != "0"]
+    text = " + ".join(kept) or "0"
+    return f"({text})" if paren and len(kept) > 1 else text
+
+
 def _ident(value: Any) -> str:
     if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise ValueError(f"ident filter refuses {value!r}")
@@ -157,5 +169,13 @@ def _environment(template_dir: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, pyrepr=_pyrepr, ident=_ident)
+    env.filters.update(num=_num, pyrepr=_pyrepr, ident=_ident, terms=_terms)
+    # State-independent layout every template formats the same way (one table, not two).
+    env.globals.update(
+        FACT_OPS=FACT_OPS,
+        QUESTION_OPS=QUESTION_OPS,
+        OPS=dict(FACT_OPS + QUESTION_OPS),
+        MAX_COMPOSITE=MAX_COMPOSITE,
+        COMPOSITE_WIDTH=COMPOSITE_WIDTH,
+    )
     return env

@@ -12,7 +12,6 @@ import keyword
 import os
 import re
 import stat
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from codegen.errors import StateError
+from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "parse_state",
     "load_state",
     "read_state_file",
-    "atomic_write",
     "save_state",
     "dump_state",
     "state_sha256",
@@ -554,35 +553,6 @@ def state_sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old bytes or the new, never a mix.
-
-    The file keeps its permission bits (``mode`` when given; 0644 for a new file), not the
-    0600 of the temp file it is renamed from.
-    """
-    if mode is None:
-        try:
-            mode = stat.S_IMODE(os.lstat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_state(path: Path, state: RSIState, *, lock_timeout_s: float = 10.0) -> bytes:

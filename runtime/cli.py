@@ -1,7 +1,8 @@
 """The ``rsi`` command line. Parses arguments, calls the API, prints; nothing else.
 
 Every user-fixable failure is an :class:`RSIError`, caught in :func:`main` and printed as
-one line; the exit status is then 2.
+one line; the exit status is then 2. Heavy modules (codegen, the model) are imported by the
+commands that use them, so ``rsi --help`` and ``rsi status`` start quickly.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codegen.errors import RSIError
-from codegen.manifest import ManifestError, read_manifest
-from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
-from runtime.project import Project
+
+if TYPE_CHECKING:
+    from runtime.project import Project
 
 __all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
 
@@ -202,6 +203,8 @@ def settings_from(args: argparse.Namespace) -> CompileSettings:
 
 def project_from(args: argparse.Namespace) -> Project:
     """The project named by ``--state``."""
+    from runtime.project import Project
+
     return Project(args.state, lock_timeout_s=args.lock_timeout)
 
 
@@ -257,6 +260,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _degraded(build_dir: Path) -> dict[str, str]:
     """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+    from codegen.manifest import ManifestError, read_manifest
+
     try:
         manifest = read_manifest(build_dir, None)  # shown, never imported
     except ManifestError:
@@ -291,6 +296,8 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from codegen.state import RSIState
+
     print(json.dumps(RSIState.model_json_schema(), indent=2, sort_keys=True))
     return 0
 

@@ -25,13 +25,11 @@ from codegen.build import (
     read_manifest,
     verified_or_discarded,
 )
-from codegen.check import remove_stale_mypy_dirs
-from codegen.compile import discard, remove_stale_staging
 from codegen.errors import LedgerError, StateError
+from codegen.fsutil import atomic_write, discard, remove_stale_staging
 from codegen.locking import builds_lock, check_state_path, project_lock
 from codegen.manifest import ManifestError
-from codegen.render import module_names
-from codegen.state import RSIState, atomic_write, parse_state, read_state_file, state_sha256
+from codegen.state import RSIState, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger, ledger_path, ledger_paths
 from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
@@ -61,7 +59,6 @@ class StatusReport:
 
     active_build: str | None
     state_version: int | None
-    backend: str | None
     tier: str | None
     state_file_version: int | None
     state_file_committed: bool
@@ -162,7 +159,6 @@ class Project:
         return StatusReport(
             active_build=active.build_id if active else None,
             state_version=active.version if active else None,
-            backend=active.tier if active else None,
             tier=active.tier if active else None,
             state_file_version=file_version,
             state_file_committed=committed,
@@ -303,6 +299,8 @@ class Project:
         return "".join(out)
 
     def _allowed_modules(self) -> tuple[str, ...]:
+        from codegen.render import module_names  # jinja2 and black: not for `rsi status`
+
         return module_names(self.template_dir)
 
     def _intact(self, build_id: str) -> bool:
@@ -400,6 +398,8 @@ class Project:
         """
         remove_stale_staging(self.generated_dir)
         remove_stale_staging(self.generated_dir / CACHE_DIR)
+        from codegen.check import remove_stale_mypy_dirs  # mypy and libcst: imported late
+
         remove_stale_mypy_dirs()
         name, stem = self.state_path.name, self.state_path.stem
         for pattern in (f".{name}.*.tmp", f".{stem}.uncommitted-*.json.*.tmp"):

@@ -36,7 +36,8 @@ from codegen.build import MANIFEST, BuildResult
 from codegen.errors import LedgerError, StateError
 from codegen.locking import project_lock
 from codegen.policy import approves, check_policy
-from codegen.state import RSIState, atomic_write, parse_state, read_state_file
+from codegen.fsutil import atomic_write
+from codegen.state import RSIState, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
 from runtime.evidence import data_fingerprint, gather, measure_latency
 from runtime.gate import (

@@ -1,7 +1,15 @@
 """Benchmark the spine: cold build, one-coefficient rebuild (both tiers), cache hit, rollback,
-and per-module compile time with and without the Cython shared utility module.
+per-module compile time with and without the Cython shared utility module, every kind of
+single-field edit, and the CLI's start-up.
 
-    python tools/bench_build.py [--runs 5] [--json]
+    python tools/bench_build.py [--runs 5] [--json] [--only edits,cli]
+
+Per edit kind (a scoring coefficient, an expert weight, adding or removing a routing rule,
+an association's weight, a new association) it reports the modules the edit recompiled, the
+time until the compiled tier is live in this process, the same for the pure-Python tier, and
+the wall time of ``rsi build`` in a fresh process. Each sample edits to a value never built
+before, so the changed module really compiles. ``cli`` times ``rsi --help`` and
+``rsi status`` in fresh processes.
 
 Every figure is a median over ``--runs`` runs in fresh temporary projects; raw samples are
 printed too. With ``--json`` the last line is one JSON object with all of it.
@@ -11,18 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from codegen.build import read_manifest  # noqa: E402
 from codegen.compile import compile_modules  # noqa: E402
 from codegen.render import render_sources  # noqa: E402
 from codegen.state import load_state  # noqa: E402
@@ -52,29 +64,200 @@ def main() -> int:
         help="modules whose compile time is compared with/without the shared utility module",
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections: spine, edits, cli, cold (default: all)",
+    )
+    parser.add_argument(
+        "--trees",
+        default=str(REPO),
+        help="cold: comma-separated source trees whose fresh-process cold `rsi build` is "
+        "timed, interleaved in one run (e.g. a checkout of the previous commit, then this one)",
+    )
     args = parser.parse_args()
+    sections = set(args.only.split(",")) if args.only else {"spine", "edits", "cli", "cold"}
     results: dict[str, object] = {"runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="rsi-bench-") as tmp:
         root = Path(tmp)
-        results["cold_build_s"] = _summary(_cold_builds(root, args.runs))
-        warm = _project(root / "warm")
-        warm.build(CompileSettings(backend="python"))  # both tiers built once: warm caches
-        warm.build(CompileSettings())
-        live = LiveProject(warm)
-        for tier in ("cython", "python"):
-            samples, compiled = _coefficient_rebuilds(live, tier, args.field, args.runs)
-            results[f"rebuild_one_coefficient_{tier}_s"] = _summary(samples)
-            results[f"rebuild_one_coefficient_{tier}_modules_compiled"] = compiled
-        warm.build(CompileSettings())  # the last edit was built in the python tier only
-        results["unchanged_state_s"] = _summary(
-            _timed(lambda: warm.build(CompileSettings()), args.runs)
-        )
-        results["rollback_s"], results["rollback_compiled"] = _rollbacks(warm, args.runs)
-        results["per_module_compile_s"] = _per_module(root, args.runs, args.modules.split(","))
+        if "cold" in sections:
+            results["cold_rsi_build_s"] = _cold_trees(root, args.runs, args.trees.split(","))
+        if "cli" in sections:
+            results["cli"] = _cli_startup(root, args.runs)
+        if "edits" in sections:
+            results["edits"] = _edit_kinds(root, args.runs)
+        if "spine" in sections:
+            _spine(root, args, results)
     _print_table(results)
     if args.json:
         print(json.dumps(results, sort_keys=True))
     return 0
+
+
+def _spine(root: Path, args: argparse.Namespace, results: dict[str, object]) -> None:
+    results["cold_build_s"] = _summary(_cold_builds(root, args.runs))
+    warm = _project(root / "warm")
+    warm.build(CompileSettings(backend="python"))  # both tiers built once: warm caches
+    warm.build(CompileSettings())
+    live = LiveProject(warm)
+    for tier in ("cython", "python"):
+        samples, compiled = _coefficient_rebuilds(live, tier, args.field, args.runs)
+        results[f"rebuild_one_coefficient_{tier}_s"] = _summary(samples)
+        results[f"rebuild_one_coefficient_{tier}_modules_compiled"] = compiled
+    warm.build(CompileSettings())  # the last edit was built in the python tier only
+    results["unchanged_state_s"] = _summary(
+        _timed(lambda: warm.build(CompileSettings()), args.runs)
+    )
+    results["rollback_s"], results["rollback_compiled"] = _rollbacks(warm, args.runs)
+    results["per_module_compile_s"] = _per_module(root, args.runs, args.modules.split(","))
+
+
+#: Single-field edits: each takes the state's JSON and a value never used before.
+Edit = Callable[[dict[str, Any], float], None]
+
+
+def _coefficient(data: dict[str, Any], value: float) -> None:
+    data["scoring"]["rag"] = value
+
+
+def _expert_weight(data: dict[str, Any], value: float) -> None:
+    data["experts"]["tracker"]["weight"] = value
+
+
+def _add_rule(data: dict[str, Any], value: float) -> None:
+    data["routing"].append({"when_all": ["where"], "boosts": {"tracker": value}})
+
+
+def _remove_rule(data: dict[str, Any], value: float) -> None:
+    del data["routing"][0]  # the project was prepared with two rules never built before
+
+
+def _association_weight(data: dict[str, Any], value: float) -> None:
+    data["associations"][0]["weight"] = value
+
+
+def _new_association(data: dict[str, Any], value: float) -> None:
+    cue = f"mood{int(value * 1e6)}"
+    data["associations"].append({"cue": cue, "answer": "garden", "weight": value})
+
+
+EDITS: dict[str, Edit] = {
+    "scoring_coefficient": _coefficient,
+    "expert_weight": _expert_weight,
+    "add_routing_rule": _add_rule,
+    "remove_routing_rule": _remove_rule,
+    "association_weight": _association_weight,
+    "new_association": _new_association,
+}
+
+
+def _edit_kinds(root: Path, runs: int) -> dict[str, dict[str, object]]:
+    """Per edit kind: modules recompiled, compiled/pure tier live in process, fresh `rsi build`."""
+    project = _project(root / "edits")
+    project.build(CompileSettings(backend="python"))  # both tiers built once: warm caches
+    project.build(CompileSettings())
+    live = LiveProject(project)
+    out: dict[str, dict[str, object]] = {}
+    for kind, edit in EDITS.items():
+        compiled_s, pure_s, fresh_s = [], [], []
+        recompiled: list[list[str]] = []
+        for _ in range(runs):
+            _apply(project, kind, edit)
+            start = time.perf_counter()
+            report = live.rebuild(CompileSettings()).final
+            live.current()
+            compiled_s.append(time.perf_counter() - start)
+            modules = read_manifest(Path(report.path))["modules"]
+            recompiled.append(
+                sorted(n for n, m in modules.items() if not m["cache_hit"])  # type: ignore[attr-defined]
+            )
+            _apply(project, kind, edit)
+            start = time.perf_counter()
+            live.rebuild(CompileSettings(backend="python"))
+            live.current()
+            pure_s.append(time.perf_counter() - start)
+            _apply(project, kind, edit)
+            fresh_s.append(
+                _wall(
+                    [
+                        sys.executable,
+                        "-m",
+                        "runtime.cli",
+                        "build",
+                        "--state",
+                        str(project.state_path),
+                    ],
+                    root,
+                )
+            )
+        out[kind] = {
+            "modules_recompiled": recompiled,
+            "compiled_tier_live_s": _summary(compiled_s),
+            "pure_tier_live_s": _summary(pure_s),
+            "rsi_build_fresh_process_s": _summary(fresh_s),
+        }
+    return out
+
+
+def _apply(project: Project, kind: str, edit: Edit) -> None:
+    """Edit the state file once (a fresh value), bumping its version."""
+    data = json.loads(project.state_path.read_text())
+    if kind == "remove_routing_rule":
+        for i in range(2):  # two rules never built before; removing one gives a new state
+            _add_rule(data, _fresh_value() + i)
+        _write(project, data)
+        project.build(CompileSettings(backend="python"))
+        project.build(CompileSettings())
+        data = json.loads(project.state_path.read_text())
+    edit(data, _fresh_value())
+    _write(project, data)
+
+
+def _write(project: Project, data: dict[str, Any]) -> None:
+    data["version"] = max(project.ledger.versions()) + 1
+    project.state_path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _fresh_value() -> float:
+    return round(0.5 + (time.time_ns() % 10**9) / 10**9, 9)
+
+
+def _cold_trees(root: Path, runs: int, trees: list[str]) -> dict[str, object]:
+    """Fresh-process `rsi build` of the shipped state into an empty project, per source tree."""
+    samples: dict[str, list[float]] = {tree: [] for tree in trees}
+    for i in range(runs):
+        for tree in trees:  # interleaved, so a noisy moment hits every tree alike
+            project = root / f"cold-{len(samples[tree])}-{abs(hash(tree))}-{i}"
+            project.mkdir()
+            state = shutil.copy(REPO / "rsi_state.json", project / "rsi_state.json")
+            cmd = [sys.executable, "-m", "runtime.cli", "build", "--state", str(state)]
+            samples[tree].append(_wall(cmd, root, tree))
+    return {tree: _summary(s) for tree, s in samples.items()}
+
+
+def _cli_startup(root: Path, runs: int) -> dict[str, object]:
+    """`rsi --help` and `rsi status` wall time in fresh processes (a built project)."""
+    project = _project(root / "cli")
+    project.build(CompileSettings(backend="python"))
+    state = str(project.state_path)
+    commands = {
+        "rsi_help_s": [sys.executable, "-m", "runtime.cli", "--help"],
+        "rsi_status_s": [sys.executable, "-m", "runtime.cli", "status", "--state", state],
+    }
+    _wall(commands["rsi_help_s"], root)  # warm the bytecode caches
+    return {
+        name: _summary([_wall(cmd, root) for _ in range(runs)]) for name, cmd in commands.items()
+    }
+
+
+def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO)) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=_env(tree))
+    return time.perf_counter() - start
+
+
+def _env(tree: str) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=tree)
 
 
 def _project(root: Path) -> Project:
@@ -174,6 +357,19 @@ def _print_table(results: dict[str, object]) -> None:
     for key, value in results.items():
         if isinstance(value, dict) and "median" in value:
             print(f"{key:48s} median {value['median']:8.3f} s   samples {value['samples']}")
+        elif key in ("cli", "cold_rsi_build_s") and isinstance(value, dict):
+            for name, row in value.items():
+                print(f"{name:48s} median {row['median']:8.3f} s   samples {row['samples']}")
+        elif key == "edits" and isinstance(value, dict):
+            print(f"{'edit':22s} {'recompiled':24s} compiled live   pure live   fresh rsi build")
+            for kind, row in value.items():
+                modules = ",".join(sorted({m for run in row["modules_recompiled"] for m in run}))
+                print(
+                    f"{kind:22s} {modules:24s} "
+                    f"{row['compiled_tier_live_s']['median']:10.3f} s "
+                    f"{row['pure_tier_live_s']['median']:9.3f} s "
+                    f"{row['rsi_build_fresh_process_s']['median']:12.3f} s"
+                )
         elif key == "per_module_compile_s" and isinstance(value, dict):
             for name, row in value.items():
                 w = row["with_shared_utility"]["median"]

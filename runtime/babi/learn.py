@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from codegen.plan import FACT_OPS, QUESTION_OPS
 from codegen.state import Association, RSIState
 from runtime.babi.data import Story
 from runtime.babi.model import BabiModel
@@ -22,8 +23,8 @@ __all__ = ["learn_vocabulary", "learn_associations", "with_knowledge"]
 
 _WORD = re.compile(r"[a-z][a-z0-9]{0,31}")
 #: Question operation and fact operations of the generated encoder (see encoding.py.j2).
-_Q_WILL_GO = 13
-_F_ATTR = 11
+_Q_WILL_GO = dict(QUESTION_OPS)["Q_WILL_GO"]
+_F_ATTR = dict(FACT_OPS)["F_ATTR"]
 
 
 def learn_vocabulary(stories: Iterable[Story], limit: int = 512) -> tuple[str, ...]:
@@ -50,9 +51,7 @@ def learn_associations(
     """
     pairs: Counter[tuple[str, str]] = Counter()
     for story in stories:
-        enc = model.encoding.encode(
-            list(story.sentences), [(q.text, q.position) for q in story.questions]
-        )
+        enc = model.encode(story.sentences, [(q.text, q.position) for q in story.questions])
         for index, question in enumerate(story.questions):
             query = enc.queries[index]
             if int(query[0]) != _Q_WILL_GO or int(query[1]) < 0:

@@ -1,8 +1,9 @@
 """The bAbI model: a build's generated modules behind ``answer(story, question)``.
 
 A story is encoded once (``encoding`` module) into integer-coded facts, per-story buffers and
-attention weights; then each question costs one ``experts.run`` (typed loops) and one
-``scoring.decide``. The model never sees a task number or a file name.
+attention weights; then each question costs one ``experts.run`` (typed loops), one
+``knowledge.run`` (the learned associations) and one ``scoring.decide``. The model never
+sees a task number or a file name.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 import numpy as np
 
 from codegen.errors import RSIError
+from codegen.plan import COMPOSITE_WIDTH, MAX_COMPOSITE, WORK_ROWS, Plan
+from runtime.kernels import reference
 
 __all__ = ["MODEL_MODULES", "ModelError", "Prepared", "BabiModel", "reference_sdpa"]
 
 logger = logging.getLogger(__name__)
 
 #: Generated modules the model needs (``attention`` is optional: see :class:`BabiModel`).
-MODEL_MODULES: tuple[str, ...] = ("encoding", "experts", "scoring")
+MODEL_MODULES: tuple[str, ...] = ("encoding", "experts", "knowledge", "scoring")
 
 #: ``(q, k, v, mask) -> out``: float32 ``(n, D)`` arrays and a uint8 ``(n,)`` key mask.
 Attend = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -35,14 +38,8 @@ class ModelError(RSIError):
 def reference_sdpa(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """``softmax(q @ k.T / sqrt(d)) @ v`` over unmasked keys, in float32 (NumPy reference)."""
-    logits = (q @ k.T) * np.float32(1.0 / np.sqrt(q.shape[1]))
-    if mask is not None:
-        logits[:, mask == 0] = -np.inf
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    weights /= weights.sum(axis=1, keepdims=True)
-    out: np.ndarray = (weights @ v).astype(np.float32)
+    """The NumPy reference attention (:func:`runtime.kernels.reference.sdpa`) as float32."""
+    out: np.ndarray = reference.sdpa(q, k, v, mask).astype(np.float32)
     return out
 
 
@@ -52,6 +49,7 @@ class Prepared:
 
     encoded: Any
     n_words: int
+    route_flags: np.ndarray
     work: np.ndarray
     scores: np.ndarray
     comp: np.ndarray
@@ -66,8 +64,10 @@ class Prepared:
 
 
 class BabiModel:
-    """Answers bAbI questions with one build's ``encoding``, ``experts`` and ``scoring``.
+    """Answers bAbI questions with one build's generated modules (:data:`MODEL_MODULES`).
 
+    ``plan`` is the plan of the state the build was rendered from (:func:`codegen.plan.plan`):
+    the model reads the score rows, routing words and usable evidence from it.
     ``attend`` is the attention kernel ``(q, k, v) -> out`` on float32 ``(n, D)`` arrays; by
     default the build's generated ``attention.sdpa`` (see :meth:`_attention`).
     ``full_evidence`` computes every evidence row even where the state's weights zero it.
@@ -77,6 +77,7 @@ class BabiModel:
         self,
         modules: Mapping[str, ModuleType],
         *,
+        plan: Plan,
         tier: str = "python",
         attend: Attend | None = None,
         full_evidence: bool = False,
@@ -84,8 +85,10 @@ class BabiModel:
         missing = [name for name in MODEL_MODULES if name not in modules]
         if missing:
             raise ModelError(f"build lacks generated module(s) {', '.join(missing)}")
+        self.plan = plan
         self.encoding = modules["encoding"]
         self.experts = modules["experts"]
+        self.knowledge = modules["knowledge"]
         self.scoring = modules["scoring"]
         attention = modules.get("attention")
         self.n_keys, self.dim = _attention_shape(attention, self.encoding)
@@ -103,16 +106,16 @@ class BabiModel:
         self._vectors: dict[str, np.ndarray] = {}
         # Evidence the scoring multiplies by zero need not be computed, except when every
         # row is wanted (collecting evidence to screen other weights).
-        self.use_similarity = full_evidence or bool(self.experts.USES_SIMILARITY)
-        self.use_attention = full_evidence or bool(self.experts.USES_ATTENTION)
+        self.use_similarity = full_evidence or plan.uses_similarity
+        self.use_attention = full_evidence or plan.uses_attention
 
     def prepare(self, sentences: Sequence[str], questions: Sequence[tuple[str, int]]) -> Prepared:
         """Encode a story and its ``(question, statements before it)`` pairs once."""
-        enc = self.encoding.encode(list(sentences), list(questions))
+        enc = self.encode(sentences, questions)
         n_words = len(enc.words)
         n_facts = enc.facts.shape[0]
         width = max(n_words, n_facts, len(sentences)) + 4
-        rows = int(self.experts.N_ROWS)
+        rows = self.plan.n_rows
         n_q = max(1, len(questions))
         if self.use_similarity or self.use_attention:
             word_vecs = np.stack([self._vector(w.lower()) for w in enc.words])
@@ -130,17 +133,18 @@ class BabiModel:
         return Prepared(
             encoded=enc,
             n_words=n_words,
-            work=np.zeros((int(self.experts.WORK_ROWS), width), dtype=np.int32),
-            scores=np.zeros((rows, n_words + int(self.experts.MAX_COMPOSITE)), dtype=np.float64),
-            comp=np.full(
-                (int(self.experts.MAX_COMPOSITE), int(self.experts.COMPOSITE_WIDTH)),
-                -1,
-                dtype=np.int32,
-            ),
+            route_flags=self._route_flags(enc.question_tokens),
+            work=np.zeros((WORK_ROWS, width), dtype=np.int32),
+            scores=np.zeros((rows, n_words + MAX_COMPOSITE), dtype=np.float64),
+            comp=np.full((MAX_COMPOSITE, COMPOSITE_WIDTH), -1, dtype=np.int32),
             attn=attn,
             word_vecs=word_vecs,
             qvecs=qvecs,
         )
+
+    def encode(self, sentences: Sequence[str], questions: Sequence[tuple[str, int]]) -> Any:
+        """The build's ``encoding.encode`` of a story, with the plan's fixed-id words."""
+        return self.encoding.encode(list(sentences), list(questions), self.plan.vocabulary)
 
     def evidence(self, prepared: Prepared, index: int) -> int:
         """Run the experts on question ``index``; fill ``prepared.scores``; return candidates."""
@@ -157,14 +161,13 @@ class BabiModel:
             prepared.word_vecs,
             prepared.qvecs[index],
         )
+        self.knowledge.run(enc.facts, enc.queries[index], prepared.scores)
         return prepared.n_words + int(n_comp)
 
     def choose(self, prepared: Prepared, index: int) -> tuple[int, float]:
         """``(candidate index, confidence)`` for question ``index`` of a prepared story."""
         n_cand = self.evidence(prepared, index)
-        best, confidence = self.scoring.decide(
-            prepared.scores, n_cand, prepared.encoded.route_flags[index]
-        )
+        best, confidence = self.scoring.decide(prepared.scores, n_cand, prepared.route_flags[index])
         return int(best), float(confidence)
 
     def answer_all(self, prepared: Prepared) -> list[tuple[str, float]]:
@@ -193,7 +196,8 @@ class BabiModel:
             prepared.word_vecs,
             prepared.qvecs,
         )
-        self.scoring.decide_story(scores, n_cand, enc.route_flags, n_q, best, confidence)
+        self.knowledge.run_story(enc.facts, enc.queries, n_q, scores)
+        self.scoring.decide_story(scores, n_cand, prepared.route_flags, n_q, best, confidence)
         words = enc.words
         out = []
         for q in range(n_q):
@@ -270,6 +274,12 @@ class BabiModel:
             else:
                 out[start : start + len(block), lo:end] = result[: len(block), :m]
         return out
+
+    def _route_flags(self, question_tokens: list[list[str]]) -> np.ndarray:
+        """One 0/1 flag per routing word (``plan.route_words``) for every question."""
+        words = self.plan.route_words
+        rows = [[1 if w in set(toks) else 0 for w in words] or [0] for toks in question_tokens]
+        return np.array(rows or [[0]], dtype=np.uint8)
 
     def _text_vector(self, toks: list[str]) -> np.ndarray:
         total = np.zeros(self.dim, dtype=np.float64)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from codegen.plan import plan
 from codegen.state import RoutingRule, RSIState, parse_state
 from runtime.babi.data import Story
 from runtime.babi.evaluate import PASS_MARK, answers_match
@@ -108,14 +109,18 @@ def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
     tasks: list[int] = []
     words: list[frozenset[str]] = []
     for story in stories:
-        prepared = model.prepare(story.sentences, [(q.text, q.position) for q in story.questions])
+        prepared = model.prepare(
+            story.sentences, [(q.text, q.position) for q in story.questions]
+        )
         for index, question in enumerate(story.questions):
             n_cand = model.evidence(prepared, index)
             mats.append(prepared.scores[:, :n_cand].copy())
             golds.append(
                 np.array(
                     [
-                        answers_match(model.candidate_text(prepared, c), question.answer)
+                        answers_match(
+                            model.candidate_text(prepared, c), question.answer
+                        )
                         for c in range(n_cand)
                     ],
                     dtype=bool,
@@ -124,13 +129,13 @@ def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
             tasks.append(story.task)
             words.append(model.encoding.question_words(question.text))
     width = max((m.shape[1] for m in mats), default=1)
-    n_rows = len(model.experts.ROWS)
+    n_rows = model.plan.n_rows
     scores = np.zeros((len(mats), n_rows, width), dtype=np.float64)
     gold = np.zeros((len(mats), width), dtype=bool)
     for i, (mat, g) in enumerate(zip(mats, golds, strict=True)):
         scores[i, :, : mat.shape[1]] = mat
         gold[i, : g.shape[0]] = g
-    rows = tuple((str(r[0]), str(r[1])) for r in model.experts.ROWS)
+    rows = tuple((r.expert, r.channel) for r in model.plan.rows)
     return Evidence(
         rows=rows,
         scores=scores,
@@ -151,29 +156,35 @@ def screen(
     ``hits`` caches which questions each rule's words select (a search screening many
     states of the same evidence passes one dict to every call).
     """
-    names = list(state.experts)
+    decided = plan(state)
+    if tuple((r.expert, r.channel) for r in decided.rows) != evidence.rows:
+        raise ValueError("screen: the evidence was collected for another expert roster")
     n_q = evidence.scores.shape[0]
-    weights = np.tile(np.array([state.experts[n].weight for n in names]), (n_q, 1))
+    weights = np.tile(np.array([e.weight for e in decided.experts]), (n_q, 1))
     cache: dict[tuple[str, ...], np.ndarray] = {} if hits is None else hits
-    for rule in state.routing:
-        hit = cache.get(rule.when_all)
+    for rule in decided.routes:
+        needed = tuple(decided.route_words[f] for f in rule.flags)
+        hit = cache.get(needed)
         if hit is None:
-            hit = np.array([all(w in words for w in rule.when_all) for words in evidence.words])
-            cache[rule.when_all] = hit
-        for name, boost in sorted(rule.boosts.items()):
-            weights[hit, names.index(name)] += boost
+            hit = np.array(
+                [all(w in words for w in needed) for words in evidence.words],
+                dtype=bool,
+            )
+            cache[needed] = hit
+        for expert, boost in rule.boosts:
+            weights[hit, expert] += boost
     weights = np.where(weights > 0.0, weights, 0.0)
-    coef = state.scoring.model_dump()
     totals = np.zeros((n_q, evidence.scores.shape[2]), dtype=np.float64)
-    for r, (expert, channel) in enumerate(evidence.rows):
-        factor = weights[:, names.index(expert)] * coef[channel]
+    for r, row in enumerate(decided.rows):
+        factor = weights[:, row.expert_index] * row.coefficient
         totals += factor[:, None] * evidence.scores[:, r, :]
     pad = np.arange(totals.shape[1])[None, :] >= evidence.n_cand[:, None]
     totals[pad] = -np.inf
     best = np.argmax(totals, axis=1)
     correct = evidence.gold[np.arange(n_q), best]
     per_task = {
-        int(t): float(np.mean(correct[evidence.tasks == t])) for t in np.unique(evidence.tasks)
+        int(t): float(np.mean(correct[evidence.tasks == t]))
+        for t in np.unique(evidence.tasks)
     }
     return Screened(per_task, correct, best)
 
@@ -204,13 +215,16 @@ def propose(
     if move < 0.35:
         name = rng.choice(names)
         data["experts"][name]["weight"] = _bounded(
-            data["experts"][name]["weight"] * rng.choice(weight_factors) + rng.choice(nudges),
+            data["experts"][name]["weight"] * rng.choice(weight_factors)
+            + rng.choice(nudges),
             0.0,
             10.0,
         )
     elif move < 0.65:
         key = rng.choice(COEFFICIENTS)
-        data["scoring"][key] = _bounded(data["scoring"][key] * rng.choice(coef_factors), 0.0, 10.0)
+        data["scoring"][key] = _bounded(
+            data["scoring"][key] * rng.choice(coef_factors), 0.0, 10.0
+        )
     elif move < 0.9:
         rule = _rule_from_failure(state, evidence, screened, rng)
         if rule is None:
@@ -239,7 +253,8 @@ def tune(
             continue
         result = screen(candidate, evidence)
         if result.fitness > best_screen.fitness or (
-            result.fitness == best_screen.fitness and len(candidate.routing) <= len(best.routing)
+            result.fitness == best_screen.fitness
+            and len(candidate.routing) <= len(best.routing)
         ):
             if result.fitness > best_screen.fitness:
                 trail.append(result.fitness)
@@ -271,7 +286,9 @@ def _rule_from_failure(
     if not helpful:
         return None
     cues = sorted(
-        w for w in evidence.words[q] if w not in _NOT_CUES and w.isalpha() and w.islower()
+        w
+        for w in evidence.words[q]
+        if w not in _NOT_CUES and w.isalpha() and w.islower()
     )
     if not cues:
         return None

@@ -5,14 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codegen.errors import StateError
 from codegen.locking import project_lock
-from codegen.state import AttentionMechanism, load_state, save_state
-from codegen.toolchain import BACKENDS, CompileSettings
-from runtime.kernels.tune import TuneReport, TuneSettings, tune_kernels
+from codegen.toolchain import BACKENDS
+
+if TYPE_CHECKING:
+    from runtime.kernels.tune import TuneReport
 
 __all__ = ["register"]
+
+#: ``architecture.attention`` values (the schema's enum, spelled out so that registering
+#: this subcommand imports no pydantic; a test checks the two agree).
+MECHANISMS: tuple[str, ...] = (
+    "sdpa",
+    "multihead",
+    "linear",
+    "flash",
+    "local_global",
+    "moe",
+    "hyperbolic",
+    "differential",
+    "mamba",
+)
 
 
 def register(
@@ -27,12 +43,14 @@ def register(
     p.add_argument(
         "--mechanism",
         action="append",
-        choices=[m.value for m in AttentionMechanism],
+        choices=MECHANISMS,
         help="tune only these (repeatable; default: all)",
     )
     p.add_argument("--rows", type=int, default=None, help="sequence length timed (default: N)")
     p.add_argument("--repeats", type=int, default=25, help="timed calls per candidate")
-    p.add_argument("--backend", choices=BACKENDS, default="cython")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+    )
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--dry-run", action="store_true", help="measure but leave the state as is")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
@@ -40,6 +58,11 @@ def register(
 
 
 def _tune_kernels(args: argparse.Namespace) -> int:
+    # Imported here: `rsi --help` and `rsi status` must not pay for NumPy and codegen.
+    from codegen.state import AttentionMechanism, load_state, save_state
+    from runtime.cli import settings_from
+    from runtime.kernels.tune import TuneSettings, tune_kernels
+
     path: Path = args.state
     if args.repeats < 1 or (args.rows is not None and args.rows < 1):
         raise StateError("--repeats and --rows must be positive")
@@ -47,7 +70,7 @@ def _tune_kernels(args: argparse.Namespace) -> int:
     mechanisms = tuple(AttentionMechanism(m) for m in args.mechanism or [])
     settings = TuneSettings(
         cache_dir=path.parent / "generated" / ".cache",
-        compile=CompileSettings(backend=args.backend, jobs=max(1, args.jobs)),
+        compile=settings_from(args),
         mechanisms=mechanisms or tuple(AttentionMechanism),
         rows=args.rows,
         repeats=args.repeats,

@@ -27,13 +27,8 @@ from typing import Any
 import numpy as np
 
 from codegen.errors import RSIError
-from codegen.state import (
-    AttentionMechanism,
-    KernelChoice,
-    KernelParams,
-    RSIState,
-    atomic_write,
-)
+from codegen.fsutil import atomic_write
+from codegen.state import AttentionMechanism, KernelChoice, KernelParams, RSIState
 from codegen.toolchain import CompileSettings, content_key, cpu_features, toolchain_fingerprint
 from runtime.kernels.build import kernel_module, module_source
 from runtime.kernels.inputs import kernel_inputs

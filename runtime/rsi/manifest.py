@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from codegen.state import atomic_write
+from codegen.fsutil import atomic_write
 from runtime.ledger import ledger_path
 
 __all__ = [

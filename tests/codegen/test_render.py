@@ -14,8 +14,6 @@ from tests.conftest import PROBE_TEMPLATES, SHIPPED_STATE
 
 GOLDEN = '''"""A tiny generated module for tests: one coefficient baked in."""
 
-import cython
-
 RAG: float = 2.5
 '''
 

@@ -18,7 +18,12 @@ QUESTIONS = [("Where is Mary?", 2), ("Where is John?", 4), ("Where is the apple?
 
 
 def _model(python_model: BuiltModel, **kwargs: object) -> BabiModel:
-    return BabiModel(python_model.build.modules, full_evidence=True, **kwargs)  # type: ignore[arg-type]
+    return BabiModel(
+        python_model.build.modules,
+        plan=python_model.model.plan,
+        full_evidence=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def test_renormalized_rows_equal_causal_softmax(python_model: BuiltModel) -> None:
