@@ -72,8 +72,8 @@ def main() -> int:
     parser.add_argument(
         "--trees",
         default=str(REPO),
-        help="cold: comma-separated source trees whose fresh-process cold `rsi build` is "
-        "timed, interleaved in one run (e.g. a checkout of the previous commit, then this one)",
+        help="cold, cli: comma-separated source trees whose fresh-process commands are timed, "
+        "interleaved in one run (e.g. a checkout of the previous commit, then this one)",
     )
     args = parser.parse_args()
     sections = set(args.only.split(",")) if args.only else {"spine", "edits", "cli", "cold"}
@@ -83,7 +83,7 @@ def main() -> int:
         if "cold" in sections:
             results["cold_rsi_build_s"] = _cold_trees(root, args.runs, args.trees.split(","))
         if "cli" in sections:
-            results["cli"] = _cli_startup(root, args.runs)
+            results["cli"] = _cli_startup(root, args.runs, args.trees.split(","))
         if "edits" in sections:
             results["edits"] = _edit_kinds(root, args.runs)
         if "spine" in sections:
@@ -235,19 +235,26 @@ def _cold_trees(root: Path, runs: int, trees: list[str]) -> dict[str, object]:
     return {tree: _summary(s) for tree, s in samples.items()}
 
 
-def _cli_startup(root: Path, runs: int) -> dict[str, object]:
-    """`rsi --help` and `rsi status` wall time in fresh processes (a built project)."""
+def _cli_startup(root: Path, runs: int, trees: list[str]) -> dict[str, object]:
+    """`rsi --help` and `rsi status` wall time in fresh processes (a built project), per
+    source tree, with a bare interpreter start as the yardstick of this machine's load."""
     project = _project(root / "cli")
     project.build(CompileSettings(backend="python"))
     state = str(project.state_path)
     commands = {
+        "python_bare_s": [sys.executable, "-c", "pass"],
         "rsi_help_s": [sys.executable, "-m", "runtime.cli", "--help"],
         "rsi_status_s": [sys.executable, "-m", "runtime.cli", "status", "--state", state],
     }
-    _wall(commands["rsi_help_s"], root)  # warm the bytecode caches
-    return {
-        name: _summary([_wall(cmd, root) for _ in range(runs)]) for name, cmd in commands.items()
-    }
+    samples: dict[str, list[float]] = {}
+    for tree in trees:
+        _wall(commands["rsi_help_s"], root, tree)  # warm the bytecode caches
+    for _ in range(runs):
+        for tree in trees:  # interleaved, so a noisy moment hits every tree alike
+            for name, cmd in commands.items():
+                key = name if len(trees) == 1 else f"{tree}:{name}"
+                samples.setdefault(key, []).append(_wall(cmd, root, tree))
+    return {name: _summary(s) for name, s in samples.items()}
 
 
 def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO)) -> float:
