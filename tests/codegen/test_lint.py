@@ -58,3 +58,10 @@ def test_every_attention_mechanism_is_clean(tmp_path: Path) -> None:
                 name = "attention"  # sdpa: the template every build carries
             sources[f"{name}_{mechanism.value}_{causal}"] = render_module(name, variant)
     lint_sources(sources, tmp_path)
+
+
+def test_a_roster_without_a_motivation_expert_is_clean(tmp_path: Path) -> None:
+    """The knowledge module then has no row to write: nothing is left unused."""
+    data = load_state(REPO / "rsi_state.json").model_dump(mode="json")
+    data["experts"] = {"tracker": {"kind": "tracking", "weight": 1.0}}
+    lint_sources(render_sources(parse_state(json.dumps(data).encode())), tmp_path)
