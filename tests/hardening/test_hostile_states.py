@@ -14,7 +14,7 @@ import pytest
 from conftest import PURE, Served
 from hardening_corpus import load_corpus, put_case
 
-import codegen.build
+import codegen.render
 import runtime.project
 from codegen.errors import StateError
 
@@ -64,7 +64,7 @@ def test_hostile_state_is_rejected_before_rendering(
     case: dict[str, Any], served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = served.project
-    monkeypatch.setattr(codegen.build, "render_sources", _never)
+    monkeypatch.setattr(codegen.render, "render_sources", _never)  # build imports it on use
     monkeypatch.setattr(runtime.project, "build_state", _never)
     written = put_case(case, BASE, project.state_path)
     message = expected_message(case, project.state_path)
