@@ -34,6 +34,7 @@ from codegen.errors import CheckError, CompileError, RenderError, StorageError
 from codegen.fsutil import atomic_write, discard, staging
 from codegen.manifest import (
     MANIFEST,
+    STATE_FILE,
     Manifest,
     ManifestError,
     file_sha256,
@@ -50,6 +51,7 @@ __all__ = [
     "BuildResult",
     "MANIFEST",
     "CACHE_DIR",
+    "behaviour",
     "build_state",
     "read_manifest",
     "plan_build_id",
@@ -77,10 +79,22 @@ class BuildResult:
     type_checked: tuple[str, ...]
 
 
-def plan_build_id(sources: dict[str, str], settings: CompileSettings) -> str:
-    """The id a build of ``sources`` with ``settings`` gets, computed without compiling."""
+def plan_build_id(state: RSIState, sources: dict[str, str], settings: CompileSettings) -> str:
+    """The id a build of ``sources`` with ``settings`` gets, computed without compiling.
+
+    It hashes the state's behaviour too: the runtime plans from the build's own state
+    (:data:`~codegen.manifest.STATE_FILE`), so two states that render the same sources but
+    plan differently (other routing words, say) must not share a build.
+    """
     keys = {name: module_key(name, src, settings) for name, src in sorted(sources.items())}
-    return content_key({"backend": settings.backend, "modules": keys})[:16]
+    return content_key(
+        {"backend": settings.backend, "modules": keys, "behaviour": behaviour(state)}
+    )[:16]
+
+
+def behaviour(state: RSIState) -> dict[str, object]:
+    """What of ``state`` can change a build: all but its version and benchmark summary."""
+    return state.model_dump(mode="json", exclude={"version", "benchmark"})
 
 
 def build_state(
@@ -141,7 +155,7 @@ def _build_state(
         raise with_origin(exc, state, template_dir, None) from None
     specialized = tuple(specialize_target(target, state) for target in settings.specialize)
     sources.update({copy.module: copy.source for copy in specialized})
-    build_id = plan_build_id(sources, settings)
+    build_id = plan_build_id(state, sources, settings)
     final = generated_dir / build_id
     try:
         # Nothing a template produced reaches a compiler before the guard passed it.
@@ -208,9 +222,8 @@ def render_key(state: RSIState, settings: CompileSettings, template_dir: Path | 
     """Everything a build's content depends on, hashed before rendering anything."""
     from codegen.render import templates_digest
 
-    behaviour = state.model_dump(mode="json", exclude={"version", "benchmark"})
     key: dict[str, object] = {
-        "state": behaviour,
+        "state": behaviour(state),
         "templates": templates_digest(template_dir),
         "codegen": _codegen_digest(),
         "toolchain": toolchain_fingerprint(settings),
@@ -292,7 +305,7 @@ def _publish_build(
     start: float,
 ) -> None:
     sources, compiled = published.sources, published.compiled
-    build_id = plan_build_id(sources, settings)
+    build_id = plan_build_id(state, sources, settings)
     modules: dict[str, object] = {}
     with staging(generated_dir) as work:
         for name, source in sources.items():
@@ -333,6 +346,7 @@ def _publish_build(
             "created_at": time.time(),
             "seconds": round(_since(start), 4),
         }
+        (work / STATE_FILE).write_bytes(state_bytes)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _fsync_tree(work)
         try:

@@ -23,6 +23,7 @@ from codegen.toolchain import Backend
 
 __all__ = [
     "MANIFEST",
+    "STATE_FILE",
     "Manifest",
     "ManifestError",
     "ModuleEntry",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+#: The bytes of the state a build was rendered from: the runtime plans from it.
+STATE_FILE = "state.json"
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 _IDENT = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -131,7 +134,9 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
     except FileNotFoundError:
         raise ManifestError(f"{build_dir.name}: not a build (no {MANIFEST})") from None
     except UnicodeDecodeError as exc:
-        raise ManifestError(f"{where}: not UTF-8 (byte {exc.start}); rebuild it") from None
+        raise ManifestError(
+            f"{where}: not UTF-8 (byte {exc.start}); rebuild it"
+        ) from None
     except OSError as exc:
         raise ManifestError(f"{where}: unreadable: {exc.strerror}") from None
     try:
@@ -146,7 +151,11 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
         )
     copies = {entry.module for entry in manifest.specialized.values()}
     for name, entry in manifest.modules.items():
-        if allowed_modules is not None and name not in allowed_modules and name not in copies:
+        if (
+            allowed_modules is not None
+            and name not in allowed_modules
+            and name not in copies
+        ):
             raise ManifestError(
                 f"{where}: module {name!r} is not one the templates produce "
                 f"({', '.join(sorted(allowed_modules))})"
@@ -154,7 +163,9 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
         _check_artifact_name(where, name, entry.artifact)
     for name in (*manifest.degraded, *copies):
         if name not in manifest.modules:
-            raise ManifestError(f"{where}: {name!r} is not a module of the build; rebuild it")
+            raise ManifestError(
+                f"{where}: {name!r} is not a module of the build; rebuild it"
+            )
     if manifest.shared_module is not None:
         shared = manifest.shared_module
         _check_artifact_name(where, shared.name, shared.artifact)
@@ -163,26 +174,30 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
 
 def verify_build(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
     """The manifest of ``build_dir`` after checking the sha256 of every file it names (each
-    module's artifact and rendered source, the shared utility module)."""
+    module's artifact and rendered source, the shared utility module, the state it was built
+    from)."""
     manifest = read_manifest(build_dir, allowed_modules)
     entries: list[tuple[str, str, str]] = []
     for name, e in manifest.modules.items():
-        entries.append((name, e.artifact, e.artifact_sha256))
+        entries.append((f"module {name}", e.artifact, e.artifact_sha256))
         if e.artifact != f"{name}.py":  # the rendered source, unless it is the artifact
-            entries.append((name, f"{name}.py", e.source_sha256))
+            entries.append((f"module {name}", f"{name}.py", e.source_sha256))
     if manifest.shared_module is not None:
         shared = manifest.shared_module
-        entries.append((shared.name, shared.artifact, shared.artifact_sha256))
+        entries.append(
+            (f"module {shared.name}", shared.artifact, shared.artifact_sha256)
+        )
+    entries.append(("the build", STATE_FILE, manifest.state_sha256))
     for name, artifact, digest in entries:
         try:
             actual = file_sha256(build_dir / artifact)
         except OSError:
             raise ManifestError(
-                f"{build_dir.name}: {artifact} of module {name} is missing"
+                f"{build_dir.name}: {artifact} of {name} is missing"
             ) from None
         if actual != digest:
             raise ManifestError(
-                f"{build_dir.name}: {artifact} of module {name} does not match its manifest"
+                f"{build_dir.name}: {artifact} of {name} does not match its manifest"
             )
     return manifest
 

@@ -318,5 +318,10 @@ def _import_sources(build: LoadedBuild) -> LoadedBuild:
             _pure_modules[digest] = exec_artifact(f"{package}.{name}", source)
         modules[name] = _pure_modules[digest]
     return LoadedBuild(
-        build.build_id, "python", build.path, build.manifest, types.MappingProxyType(modules)
+        build.build_id,
+        "python",
+        build.path,
+        build.manifest,
+        types.MappingProxyType(modules),
+        build.state,
     )

@@ -356,6 +356,11 @@ class Ledger:
             ids.update(b for (b,) in db.execute("SELECT build_id FROM active"))
         return ids
 
+    def event(self, kind: str, detail: dict[str, object]) -> None:
+        """Append an event (the watch daemon's outcomes, for one)."""
+        with self._db() as db:
+            _event(db, kind, detail)
+
     def check_integrity(self) -> None:
         """Raise :class:`LedgerError` unless SQLite and every stored hash check out."""
         with self._db(write=False) as db:

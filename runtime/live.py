@@ -72,6 +72,15 @@ class LiveProject:
         self.slot.swap(self.project.load_active())
         return report
 
+    def refresh(self) -> bool:
+        """Follow a change made by another process (a promotion, a rollback); True when a
+        new build went live."""
+        active = self.project.load_active()
+        if active.build_id == self.current().build_id:
+            return False
+        self.slot.swap(active)
+        return True
+
 
 def differential_check(reference: LoadedBuild, candidate: LoadedBuild) -> list[str]:
     """Raise :class:`TierMismatch` unless every module's ``rsi_selftest()`` agrees.

@@ -21,8 +21,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.errors import RSIError
-from codegen.manifest import Manifest, ManifestError, verify_build
+from codegen.errors import RSIError, StateError
+from codegen.manifest import STATE_FILE, Manifest, ManifestError, verify_build
+from codegen.state import RSIState, parse_state
 
 __all__ = [
     "LoadError",
@@ -46,13 +47,15 @@ class LoadError(RSIError):
 
 @dataclass(frozen=True)
 class LoadedBuild:
-    """An imported build: its id, tier and modules (module name → module object)."""
+    """An imported build: its id, tier, modules (module name → module object) and the state
+    it was rendered from (what the runtime plans from: :func:`codegen.plan.plan`)."""
 
     build_id: str
     tier: str
     path: Path
     manifest: Manifest
     modules: Mapping[str, types.ModuleType]
+    state: RSIState
 
     def module(self, name: str) -> types.ModuleType:
         """The generated module ``name`` of this build."""
@@ -105,6 +108,10 @@ def _import(build_dir: Path, allowed_modules: Collection[str]) -> LoadedBuild:
     except ManifestError as exc:
         raise LoadError(str(exc)) from None
     build_id = manifest.build_id
+    try:
+        state = parse_state((build_dir / STATE_FILE).read_bytes(), f"{build_id}/{STATE_FILE}")
+    except (OSError, StateError) as exc:
+        raise LoadError(f"build {build_id}: its state cannot be read ({exc}); rebuild it") from None
     shared = manifest.shared_module
     if shared is not None and shared.name not in sys.modules:
         exec_artifact(shared.name, build_dir / shared.artifact)
@@ -120,7 +127,7 @@ def _import(build_dir: Path, allowed_modules: Collection[str]) -> LoadedBuild:
         modules[name] = _by_artifact[digest]
         setattr(pkg, name, modules[name])
     return LoadedBuild(
-        build_id, manifest.tier, build_dir, manifest, types.MappingProxyType(modules)
+        build_id, manifest.tier, build_dir, manifest, types.MappingProxyType(modules), state
     )
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from codegen.build import MANIFEST, BuildResult
 from codegen.errors import LedgerError, StateError
+from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
 from codegen.policy import approves, check_policy
-from codegen.fsutil import atomic_write
 from codegen.state import RSIState, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
 from runtime.evidence import data_fingerprint, gather, measure_latency

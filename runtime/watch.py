@@ -64,10 +64,10 @@ from watchdog.observers.polling import PollingObserver
 
 from codegen.build import BuildResult
 from codegen.errors import RSIError
+from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
 from codegen.policy import check_policy
 from codegen.render import TEMPLATE_DIR, templates_digest
-from codegen.fsutil import atomic_write
 from codegen.state import RSIState, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings, content_key
 from runtime.babi.builds import model_of

@@ -33,9 +33,11 @@ def build_model(
     """Build ``state`` with ``backend`` into ``generated_dir`` (cached) and load it."""
     result = build_state(state, dump_state(state), CompileSettings(backend=backend), generated_dir)
     build = load_build(result.path)
-    return BuiltModel(model_of(build, state, full_evidence=full_evidence), build)
+    return BuiltModel(model_of(build, full_evidence=full_evidence), build)
 
 
-def model_of(build: LoadedBuild, state: RSIState, *, full_evidence: bool = False) -> BabiModel:
-    """The model over a loaded build's modules; ``state`` is the state it was built from."""
-    return BabiModel(build.modules, plan=plan(state), tier=build.tier, full_evidence=full_evidence)
+def model_of(build: LoadedBuild, *, full_evidence: bool = False) -> BabiModel:
+    """The model over a loaded build's modules, planned from the state it was built from."""
+    return BabiModel(
+        build.modules, plan=plan(build.state), tier=build.tier, full_evidence=full_evidence
+    )

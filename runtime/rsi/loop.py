@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from codegen.errors import RSIError
+from codegen.fsutil import atomic_write
 from codegen.state import (
     BenchmarkSummary,
     RSIState,
-    atomic_write,
     dump_state,
     parse_state,
     read_state_file,

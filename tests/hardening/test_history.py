@@ -25,8 +25,8 @@ import pytest
 
 from codegen.check import MYPY_TMP_PREFIX, remove_stale_mypy_dirs
 from codegen.errors import LedgerError, LockTimeout, StateError
-from codegen.locking import builds_lock
 from codegen.fsutil import atomic_write
+from codegen.locking import builds_lock
 from codegen.state import RSIState
 from codegen.toolchain import CompileSettings, cc_command, toolchain_fingerprint
 from runtime.cli import main
