@@ -56,7 +56,9 @@ def main() -> int:
     exec(compile(copy.source, copy.module, "exec"), pure)
     with tempfile.TemporaryDirectory(prefix="rsi-bench-specialize-") as tmp:
         settings = CompileSettings(backend="cython", shared_utility=False, jobs=1)
-        built = compile_modules({copy.module: copy.source}, settings, Path(tmp))[copy.module]
+        built = compile_modules({copy.module: copy.source}, settings, Path(tmp))[
+            copy.module
+        ]
         compiled = exec_artifact(copy.module, built.artifact)
     build = LoadedBuild(
         "bench",
@@ -73,6 +75,7 @@ def main() -> int:
             }
         },
         MappingProxyType({copy.module: compiled}),
+        state,
     )
     module, _, name = route_score.benchmark.partition(":")
     call_args = getattr(importlib.import_module(module), name)(state)
@@ -96,7 +99,11 @@ def main() -> int:
         f"{args.samples} x {args.calls} calls"
     )
     print(f"{'variant':22} {'us/call':>9} {'speedup':>8} {'p (vs generic)':>15}")
-    report: dict[str, Any] = {"state": str(args.state), "rules": args.rules, "samples_us": samples}
+    report: dict[str, Any] = {
+        "state": str(args.state),
+        "rules": args.rules,
+        "samples_us": samples,
+    }
     for variant, values in samples.items():
         ratio = statistics.median(generic) / statistics.median(values)
         p = stats.mannwhitneyu(generic, values).pvalue if variant != "generic" else 1.0
@@ -110,7 +117,10 @@ def main() -> int:
 def _with_rules(state: RSIState, rules: int) -> RSIState:
     names = list(state.experts)
     added = [
-        {"when_all": [WORDS[i % len(WORDS)]], "boosts": {names[i % len(names)]: 0.25 * (i + 1)}}
+        {
+            "when_all": [WORDS[i % len(WORDS)]],
+            "boosts": {names[i % len(names)]: 0.25 * (i + 1)},
+        }
         for i in range(rules)
     ]
     doc = state.model_dump(mode="json")

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +53,15 @@ def compiled_built(generated: Path) -> BuiltModel:
     return build_model(load_state(REPO / "rsi_state.json"), generated, "cython")
 
 
-def test_gather_on_generated_stories_keeps_the_split_order(python_built: BuiltModel) -> None:
+def test_gather_on_generated_stories_keeps_the_split_order(
+    python_built: BuiltModel,
+) -> None:
     ev = gather(python_built.build, data=None, seed=0)
     assert ev.build_id == python_built.build.build_id
-    pairs: tuple[tuple[SplitOutcome, Split], ...] = ((ev.heldout, "heldout"), (ev.hidden, "hidden"))
+    pairs: tuple[tuple[SplitOutcome, Split], ...] = (
+        (ev.heldout, "heldout"),
+        (ev.hidden, "hidden"),
+    )
     for outcome, split in pairs:
         stories = load_split(None, split, seed=0)
         result = evaluate(python_built.model, stories, keep_answers=True)
@@ -96,14 +102,18 @@ def _copy_build(build: LoadedBuild, dest: Path, build_id: str) -> Path:
     return dest
 
 
-def _edit_source(build_dir: Path, name: str, old: str, new: str, *, manifest: bool) -> None:
+def _edit_source(
+    build_dir: Path, name: str, old: str, new: str, *, manifest: bool
+) -> None:
     source = build_dir / f"{name}.py"
     text = source.read_text()
     assert old in text
     source.write_text(text.replace(old, new))
     if manifest:
         data = json.loads((build_dir / "manifest.json").read_text())
-        data["modules"][name]["source_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
+        data["modules"][name]["source_sha256"] = hashlib.sha256(
+            source.read_bytes()
+        ).hexdigest()
         (build_dir / "manifest.json").write_text(json.dumps(data))
 
 
@@ -111,9 +121,15 @@ def _edit_source(build_dir: Path, name: str, old: str, new: str, *, manifest: bo
 def test_pure_tier_that_computes_otherwise_is_a_disagreement(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
-    copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0001", "feedfacefeed0001")
+    copy = _copy_build(
+        compiled_built.build, tmp_path / "feedfacefeed0001", "feedfacefeed0001"
+    )
     _edit_source(
-        copy, "scoring", "w0: cython.double = 1.25", "w0: cython.double = 0.0", manifest=True
+        copy,
+        "scoring",
+        "w0: cython.double = 1.25",
+        "w0: cython.double = 0.0",
+        manifest=True,
     )
     build = load_build(copy)
     assert not tiers_agree(build, stories_of(None, "heldout", 0))
@@ -124,8 +140,12 @@ def test_pure_tier_that_computes_otherwise_is_a_disagreement(
 def test_pure_tier_refuses_a_source_edited_after_the_build(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
-    copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0002", "feedfacefeed0002")
-    _edit_source(copy, "scoring", "RAG: float = 5.0", "RAG: float = 4.0", manifest=False)
+    copy = _copy_build(
+        compiled_built.build, tmp_path / "feedfacefeed0002", "feedfacefeed0002"
+    )
+    _edit_source(
+        copy, "scoring", "RAG: float = 5.0", "RAG: float = 4.0", manifest=False
+    )
     # The loader verifies every rendered source before it imports anything.
     with pytest.raises(LoadError) as err:
         pure_tier(load_build(copy))
@@ -139,13 +159,15 @@ def _with_attention(build: LoadedBuild, kernel: object) -> LoadedBuild:
     attention.N, attention.D, attention.CAUSAL = 12, 8, False  # type: ignore[attr-defined]
     attention.sdpa = kernel  # type: ignore[attr-defined]
     modules = dict(build.modules, attention=attention)
-    return LoadedBuild(build.build_id, build.tier, build.path, build.manifest, modules)
+    return replace(build, modules=modules)
 
 
 def test_kernel_that_ignores_the_mask_disagrees_with_the_reference(
     python_built: BuiltModel,
 ) -> None:
-    def unmasked(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def unmasked(
+        q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray:
         return reference_sdpa(q, k, v)
 
     assert not kernels_agree(_with_attention(python_built.build, unmasked))

@@ -7,6 +7,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -34,20 +35,28 @@ def _state(seed: int) -> RSIState:
     """A state of the shipped model's shape: 3 to 6 experts, 0 to 6 routing rules."""
     rng = random.Random(seed)
     names = rng.sample(
-        ["tracker", "deducer", "spatial", "counter", "motive", "embedder"], rng.randint(3, 6)
+        ["tracker", "deducer", "spatial", "counter", "motive", "embedder"],
+        rng.randint(3, 6),
     )
-    experts = {n: {"kind": rng.choice(KINDS), "weight": round(rng.uniform(0, 3), 3)} for n in names}
+    experts = {
+        n: {"kind": rng.choice(KINDS), "weight": round(rng.uniform(0, 3), 3)}
+        for n in names
+    }
     rules = [
         {
             "when_all": rng.sample(WORDS, rng.randint(1, 2)),
             "boosts": {
-                n: round(rng.uniform(-2, 2), 3) for n in rng.sample(names, rng.randint(1, 2))
+                n: round(rng.uniform(-2, 2), 3)
+                for n in rng.sample(names, rng.randint(1, 2))
             },
         }
         for _ in range(rng.randint(0, 6))
     ]
     doc: dict[str, Any] = {"version": 1, "experts": experts, "routing": rules}
-    doc["scoring"] = {"attention": rng.uniform(0, 5), "temperature": rng.uniform(0.1, 3)}
+    doc["scoring"] = {
+        "attention": rng.uniform(0, 5),
+        "temperature": rng.uniform(0.1, 3),
+    }
     return parse_state(json.dumps(doc).encode())
 
 
@@ -57,7 +66,9 @@ SPECIALIZED = tuple(specialize_target(TARGET, s) for s in STATES)
 
 def _pure(index: int) -> Callable[..., tuple[int, float]]:
     namespace: dict[str, Any] = {}
-    exec(compile(SPECIALIZED[index].source, SPECIALIZED[index].module, "exec"), namespace)
+    exec(
+        compile(SPECIALIZED[index].source, SPECIALIZED[index].module, "exec"), namespace
+    )
     return namespace["route_score"]  # type: ignore[no-any-return]
 
 
@@ -94,10 +105,14 @@ def compiled(
 ) -> tuple[Callable[..., tuple[int, float]], ...]:
     cache = tmp_path_factory.mktemp("specialized-cache")
     options = CompileSettings(backend="cython", shared_utility=False, jobs=2)
-    sources = {f"{c.module}_{i}": c.source for i, c in enumerate(SPECIALIZED[:COMPILED])}
+    sources = {
+        f"{c.module}_{i}": c.source for i, c in enumerate(SPECIALIZED[:COMPILED])
+    }
     done = compile_modules(sources, options, cache)
     assert all(m.tier == "cython" for m in done.values())
-    return tuple(exec_artifact(name, m.artifact).route_score for name, m in done.items())
+    return tuple(
+        exec_artifact(name, m.artifact).route_score for name, m in done.items()
+    )
 
 
 COMPILED = 3  # states whose copy is compiled (Cython, one module each)
@@ -122,13 +137,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedBuild, RSISt
     state = STATES[1]
     (root / "rsi_state.json").write_text(state.model_dump_json())
     project = Project(
-        root / "rsi_state.json", template_dir=Path(__file__).parents[1] / "fixtures" / "templates"
+        root / "rsi_state.json",
+        template_dir=Path(__file__).parents[1] / "fixtures" / "templates",
     )
     project.build(CompileSettings(backend="python", specialize=(TARGET,)))
     return project.load_active(), state
 
 
-def test_no_active_build_calls_the_generic_function(served: tuple[LoadedBuild, RSIState]) -> None:
+def test_no_active_build_calls_the_generic_function(
+    served: tuple[LoadedBuild, RSIState],
+) -> None:
     activate(None)
     assert route_score.specialized(None, served[1]) is None
 
@@ -142,7 +160,11 @@ def test_the_active_build_serves_its_copy_for_its_state(
     activate(build)
     try:
         args = sample_call(state)
-        assert route_score(state, *args) == copy(state, *args) == route_score.generic(state, *args)
+        assert (
+            route_score(state, *args)
+            == copy(state, *args)
+            == route_score.generic(state, *args)
+        )
         assert route_score._memo[2] is copy
         other = STATES[2]
         route_score(other, *sample_call(other))
@@ -155,12 +177,10 @@ def test_a_build_without_the_copy_falls_back_and_says_so_once(
     served: tuple[LoadedBuild, RSIState], caplog: pytest.LogCaptureFixture
 ) -> None:
     build, state = served
-    bare = LoadedBuild(
-        "nocopy",
-        build.tier,
-        build.path,
-        build.manifest.model_copy(update={"specialized": {}}),
-        build.modules,
+    bare = replace(
+        build,
+        build_id="nocopy",
+        manifest=build.manifest.model_copy(update={"specialized": {}}),
     )
     with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
         assert route_score.specialized(bare, state) is None
@@ -175,7 +195,7 @@ def test_a_build_missing_the_module_falls_back(
     served: tuple[LoadedBuild, RSIState], caplog: pytest.LogCaptureFixture
 ) -> None:
     build, state = served
-    broken = LoadedBuild("nomodule", build.tier, build.path, build.manifest, MappingProxyType({}))
+    broken = replace(build, build_id="nomodule", modules=MappingProxyType({}))
     with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
         assert route_score.specialized(broken, state) is None
     assert (
