@@ -157,8 +157,13 @@ def screen(
     states of the same evidence passes one dict to every call).
     """
     decided = plan(state)
-    if tuple((r.expert, r.channel) for r in decided.rows) != evidence.rows:
-        raise ValueError("screen: the evidence was collected for another expert roster")
+    planned = {(r.expert, r.channel): r for r in decided.rows}
+    unknown = [row for row in evidence.rows if row not in planned]
+    if unknown:
+        raise ValueError(
+            f"screen: evidence row {unknown[0]} is not a score row of this state's plan "
+            "(the evidence was collected for another expert roster)"
+        )
     n_q = evidence.scores.shape[0]
     weights = np.tile(np.array([e.weight for e in decided.experts]), (n_q, 1))
     cache: dict[tuple[str, ...], np.ndarray] = {} if hits is None else hits
@@ -175,7 +180,8 @@ def screen(
             weights[hit, expert] += boost
     weights = np.where(weights > 0.0, weights, 0.0)
     totals = np.zeros((n_q, evidence.scores.shape[2]), dtype=np.float64)
-    for r, row in enumerate(decided.rows):
+    for r, key in enumerate(evidence.rows):
+        row = planned[key]
         factor = weights[:, row.expert_index] * row.coefficient
         totals += factor[:, None] * evidence.scores[:, r, :]
     pad = np.arange(totals.shape[1])[None, :] >= evidence.n_cand[:, None]
