@@ -39,12 +39,12 @@ starting with "rsi: error:" and exit with status 2.
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsi`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    handler: Handler = args.handler
     try:
+        # Inside the try: Ctrl-C while the feature modules import is an interrupt too.
+        args = build_parser().parse_args(argv)
+        _configure_logging(verbose=args.verbose)
         _check_common(args)
+        handler: Handler = args.handler
         return handler(args)
     except RSIError as exc:
         print(f"rsi: error: {exc}", file=sys.stderr)
@@ -81,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", parents=[common], help="render, check, compile and activate")
+    p = sub.add_parser(
+        "build", parents=[common], help="render, check, compile and activate"
+    )
     p.add_argument(
-        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="default: $RSI_BACKEND or cython",
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
     p.add_argument(
@@ -93,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="an @rsi_optimized function to specialize into the build (repeatable)",
     )
-    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object on the last line"
+    )
     p.set_defaults(handler=_build)
 
     p = sub.add_parser("status", parents=[common], help="active build and history")
@@ -114,12 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", parents=[common], help="print the state's JSON Schema")
     p.set_defaults(handler=_schema)
 
-    p = sub.add_parser("diff", parents=[common], help="diff two builds' generated sources")
+    p = sub.add_parser(
+        "diff", parents=[common], help="diff two builds' generated sources"
+    )
     p.add_argument("a", help="build id, unique prefix, or vN for state version N")
     p.add_argument("b")
     p.set_defaults(handler=_diff)
 
-    p = sub.add_parser("gc", parents=[common], help="delete builds no committed state uses")
+    p = sub.add_parser(
+        "gc", parents=[common], help="delete builds no committed state uses"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_gc)
 
@@ -139,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="better: promote only on a significant gain; not-worse (default): unless worse",
     )
     p.add_argument(
-        "--data", type=Path, default=None, help="bAbI directory (default: generated stories)"
+        "--data",
+        type=Path,
+        default=None,
+        help="bAbI directory (default: generated stories)",
     )
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument(
@@ -150,13 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="approve changes to PATH (globs: 'scoring.*', '*'); repeatable",
     )
     p.add_argument(
-        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="default: $RSI_BACKEND or cython",
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
-    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object on the last line"
+    )
     p.set_defaults(handler=_promote)
 
-    p = sub.add_parser("history", parents=[common], help="the gate's decisions, newest first")
+    p = sub.add_parser(
+        "history", parents=[common], help="the gate's decisions, newest first"
+    )
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON list on the last line")
     p.set_defaults(handler=_history)
@@ -166,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_extensions(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
 ) -> None:
     """Subcommands owned by other modules (evaluation, the loop, watch) register here."""
     from runtime.cli_extensions import register_all
@@ -181,7 +203,9 @@ def _check_common(args: argparse.Namespace) -> None:
     """Refuse bad common options in one line; turn ``--state`` into a Path."""
     raw = args.state
     if not raw.strip():
-        raise RSIError(f"--state {raw!r}: empty path; give a state file such as rsi_state.json")
+        raise RSIError(
+            f"--state {raw!r}: empty path; give a state file such as rsi_state.json"
+        )
     args.state = Path(raw)
     timeout = args.lock_timeout
     if not (math.isfinite(timeout) and 0 <= timeout <= MAX_LOCK_TIMEOUT_S):
@@ -212,7 +236,11 @@ def emit(args: argparse.Namespace, summary: str, report: Any) -> int:
     """Print the human summary, then (with ``--json``) the report as one JSON line."""
     print(summary)
     if getattr(args, "json", False):
-        print(json.dumps(report if isinstance(report, dict) else asdict(report), sort_keys=True))
+        print(
+            json.dumps(
+                report if isinstance(report, dict) else asdict(report), sort_keys=True
+            )
+        )
     return 0
 
 
@@ -238,7 +266,11 @@ def _status(args: argparse.Namespace) -> int:
     if r.state_file_problem is not None:
         file = f"state file unreadable ({r.state_file_problem})"
     else:
-        sync = "matches" if r.state_file_committed else "differs from every committed state"
+        sync = (
+            "matches"
+            if r.state_file_committed
+            else "differs from every committed state"
+        )
         file = f"state file v{r.state_file_version} {sync}"
     builds = len(r.active_version_builds)
     rebuilt = (
@@ -252,7 +284,9 @@ def _status(args: argparse.Namespace) -> int:
         f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
         f"{file}; history {r.history}; rollback target {target}"
     )
-    degraded = _degraded(project.generated_dir / r.active_build) if r.active_build else {}
+    degraded = (
+        _degraded(project.generated_dir / r.active_build) if r.active_build else {}
+    )
     for name, why in degraded.items():
         summary += f"\ndegraded: {name} runs as pure Python ({why})"
     return emit(args, summary, {**asdict(r), "degraded": degraded})
@@ -288,10 +322,14 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     r = project_from(args).gc()
-    summary = f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed"
+    summary = (
+        f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed"
+    )
     if r.bad_builds:
         plural = "s" if len(r.bad_builds) > 1 else ""
-        summary += f"; skipped {len(r.bad_builds)} bad build{plural}: " + "; ".join(r.bad_builds)
+        summary += f"; skipped {len(r.bad_builds)} bad build{plural}: " + "; ".join(
+            r.bad_builds
+        )
     return emit(args, summary, r)
 
 
@@ -324,7 +362,9 @@ def _promote(args: argparse.Namespace) -> int:
     d = r.decision
     p = p_value(d.stats, d.require)
     if r.promoted:
-        summary = f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
+        summary = (
+            f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
+        )
     else:
         summary = f"{d.verdict}: kept build {d.incumbent}; candidate kept in {r.rejected_path}"
     print(f"{summary}; {format_p(p)}; {d.reason}")
@@ -365,7 +405,9 @@ def _history(args: argparse.Namespace) -> int:
     for d in records:
         p = p_value(d.stats, d.require)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
-        committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
+        committed = (
+            f"v{d.committed_version}" if d.committed_version is not None else "-"
+        )
         print(
             f"{when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over {d.incumbent}  "
             f"committed {committed}  {d.require}  "
@@ -374,6 +416,21 @@ def _history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(d) for d in records], sort_keys=True))
     return 0
+
+
+class _CliFormatter(logging.Formatter):
+    """``rsi: warning: message``, the form of the CLI's own error lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"rsi: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CliFormatter())
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, handlers=[handler]
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from codegen.locking import builds_lock, check_state_path, project_lock
 from codegen.manifest import ManifestError
 from codegen.state import RSIState, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
-from runtime.ledger import Active, Ledger, ledger_path, ledger_paths
+from runtime.ledger import Active, Ledger, check_version_jump, ledger_path, ledger_paths
 from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
 
 __all__ = ["Project", "BuildReport", "StatusReport", "RollbackReport", "GcReport"]
@@ -50,7 +50,9 @@ class BuildReport:
     state_version: int
     path: str
     version_builds: list[str]  # every build recorded for this version, oldest first
-    new_build_of_committed: bool  # a committed version got another build (visible, not swapped)
+    new_build_of_committed: (
+        bool  # a committed version got another build (visible, not swapped)
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class StatusReport:
     state_file_version: int | None
     state_file_committed: bool
     history: list[int]
-    state_file_problem: str | None  # why the state file could not be read, if it could not
+    state_file_problem: (
+        str | None
+    )  # why the state file could not be read, if it could not
     active_version_builds: list[str]  # every build recorded for the active version
     rollback_target: int | None  # what `rsi rollback` would restore
 
@@ -115,13 +119,17 @@ class Project:
         check_state_path(self.state_path, must_exist=True)
         with (
             project_lock(self.state_path, timeout_s=self.lock_timeout_s),
-            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
+            builds_lock(
+                self.state_path, exclusive=False, timeout_s=self.lock_timeout_s
+            ),
         ):
             self._remove_leftovers()
             data = self._read_state_bytes()
             state = parse_state(data, self.state_path.name)
             self._check_version(state, data)
-            result = build_state(state, data, settings, self.generated_dir, self.template_dir)
+            result = build_state(
+                state, data, settings, self.generated_dir, self.template_dir
+            )
             added = self.ledger.commit(
                 state.version,
                 data,
@@ -144,7 +152,9 @@ class Project:
         A state file that cannot be read is an error for a project never built, and is
         reported (``state_file_problem``) for one that has a history.
         """
-        active = self.ledger.active()  # reading creates nothing, wherever the path points
+        active = (
+            self.ledger.active()
+        )  # reading creates nothing, wherever the path points
         problem: str | None = None
         try:
             check_state_path(self.state_path, must_exist=True)
@@ -165,7 +175,9 @@ class Project:
             history=self.ledger.versions(),
             state_file_problem=problem,
             active_version_builds=(
-                [b.build_id for b in self.ledger.builds(active.version)] if active else []
+                [b.build_id for b in self.ledger.builds(active.version)]
+                if active
+                else []
             ),
             rollback_target=target.version if target else None,
         )
@@ -183,12 +195,16 @@ class Project:
         check_state_path(self.state_path, must_exist=False)
         with (
             project_lock(self.state_path, timeout_s=self.lock_timeout_s),
-            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
+            builds_lock(
+                self.state_path, exclusive=False, timeout_s=self.lock_timeout_s
+            ),
         ):
             self._remove_leftovers()
             active = self._active()
             version, build_id, tier = self._rollback_target(active, to)
-            record = self.ledger.state(version)  # checks the bytes against the stored hash
+            record = self.ledger.state(
+                version
+            )  # checks the bytes against the stored hash
             state = self._recorded_state(record.data, version)
             compiled = new_build = False
             if not self._intact(build_id):
@@ -237,7 +253,11 @@ class Project:
                 keep |= Ledger(path).builds_in_use()
             removed, bad, freed = [], [], 0
             keys: set[str] = set()
-            for path in sorted(self.generated_dir.iterdir()) if self.generated_dir.exists() else []:
+            for path in (
+                sorted(self.generated_dir.iterdir())
+                if self.generated_dir.exists()
+                else []
+            ):
                 if not (path / MANIFEST).exists():
                     continue
                 try:
@@ -276,7 +296,9 @@ class Project:
         )
         if len(matches) != 1:
             found = "no build" if not matches else f"{len(matches)} builds"
-            raise LoadError(f"{ref!r} names {found}; give a build id, a unique prefix or vN")
+            raise LoadError(
+                f"{ref!r} names {found}; give a build id, a unique prefix or vN"
+            )
         return matches[0]
 
     def diff(self, a: str, b: str) -> str:
@@ -299,7 +321,9 @@ class Project:
         return "".join(out)
 
     def _allowed_modules(self) -> tuple[str, ...]:
-        from codegen.render import module_names  # jinja2 and black: not for `rsi status`
+        from codegen.render import (
+            module_names,
+        )  # jinja2 and black: not for `rsi status`
 
         return module_names(self.template_dir)
 
@@ -312,7 +336,9 @@ class Project:
     def _active(self) -> Active:
         active = self.ledger.active()
         if active is None:
-            raise LedgerError(f"{self.state_path.name}: never built; run `rsi build` first")
+            raise LedgerError(
+                f"{self.state_path.name}: never built; run `rsi build` first"
+            )
         return active
 
     def _rollback_target(self, active: Active, to: int | None) -> tuple[int, str, str]:
@@ -356,7 +382,9 @@ class Project:
         if self.ledger.is_committed(data):
             return None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        kept = self.state_path.with_name(f"{self.state_path.stem}.uncommitted-{stamp}.json")
+        kept = self.state_path.with_name(
+            f"{self.state_path.stem}.uncommitted-{stamp}.json"
+        )
         atomic_write(kept, data, mode=self.state_path.stat().st_mode & 0o7777)
         return kept
 
@@ -376,6 +404,8 @@ class Project:
                 f"{self.state_path.name}: version {state.version} is older than the committed "
                 f'{newest}; set "version" to {newest + 1}'
             )
+        else:
+            check_version_jump(self.state_path.name, state.version, newest)
 
     def keep_uncommitted(self) -> Path | None:
         """Copy the state file to ``<stem>.uncommitted-<UTC time>.json`` unless it is a
@@ -398,7 +428,9 @@ class Project:
         """
         remove_stale_staging(self.generated_dir)
         remove_stale_staging(self.generated_dir / CACHE_DIR)
-        from codegen.check import remove_stale_mypy_dirs  # mypy and libcst: imported late
+        from codegen.check import (
+            remove_stale_mypy_dirs,
+        )  # mypy and libcst: imported late
 
         remove_stale_mypy_dirs()
         name, stem = self.state_path.name, self.state_path.stem
@@ -410,7 +442,9 @@ class Project:
         return read_state_file(self.state_path)
 
 
-def _report(result: BuildResult, version: int, builds: list[str], new: bool) -> BuildReport:
+def _report(
+    result: BuildResult, version: int, builds: list[str], new: bool
+) -> BuildReport:
     return BuildReport(
         build_id=result.build_id,
         seconds=round(result.seconds, 4),

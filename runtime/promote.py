@@ -50,7 +50,7 @@ from runtime.gate import (
     Verdict,
     decide,
 )
-from runtime.ledger import Active, Ledger
+from runtime.ledger import Active, Ledger, check_version_jump
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
 from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
@@ -80,12 +80,18 @@ class PromotionReport:
     promoted: bool
     state_version: int | None  # committed version when promoted
     build_id: str  # the candidate's build id
-    rejected_path: Path | None  # <state>.rejected.json when the candidate was not promoted
-    waived: tuple[str, ...]  # policy refusals waived (watch mode: the person approved the edit)
+    rejected_path: (
+        Path | None
+    )  # <state>.rejected.json when the candidate was not promoted
+    waived: tuple[
+        str, ...
+    ]  # policy refusals waived (watch mode: the person approved the edit)
     seconds: Mapping[str, float]  # build, sandbox, evaluate, gate, commit
     decision_id: int = 0  # the decision's row in the ledger
     approved: tuple[str, ...] = ()  # changed paths an --approve pattern let through
-    cached: tuple[str, ...] = ()  # build ids whose evidence came from the ledger's cache
+    cached: tuple[
+        str, ...
+    ] = ()  # build ids whose evidence came from the ledger's cache
 
 
 def rejected_path(state_path: Path) -> Path:
@@ -109,7 +115,11 @@ def keep_rejected(state_path: Path, data: bytes) -> Path:
 def p_value(stats: Mapping[str, object], require: str) -> float | None:
     """The held-out p-value the gate's question turns on (gain for better, loss for not-worse)."""
     value = stats.get("heldout_p_gain" if require == "better" else "heldout_p_loss")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else None
+    )
 
 
 def format_p(p: float | None) -> str:
@@ -160,7 +170,9 @@ def promote(
         project,
         active,
         built,
-        hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
+        hot_path=any(
+            approves(section, p) for section in HOT_PATH for p in policy.paths
+        ),
         require=require,
         data=data,
         seed=seed,
@@ -198,7 +210,9 @@ def promote(
         else:
             kept = keep_rejected(project.state_path, candidate_bytes)
     seconds["commit"] = time.perf_counter() - clock
-    logger.info("promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason)
+    logger.info(
+        "promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason
+    )
     return PromotionReport(
         decision=decision,
         promoted=decision.promoted,
@@ -232,10 +246,15 @@ def _judge(
     sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
     seconds["sandbox"] = time.perf_counter() - clock
     if not sandbox.ok:
-        stats: dict[str, Stat] = {"sandbox_phase": sandbox.phase, "sandbox_s": sandbox.seconds}
+        stats: dict[str, Stat] = {
+            "sandbox_phase": sandbox.phase,
+            "sandbox_s": sandbox.seconds,
+        }
         reason = f"sandbox: {sandbox.reason}"
         return (
-            Decision(Verdict.REJECT, require, built.build_id, active.build_id, reason, stats),
+            Decision(
+                Verdict.REJECT, require, built.build_id, active.build_id, reason, stats
+            ),
             None,
             [],
         )
@@ -248,7 +267,11 @@ def _judge(
     latency = None
     if hot_path:
         latency = measure_latency(
-            incumbent_build, candidate_build, repeats=gate.latency_repeats, data=data, seed=seed
+            incumbent_build,
+            candidate_build,
+            repeats=gate.latency_repeats,
+            data=data,
+            seed=seed,
         )
     seconds["evaluate"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -259,7 +282,8 @@ def _judge(
 
 def _resume(project: Project, data: bytes) -> PromotionReport | None:
     """The report of a promotion of ``data`` already committed and active (a rerun after a
-    kill between the commit and the state file's write): finish it, decide nothing again."""
+    kill between the commit and the state file's write): finish it, decide nothing again.
+    """
     digest = hashlib.sha256(data).hexdigest()
     with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
         record = next(
@@ -281,14 +305,20 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
             if ledger.state(v).build_id == record.incumbent
         }
         _write_state_file(project.state_path, before, data)
-    logger.info("promotion of %s was already committed; state file synced", record.candidate)
+    logger.info(
+        "promotion of %s was already committed; state file synced", record.candidate
+    )
     decision = Decision(
         Verdict(record.verdict),
         "better" if record.require == "better" else "not-worse",
         record.candidate,
         record.incumbent,
         record.reason,
-        {k: v for k, v in record.stats.items() if v is None or isinstance(v, float | int | str)},
+        {
+            k: v
+            for k, v in record.stats.items()
+            if v is None or isinstance(v, float | int | str)
+        },
     )
     return PromotionReport(
         decision=decision,
@@ -320,6 +350,7 @@ def _check_newer(ledger: Ledger, candidate: RSIState, source: str) -> None:
             f"{source}: version {candidate.version} is not newer than the committed "
             f'{newest}; set "version" to {newest + 1}'
         )
+    check_version_jump(source, candidate.version, newest)
 
 
 def _evidence(
@@ -345,7 +376,9 @@ def _check_unchanged(project: Project, before: Active) -> None:
         )
 
 
-def _write_state_file(path: Path, replaceable: Collection[bytes], candidate: bytes) -> None:
+def _write_state_file(
+    path: Path, replaceable: Collection[bytes], candidate: bytes
+) -> None:
     """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit."""
     try:
         current = read_state_file(path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +12,15 @@ import pytest
 
 from runtime.cli import main
 from runtime.project import Project
-from tests.conftest import copy_state
+from tests.conftest import REPO, copy_state
+
+RUN = {
+    "capture_output": True,
+    "text": True,
+    "cwd": REPO,
+    "timeout": 300,
+    "check": False,
+}
 
 
 def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
@@ -19,12 +29,16 @@ def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     return data
 
 
-def test_build_status_rollback_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_status_rollback_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = copy_state(tmp_path)
     args = ["--state", str(state), "--json"]
     assert main(["build", "--backend", "python", *args]) == 0
     build = last_json(capsys)
-    assert {"build_id", "seconds", "modules_compiled", "cache_hits", "tier"} <= set(build)
+    assert {"build_id", "seconds", "modules_compiled", "cache_hits", "tier"} <= set(
+        build
+    )
     assert main(["status", *args]) == 0
     status = last_json(capsys)
     assert status["active_build"] == build["build_id"] and status["tier"] == "python"
@@ -44,6 +58,38 @@ def test_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["build", "--state", str(state)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rsi: error: rsi_state.json: ")
+
+
+def test_interrupt_while_the_commands_load_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("runtime.cli.build_parser", interrupted)
+    assert main(["status"]) == 130
+    assert (
+        capsys.readouterr().err == "rsi: interrupted; nothing half-written was kept\n"
+    )
+
+
+def test_warnings_are_printed_in_the_cli_form(tmp_path: Path) -> None:
+    state = copy_state(tmp_path)
+    rsi = [sys.executable, "-m", "runtime.cli", "build", "--state", str(state)]
+    rsi += ["--backend", "python"]
+    first = subprocess.run([*rsi, "--json"], **RUN)
+    assert first.returncode == 0, first.stderr
+    build_dir = (
+        tmp_path / "generated" / json.loads(first.stdout.splitlines()[-1])["build_id"]
+    )
+    with (build_dir / "scoring.py").open("a") as fh:
+        fh.write("# tampered\n")
+    again = subprocess.run(rsi, **RUN)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.startswith(
+        f"rsi: warning: corrupt build discarded, it is built again: {build_dir.name}: "
+        "scoring.py of module scoring does not match its manifest\n"
+    )
 
 
 def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,5 +138,8 @@ def test_promote_and_history(
     assert json.loads(state.read_text())["benchmark"]["mean"] == 0.5
     assert main(["history", "--state", str(state)]) == 0
     newest, oldest = capsys.readouterr().out.splitlines()
-    assert " promote " in newest and "committed v2  not-worse  p=1  changes no answer" in newest
+    assert (
+        " promote " in newest
+        and "committed v2  not-worse  p=1  changes no answer" in newest
+    )
     assert " not significant " in oldest and "committed -  better  p=1  " in oldest

@@ -37,6 +37,21 @@ class TestBuild:
         ):
             project.build(PY)
 
+    def test_a_version_jump_that_would_exhaust_the_schema_is_refused(
+        self, make_project: Callable[..., Project]
+    ) -> None:
+        project = make_project()
+        project.build(PY)
+        edit_state(project, version=2**53, scoring__rag=3.0)
+        with pytest.raises(
+            StateError,
+            match=r"^rsi_state.json: version 9007199254740992 jumps more than 1000000000 past "
+            r'the committed 1; set "version" to 2$',
+        ):
+            project.build(PY)
+        edit_state(project, version=1_000_000_001, scoring__rag=3.0)
+        assert project.build(PY).state_version == 1_000_000_001
+
     def test_only_the_changed_module_recompiles(self, make_project: Callable[..., Project]) -> None:
         project = make_project(templates=None)
         project.build(PY)
