@@ -31,7 +31,18 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add ``rsi watch`` to the command line."""
-    p = sub.add_parser("watch", parents=[common], help="follow edits of the state and templates")
+    p = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="follow edits of the state and templates",
+        description="Serve the state and follow every save of it and of the templates: a "
+        "valid change is gated (not-worse) against the last good build and goes live, pure "
+        "tier first, compiled tier once both agree; an invalid one is refused in one line, a "
+        'worse one rolled back (kept in <state>.rejected.json). A save whose "version" is '
+        "not newer than the newest committed one (an edit saved without bumping it) is "
+        "committed as the next version and the file is left as saved; the log line says "
+        "'v<N> (saved as version <M>)'. SIGTERM or Ctrl-C stops after any compile in flight.",
+    )
     p.add_argument("--poll", action="store_true", help="poll (file systems without events)")
     p.add_argument("--debounce-ms", type=float, default=DEFAULT_DEBOUNCE_MS)
     p.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS)
