@@ -72,7 +72,7 @@ def compile_tier(ctx: WatchContext, job: CompileJob) -> None:
     project = ctx.project
     good = job.good
     built = project.build_candidate(good.state, good.data, ctx.settings.compile)
-    compiled = load_build(built.path)
+    compiled = load_build(built.path, template_dir=project.template_dir)
     differential_check(job.pure, compiled)
     with ctx.swap_lock:
         if ctx.live.current() is not job.pure:

@@ -170,7 +170,8 @@ def _promoted(
     )
     _log_waived(report.waived)
     if report.promoted:
-        pure = load_build(ctx.project.generated_dir / report.build_id)
+        path = ctx.project.generated_dir / report.build_id
+        pure = load_build(path, template_dir=ctx.project.template_dir)
         with ctx.swap_lock:
             ctx.live.slot.swap(pure)
         _went_live(ctx, compiler, good, pure, "promote", report.waived, change, time.monotonic())
@@ -340,7 +341,8 @@ def _record_decision(
 
 def _pure(ctx: WatchContext, good: Good) -> LoadedBuild:
     settings = _pure_settings(ctx.settings.compile)
-    return load_build(ctx.project.build_candidate(good.state, good.data, settings).path)
+    built = ctx.project.build_candidate(good.state, good.data, settings)
+    return load_build(built.path, template_dir=ctx.project.template_dir)
 
 
 def _cached_gather(ctx: WatchContext, build: LoadedBuild) -> Evidence:
