@@ -15,14 +15,6 @@ from types import FrameType
 from rich.console import Console
 
 from runtime.cli import project_from, settings_from
-from runtime.watch import (
-    DEFAULT_DEBOUNCE_MS,
-    DEFAULT_MAX_WAIT_MS,
-    DEFAULT_RESCAN_MS,
-    WatchEvent,
-    WatchSettings,
-    run,
-)
 
 __all__ = ["register", "JsonFormatter"]
 
@@ -44,9 +36,11 @@ def register(
         "'v<N> (saved as version <M>)'. SIGTERM or Ctrl-C stops after any compile in flight.",
     )
     p.add_argument("--poll", action="store_true", help="poll (file systems without events)")
-    p.add_argument("--debounce-ms", type=float, default=DEFAULT_DEBOUNCE_MS)
-    p.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS)
-    p.add_argument("--rescan-ms", type=float, default=DEFAULT_RESCAN_MS)
+    # Defaults are WatchSettings' (40, 400, 1000 ms; the README): `rsi --help` does not
+    # import the watcher (jinja2, black, NumPy).
+    p.add_argument("--debounce-ms", type=float, help="quiet window before a change is judged")
+    p.add_argument("--max-wait-ms", type=float, help="judge a file that never settles after")
+    p.add_argument("--rescan-ms", type=float, help="compare content hashes this often")
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
     p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
     p.add_argument("--compile-nice", type=int, default=0, help="niceness added to compiler workers")
@@ -76,6 +70,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from runtime.watch import WatchEvent, WatchSettings, run
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -84,14 +80,12 @@ def _watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     compiled = replace(settings_from(args), worker_nice=args.compile_nice)
-    settings = WatchSettings(
-        debounce_ms=args.debounce_ms,
-        max_wait_ms=args.max_wait_ms,
-        rescan_ms=args.rescan_ms,
-        poll=args.poll,
-        compile=compiled,
-        screen=args.screen,
-    )
+    windows = {
+        name: getattr(args, name)
+        for name in ("debounce_ms", "max_wait_ms", "rescan_ms")
+        if getattr(args, name) is not None
+    }
+    settings = WatchSettings(poll=args.poll, compile=compiled, screen=args.screen, **windows)
     project = project_from(args)
     templates = args.templates
     if args.log_json:
