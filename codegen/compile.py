@@ -137,7 +137,8 @@ def start_shared_utility(settings: CompileSettings, cache_dir: Path) -> Future[o
     ):
         return None
     pool = ThreadPoolExecutor(1)
-    future: Future[object] = pool.submit(_in_worker, None, settings, cache_dir)
+    # Not killed on an interrupt: the caller waits on it, and it dies with the caller.
+    future: Future[object] = pool.submit(_in_worker, None, settings, cache_dir, [])
     pool.shutdown(wait=False)
     return future
 
@@ -192,19 +193,41 @@ def compile_modules(
         # re-import the caller's __main__ as multiprocessing's spawn would. The shared utility
         # module is only needed at load time, so it compiles alongside the modules.
         workers = min(settings.jobs, len(jobs) + need_shared)
+        started: list[subprocess.Popen[str]] = []
         with ThreadPoolExecutor(workers) as pool:
-            shared = pool.submit(_in_worker, None, settings, cache_dir) if need_shared else None
-            futures = [pool.submit(_in_worker, job, settings, cache_dir) for job in jobs]
-            done = [_result(f.result(), settings, cache_dir) for f in futures]
-            if shared is not None:
-                shared.result()
+            try:
+                shared = (
+                    pool.submit(_in_worker, None, settings, cache_dir, started)
+                    if need_shared
+                    else None
+                )
+                futures = [
+                    pool.submit(_in_worker, job, settings, cache_dir, started) for job in jobs
+                ]
+                done = [_result(f.result(), settings, cache_dir) for f in futures]
+                if shared is not None:
+                    shared.result()
+            except KeyboardInterrupt:  # Ctrl-C of `rsi build`: do not wait for the compile
+                pool.shutdown(wait=False, cancel_futures=True)
+                _kill_workers(started)
+                raise
     results.update({m.name: m for m in done})
     return {name: results[name] for name in sources}
 
 
 def _in_worker(
-    job: tuple[str, str, str] | None, settings: CompileSettings, cache_dir: Path
+    job: tuple[str, str, str] | None,
+    settings: CompileSettings,
+    cache_dir: Path,
+    started: list[subprocess.Popen[str]],
 ) -> dict[str, object]:
+    """Run one job in a worker process (appended to ``started``); return its result.
+
+    The worker gets a session of its own: a terminal's Ctrl-C, sent to the whole foreground
+    process group, reaches only the caller, which decides. ``rsi watch`` lets the compile in
+    flight finish; :func:`compile_modules` kills its workers on KeyboardInterrupt. A worker
+    dies with its caller all the same (:func:`_die_with_parent`).
+    """
     spec = {
         "job": job,
         "settings": asdict(settings),
@@ -212,20 +235,34 @@ def _in_worker(
         "parent_pid": os.getpid(),
     }
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_IMPORT_ROOT, *sys.path[1:]]))
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "codegen.compile"],
-        input=json.dumps(spec),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,
     )
+    started.append(proc)
+    stdout, stderr = proc.communicate(json.dumps(spec))
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
+        lines = stderr.strip().splitlines()
         raise CompileError(
             lines[-1].removeprefix("rsi-compile-error: ") if lines else "worker died"
         )
-    result: dict[str, object] = json.loads(proc.stdout)
+    result: dict[str, object] = json.loads(stdout)
     return result
+
+
+def _kill_workers(started: list[subprocess.Popen[str]]) -> None:
+    """SIGKILL each worker still running, with the compilers it started (its session)."""
+    for proc in started:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended meanwhile
 
 
 def _result(raw: dict[str, object], settings: CompileSettings, cache_dir: Path) -> CompiledModule:

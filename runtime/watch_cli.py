@@ -15,14 +15,6 @@ from types import FrameType
 from rich.console import Console
 
 from runtime.cli import project_from, settings_from
-from runtime.watch import (
-    DEFAULT_DEBOUNCE_MS,
-    DEFAULT_MAX_WAIT_MS,
-    DEFAULT_RESCAN_MS,
-    WatchEvent,
-    WatchSettings,
-    run,
-)
 
 __all__ = ["register", "JsonFormatter"]
 
@@ -31,11 +23,24 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add ``rsi watch`` to the command line."""
-    p = sub.add_parser("watch", parents=[common], help="follow edits of the state and templates")
+    p = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="follow edits of the state and templates",
+        description="Serve the state and follow every save of it and of the templates: a "
+        "valid change is gated (not-worse) against the last good build and goes live, pure "
+        "tier first, compiled tier once both agree; an invalid one is refused in one line, a "
+        'worse one rolled back (kept in <state>.rejected.json). A save whose "version" is '
+        "not newer than the newest committed one (an edit saved without bumping it) is "
+        "committed as the next version and the file is left as saved; the log line says "
+        "'v<N> (saved as version <M>)'. SIGTERM or Ctrl-C stops after any compile in flight.",
+    )
     p.add_argument("--poll", action="store_true", help="poll (file systems without events)")
-    p.add_argument("--debounce-ms", type=float, default=DEFAULT_DEBOUNCE_MS)
-    p.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS)
-    p.add_argument("--rescan-ms", type=float, default=DEFAULT_RESCAN_MS)
+    # Defaults are WatchSettings' (40, 400, 1000 ms; the README): `rsi --help` does not
+    # import the watcher (jinja2, black, NumPy).
+    p.add_argument("--debounce-ms", type=float, help="quiet window before a change is judged")
+    p.add_argument("--max-wait-ms", type=float, help="judge a file that never settles after")
+    p.add_argument("--rescan-ms", type=float, help="compare content hashes this often")
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
     p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
     p.add_argument("--compile-nice", type=int, default=0, help="niceness added to compiler workers")
@@ -65,6 +70,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from runtime.watch import WatchEvent, WatchSettings, run
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -73,14 +80,12 @@ def _watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     compiled = replace(settings_from(args), worker_nice=args.compile_nice)
-    settings = WatchSettings(
-        debounce_ms=args.debounce_ms,
-        max_wait_ms=args.max_wait_ms,
-        rescan_ms=args.rescan_ms,
-        poll=args.poll,
-        compile=compiled,
-        screen=args.screen,
-    )
+    windows = {
+        name: getattr(args, name)
+        for name in ("debounce_ms", "max_wait_ms", "rescan_ms")
+        if getattr(args, name) is not None
+    }
+    settings = WatchSettings(poll=args.poll, compile=compiled, screen=args.screen, **windows)
     project = project_from(args)
     templates = args.templates
     if args.log_json:

@@ -1,7 +1,8 @@
 """Watch mode under load: scripted edits while two threads answer questions continuously.
 
 100 edits (70 valid, 20 invalid, 10 valid but worse), written in place, by temp-file rename
-or vim-style backup-and-rename, some as two saves within one debounce window. Checks: no
+or vim-style backup-and-rename, some as two saves within one debounce window; a third of the
+valid ones keep the old "version" (committed as the next one). Checks: no
 failed call, every answer reproduced by the one build that gave it, every edit accounted for
 (valid: committed; invalid: refused, file untouched; worse: rolled back, content kept), and
 measures write-to-live latency of both tiers and serving throughput during compiles against
@@ -222,7 +223,8 @@ def _edit(kind: str, good: dict[str, Any], rng: random.Random) -> dict[str, Any]
     scoring: dict[str, float] = data["scoring"]
     experts: dict[str, dict[str, float]] = data["experts"]
     if kind == "valid":
-        data["version"] = version + 1
+        # One in three saved without bumping "version" (a hand edit): committed as the next.
+        data["version"] = version + 1 if rng.random() < 2 / 3 else version
         if rng.random() < 0.5:
             key = rng.choice(["entity_attribute", "attention", "rag", "commonsense"])
             scoring[key] = round(scoring[key] * rng.uniform(0.98, 1.02), 6)
@@ -244,8 +246,7 @@ def _edit(kind: str, good: dict[str, Any], rng: random.Random) -> dict[str, Any]
         elif choice == 2:
             data["unknown_field"] = 1
         else:
-            data["version"] = version  # not newer
-            scoring["rag"] = scoring["rag"] * 1.01
+            data["version"] = "next"  # not an integer
     return data
 
 

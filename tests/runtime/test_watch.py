@@ -8,13 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from watchdog.events import FileModifiedEvent, FileSystemEvent
 
 from codegen.toolchain import CompileSettings
 from runtime.project import Project
@@ -23,9 +21,9 @@ from runtime.watch import (
     WatchError,
     WatchHandle,
     WatchSettings,
-    _Changes,
     watch,
 )
+from runtime.watch.changes import ChangeFeed
 from tests.conftest import PROBE_TEMPLATES, REPO
 
 PURE = CompileSettings(backend="python")
@@ -58,52 +56,6 @@ def _next(h: WatchHandle, count: int, timeout_s: float = 20.0) -> list[Outcome]:
     return [e.outcome for e in events]
 
 
-class TestDebounce:
-    def test_a_burst_is_one_change_from_its_first_event(self) -> None:
-        changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
-        stop = threading.Event()
-        first = time.monotonic()
-        for _ in range(5):
-            changes.dispatch(_modified("/p/rsi_state.json"))
-            time.sleep(0.005)
-        got = changes.next(stop, WatchSettings(debounce_ms=50, max_wait_ms=1000))
-        assert got is not None and first <= got < first + 0.005
-        assert time.monotonic() - first >= 0.05 + 0.02  # quiet window after the last event
-        rescan = changes.next(stop, WatchSettings(rescan_ms=20))
-        assert rescan is not None and rescan > got  # nothing pending: the rescan time
-
-    def test_max_wait_bounds_a_file_that_never_settles(self) -> None:
-        changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
-        stop = threading.Event()
-        done = threading.Event()
-
-        def keep_writing() -> None:
-            while not done.is_set():
-                changes.poke()
-                time.sleep(0.01)
-
-        writer = threading.Thread(target=keep_writing)
-        writer.start()
-        start = time.monotonic()
-        changes.next(stop, WatchSettings(debounce_ms=50, max_wait_ms=200))
-        waited = time.monotonic() - start
-        done.set()
-        writer.join()
-        assert 0.15 < waited < 1.0
-
-    def test_events_of_other_files_are_ignored(self) -> None:
-        changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
-        changes.dispatch(_modified("/p/notes.txt"))
-        changes.dispatch(_modified("/p/rsi_state.json.lock"))
-        assert changes.next(threading.Event(), WatchSettings(rescan_ms=50)) is not None
-        assert changes._first is None  # the rescan, not a change
-
-    def test_stop_ends_the_wait(self) -> None:
-        stop = threading.Event()
-        stop.set()
-        assert _Changes(Path("/p/s.json"), Path("/t")).next(stop, WatchSettings()) is None
-
-
 class TestRefusal:
     def test_invalid_edit_is_refused_in_one_line_and_left_untouched(
         self, built: Project, handle: WatchHandle
@@ -117,17 +69,6 @@ class TestRefusal:
         assert event.message == "rsi_state.json: scoring.attention: Input should be a valid number"
         assert built.state_path.read_bytes() == bad
         assert handle.current().build_id == serving
-
-    def test_a_version_not_newer_is_refused_naming_the_field(
-        self, built: Project, handle: WatchHandle
-    ) -> None:
-        data = json.loads(built.state_path.read_text())
-        data["scoring"]["attention"] = 4.0
-        built.state_path.write_text(json.dumps(data, indent=2) + "\n")
-        _next(handle, 1)
-        assert handle.history()[0].message == (
-            'rsi_state.json: version 1 is not newer than the committed 1; set "version" to 2'
-        )
 
     def test_unchanged_content_is_skipped(self, built: Project, handle: WatchHandle) -> None:
         bad = _invalid(built)
@@ -179,7 +120,7 @@ class TestEditorSaves:
 def test_dropped_events_are_caught_by_the_rescan(
     built: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_Changes, "dispatch", lambda self, event: None)  # an overflow drops all
+    monkeypatch.setattr(ChangeFeed, "dispatch", lambda self, event: None)  # an overflow drops all
     h = watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES)
     try:
         built.state_path.write_bytes(_invalid(built))
@@ -251,6 +192,62 @@ def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
 
 
 @pytest.mark.slow
+class TestVersions:
+    """A save without a bumped "version" is committed as the next one; the file is left as
+    saved. A bumped save keeps its number."""
+
+    def test_unbumped_and_bumped_saves(self, make_project: Callable[..., Project]) -> None:
+        project = make_project(templates=None)
+        project.build(PURE)
+        settings = WatchSettings(debounce_ms=30, rescan_ms=200, compile=PURE)
+        path = project.state_path
+        h = watch(path, settings=settings)
+        try:
+            unbumped = _edited(path, version=1, attention=4.5)
+            path.write_bytes(unbumped)
+            _next(h, 1, timeout_s=60)
+            (live,) = h.history()
+            assert (
+                live.message
+                == f"v2 (saved as version 1): pure tier {live.serving} live (gate: screen)"
+            )
+            assert (live.outcome, live.version, live.state_sha256) == (
+                Outcome.PURE_LIVE,
+                2,
+                _sha(unbumped),
+            )
+            assert path.read_bytes() == unbumped  # never rewritten behind the editor
+            committed = json.loads(project.ledger.state(2).data)
+            assert committed == dict(json.loads(unbumped), version=2)
+        finally:
+            h.stop()
+        # A restart (and every rescan) takes the file for the committed v2: nothing to judge.
+        h = watch(path, settings=settings)
+        try:
+            time.sleep(0.6)
+            assert h.history() == ()
+            path.write_bytes(_edited(path, version=1, attention=4.0))  # unbumped again
+            _next(h, 1, timeout_s=60)
+            assert h.history()[0].message.startswith("v3 (saved as version 1): pure tier ")
+            bumped = _edited(path, version=7, attention=3.5)
+            path.write_bytes(bumped)
+            _next(h, 2, timeout_s=60)
+            event = h.history()[1]
+            assert event.message == f"v7: pure tier {event.serving} live (gate: screen)"
+            assert project.ledger.versions() == [1, 2, 3, 7]
+            assert project.ledger.state(7).data == bumped
+        finally:
+            h.stop()
+
+
+def _edited(path: Path, *, version: int, attention: float) -> bytes:
+    data = json.loads(path.read_text())
+    data["version"] = version
+    data["scoring"]["attention"] = attention
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+@pytest.mark.slow
 def test_end_to_end_pure_tier(make_project: Callable[..., Project]) -> None:
     """Shipped templates, pure tier: a coefficient edit goes live, a worse one rolls back."""
     project = make_project(templates=None)
@@ -295,28 +292,7 @@ def test_end_to_end_pure_tier(make_project: Callable[..., Project]) -> None:
         h.stop()
 
 
-def _modified(path: str) -> FileSystemEvent:
-    return FileModifiedEvent(path)
-
-
 def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def test_our_own_reads_of_the_file_are_not_changes() -> None:
-    from watchdog.events import FileClosedNoWriteEvent, FileOpenedEvent
-
-    changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
-    changes.dispatch(FileOpenedEvent("/p/rsi_state.json"))
-    changes.dispatch(FileClosedNoWriteEvent("/p/rsi_state.json"))
-    assert changes.settles(WatchSettings(debounce_ms=20))
-
-
-def test_a_write_within_the_quiet_window_unsettles_a_refusal() -> None:
-    changes = _Changes(Path("/p/rsi_state.json"), Path("/t"))
-    timer = threading.Timer(0.01, changes.poke)
-    timer.start()
-    assert not changes.settles(WatchSettings(debounce_ms=500))
-    timer.join()

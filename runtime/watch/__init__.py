@@ -1,0 +1,256 @@
+"""Watch mode: the running model follows edits of its state file and templates, or refuses them.
+
+A watchdog observer (or, with ``poll=True``, a polling one) watches the state file's
+directory, keeping events whose source or destination is the state file's name, so every
+way an editor saves is seen: an in-place write, a temp file renamed over it (``sed -i``,
+most IDEs), vim's backup-and-rename; and it watches the template folder. Events become
+debounced changes (:mod:`runtime.watch.changes`). A change whose content hash (state bytes
+and template digest) equals the last one judged is skipped. One change is judged at a time
+(:mod:`runtime.watch.judge`); events arriving meanwhile merge into one follow-up on the
+newest content. The loop also rescans the content hash every ``rescan_ms`` (and restarts a
+dead observer): a change is never dropped, only noticed later.
+
+Each change, in this order (measured by ``tools/bench_watch.py``):
+
+1. **validate**: an invalid state is refused in one line naming the field; the last good
+   build keeps serving and the user's file is left untouched for them to fix. A valid
+   state whose ``version`` is not newer than the ledger's newest (an edit saved without
+   bumping it) is judged as the next version; the file is left as saved.
+2. **pure tier**: render and check the candidate into its pure-Python build (loaded, not
+   served). A template or check error is reported with its template line; nothing changes.
+3. **gate**, against the last good build, with ``require="not-worse"``: a person saved the
+   edit, so the policy's step bound and approval list are waived (logged, and recorded with
+   the decision). An edit that touches only scoring coefficients, expert weights or routing
+   rules is judged by the screener (:mod:`runtime.watch.screen`): milliseconds. Any other
+   state edit goes through :func:`runtime.promote.promote` (sandbox, evaluation on both
+   splits); a template edit is evaluated on both splits. A rejected candidate is recorded
+   in the ledger and kept in ``<state>.rejected.json``, and the state file is restored to
+   the last good state.
+4. **pure tier live**: only a promoted build is ever swapped into the hot slot; the
+   decision and the commit go to the ledger right after.
+5. **compiled tier**: compiled in worker processes (:mod:`runtime.watch.compiled`), never
+   in this interpreter; it replaces the pure tier once both tiers agree
+   (:func:`runtime.live.differential_check`). A newer promoted change supersedes a pending
+   compile: the compiled tier of an older change is never swapped over a newer pure tier.
+
+The gate runs before anything goes live, so no caller ever sees a build it rejected. Stopping
+(:meth:`WatchHandle.stop`, SIGTERM) waits for the compile in flight: its worker processes
+finish and publish, or fail and clean their staging dirs; a compile queued but not started
+is left to the next watcher, which resumes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from codegen.errors import RSIError
+from codegen.render import TEMPLATE_DIR
+from runtime.ledger import ledger_path
+from runtime.live import LiveProject
+from runtime.loader import LoadedBuild
+from runtime.project import Project
+from runtime.watch.changes import ChangeFeed, start_observer
+from runtime.watch.compiled import CompileJob, CompileQueue
+from runtime.watch.context import WatchContext
+from runtime.watch.judge import judge, start
+from runtime.watch.values import (
+    DEFAULT_DEBOUNCE_MS,
+    DEFAULT_MAX_WAIT_MS,
+    DEFAULT_RESCAN_MS,
+    History,
+    OnEvent,
+    OnSwap,
+    Outcome,
+    StopEvent,
+    WatchError,
+    WatchEvent,
+    WatchSettings,
+)
+
+__all__ = [
+    "DEFAULT_DEBOUNCE_MS",
+    "DEFAULT_MAX_WAIT_MS",
+    "DEFAULT_RESCAN_MS",
+    "Outcome",
+    "StopEvent",
+    "WatchError",
+    "WatchEvent",
+    "WatchHandle",
+    "WatchSettings",
+    "run",
+    "watch",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class WatchHandle:
+    """A watcher running in a background thread (see :func:`watch`)."""
+
+    def __init__(
+        self,
+        live: LiveProject,
+        history: History,
+        stop: threading.Event,
+        thread: threading.Thread,
+    ) -> None:
+        self.live = live
+        self._history = history
+        self._stop = stop
+        self._thread = thread
+
+    def current(self) -> LoadedBuild:
+        """The active build: take it once per call and use it for the whole call."""
+        return self.live.current()
+
+    def history(self) -> tuple[WatchEvent, ...]:
+        """Every outcome so far, oldest first."""
+        return self._history.snapshot()
+
+    def wait_for(self, count: int, *, timeout_s: float) -> tuple[WatchEvent, ...]:
+        """Block until the history holds ``count`` events or ``timeout_s`` passed."""
+        return self._history.wait_for(count, timeout_s)
+
+    def stop(self) -> None:
+        """Stop watching; returns once a compile in flight is done (no orphan worker, no
+        staging dir left) and the project's watch lock is released."""
+        self._stop.set()
+        self._thread.join()
+
+
+def watch(
+    state_path: Path,
+    *,
+    on_swap: OnSwap | None = None,
+    on_event: OnEvent | None = None,
+    settings: WatchSettings | None = None,
+    template_dir: Path | None = None,
+) -> WatchHandle:
+    """Watch ``state_path`` in a background thread; return once watching has begun.
+
+    Raises :class:`WatchError` when another watcher holds the project, and any error of the
+    start-up. Callers serve from ``handle.current()``; ``on_swap`` is called with each build
+    that goes live.
+    """
+    settings = settings or WatchSettings()
+    lock_fd, live = _open(state_path, template_dir, settings)
+    history = History(on_event)
+    stop = threading.Event()
+    ready = threading.Event()
+    failed: list[RSIError] = []
+
+    def main() -> None:
+        try:
+            _serve(_context(live, settings, history, on_swap), stop, ready)
+        except RSIError as exc:
+            failed.append(exc)
+            logger.error("watcher stopped: %s", exc)
+        finally:
+            ready.set()
+            os.close(lock_fd)
+
+    thread = threading.Thread(target=main, name="rsi-watch", daemon=True)
+    thread.start()
+    ready.wait()
+    if failed:
+        raise failed[0]
+    return WatchHandle(live, history, stop, thread)
+
+
+def run(
+    state_path: Path,
+    stop: StopEvent,
+    *,
+    on_event: OnEvent | None = None,
+    settings: WatchSettings | None = None,
+    template_dir: Path | None = None,
+) -> tuple[WatchEvent, ...]:
+    """Watch ``state_path`` in this thread until ``stop`` is set (``rsi watch``)."""
+    settings = settings or WatchSettings()
+    lock_fd, live = _open(state_path, template_dir, settings)
+    try:
+        history = History(on_event)
+        _serve(_context(live, settings, history, None), stop, threading.Event())
+        return history.snapshot()
+    finally:
+        os.close(lock_fd)
+
+
+def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
+    """The loop: wait for a change, judge it; the compiled tier follows in its own thread."""
+    project = ctx.project
+    feed = ChangeFeed(project.state_path, ctx.template_dir)
+    observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
+    compiler = CompileQueue()
+    compiling = threading.Thread(target=compiler.serve, args=(ctx,), name="rsi-compile")
+    compiling.start()
+    try:
+        watched = start(ctx)
+        serving = ctx.live.current()
+        if serving.tier == "python" and ctx.settings.compile.backend != "python":
+            # A watcher stopped before the compiled tier of the active state went live.
+            compiler.submit(CompileJob(watched.good, serving, time.monotonic()))
+        ready.set()
+        logger.info("watching %s and %s", project.state_path, ctx.template_dir)
+        feed.poke()  # an edit saved while nobody watched is judged at once
+        while (change := feed.next(stop, ctx.settings)) is not None:
+            if not observer.is_alive():
+                logger.warning("file observer stopped; restarting it and rescanning")
+                observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
+            watched = judge(ctx, feed, compiler, watched, change)
+    finally:
+        logger.info("stopping: waiting for any compile in flight")
+        observer.stop()
+        compiler.close()
+        compiling.join()
+        observer.join()
+        logger.info("stopped")
+
+
+def _context(
+    live: LiveProject, settings: WatchSettings, history: History, on_swap: OnSwap | None
+) -> WatchContext:
+    template_dir = live.project.template_dir or TEMPLATE_DIR
+    return WatchContext(live, settings, template_dir, history, on_swap, threading.Lock())
+
+
+def _open(
+    state_path: Path, template_dir: Path | None, settings: WatchSettings
+) -> tuple[int, LiveProject]:
+    """Take the watcher's lock and load the last good build (building a new project once)."""
+    project = Project(state_path, template_dir=template_dir)
+    lock_fd = _lock(project.state_path)
+    try:
+        project.recover()  # a watcher killed mid-compile left staging dirs in the cache
+        if project.ledger.active() is None:
+            logger.info("%s was never built; building it as the last good state", state_path)
+            project.build(settings.compile)
+        return lock_fd, LiveProject(project)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+def _lock(state_path: Path) -> int:
+    """Hold ``.rsi/<state>/watch.lock`` for the watcher's lifetime; refuse another."""
+    path = ledger_path(state_path).parent / "watch.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise WatchError(
+            f"{state_path.name}: already watched by process {holder} "
+            f"(.rsi/{state_path.name}/watch.lock); "
+            "stop that watcher first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

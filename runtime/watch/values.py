@@ -1,0 +1,147 @@
+"""Watch mode's values: settings, outcomes and the history of outcomes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from codegen.errors import RSIError
+from codegen.toolchain import CompileSettings
+from runtime.gate import GateSettings
+from runtime.loader import LoadedBuild
+
+__all__ = [
+    "DEFAULT_DEBOUNCE_MS",
+    "DEFAULT_MAX_WAIT_MS",
+    "DEFAULT_RESCAN_MS",
+    "BAD",
+    "History",
+    "OnEvent",
+    "OnSwap",
+    "Outcome",
+    "StopEvent",
+    "WatchError",
+    "WatchEvent",
+    "WatchSettings",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Quiet window: an editor's save is a burst of events within a millisecond or two (vim:
+#: backup, write, rename); 40 ms also merges a few quick saves while costing little latency.
+DEFAULT_DEBOUNCE_MS = 40.0
+#: A file rewritten without pause is still judged this long after its first event.
+DEFAULT_MAX_WAIT_MS = 400.0
+#: Content-hash rescan: catches what the observer missed (queue overflow, a dead observer).
+DEFAULT_RESCAN_MS = 1000.0
+
+
+class StopEvent(Protocol):
+    """What stops the loop (``threading.Event`` fits)."""
+
+    def is_set(self) -> bool:
+        """True once the loop should stop."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set or ``timeout`` seconds passed; return :meth:`is_set`."""
+        ...
+
+
+class WatchError(RSIError):
+    """The project cannot be watched (another watcher holds it)."""
+
+
+class Outcome(StrEnum):
+    """What became of one change."""
+
+    PURE_LIVE = "pure-live"  # gate passed; the pure-Python tier serves
+    COMPILED_LIVE = "compiled-live"  # the compiled tier replaced it, both tiers agreeing
+    REFUSED = "refused"  # invalid state: last good build serving, file untouched
+    ROLLED_BACK = "rolled-back"  # worse: last good serving, file restored, content kept
+    BUILD_FAILED = "build-failed"  # template, check or compiler error: last good serving
+    TIER_MISMATCH = "tier-mismatch"  # compiled tier disagreed: the pure tier keeps serving
+    FOLLOWED = "followed"  # another command (rollback, promote, build) activated a build
+
+
+#: Outcomes logged as warnings.
+BAD = (Outcome.REFUSED, Outcome.ROLLED_BACK, Outcome.BUILD_FAILED, Outcome.TIER_MISMATCH)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One entry of the watcher's history. Times are ``time.monotonic()`` seconds."""
+
+    outcome: Outcome
+    message: str  # one line
+    serving: str  # build id serving after this event
+    state_sha256: str  # the state bytes judged (as saved in the file)
+    version: int | None  # the version committed (or judged) for them
+    changed_at: float  # first file event of the change (the rescan time if none was seen)
+    at: float  # of the outcome; for a build going live, of its swap into the hot slot
+    gate: str = ""  # "screen", "promote" or "evaluate" when the gate ran
+    waived: tuple[str, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        """From the first file event to this outcome."""
+        return self.at - self.changed_at
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """How the watcher debounces, compiles and gates."""
+
+    debounce_ms: float = DEFAULT_DEBOUNCE_MS
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    rescan_ms: float = DEFAULT_RESCAN_MS
+    poll: bool = False  # PollingObserver, for file systems without change events
+    poll_interval_ms: float = 100.0
+    #: Compiled tier: always in worker processes (``worker_nice=0``: not reniced; on a
+    #: machine shared with other compiles a positive niceness starves the compile itself).
+    compile: CompileSettings = field(default_factory=lambda: CompileSettings(worker_nice=0))
+    data: Path | None = None  # bAbI directory the gate evaluates on; None: generated stories
+    seed: int = 0
+    gate: GateSettings = field(default_factory=GateSettings)
+    #: Judge coefficient, weight and routing edits with the screener on raw expert evidence
+    #: (collected at start-up); ``False`` sends every state edit through ``promote``.
+    screen: bool = True
+
+
+OnSwap = Callable[[LoadedBuild], None]
+OnEvent = Callable[[WatchEvent], None]
+
+
+class History:
+    """Append-only outcomes, with waiting for a count (tests, the bench)."""
+
+    def __init__(self, on_event: OnEvent | None) -> None:
+        self._events: list[WatchEvent] = []
+        self._cond = threading.Condition()
+        self._on_event = on_event
+
+    def add(self, event: WatchEvent) -> None:
+        """Log ``event``, append it and pass it to ``on_event``."""
+        log = logger.warning if event.outcome in BAD else logger.info
+        log("%s: %s", event.outcome, event.message)
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify_all()
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def snapshot(self) -> tuple[WatchEvent, ...]:
+        """Every event so far, oldest first."""
+        with self._cond:
+            return tuple(self._events)
+
+    def wait_for(self, count: int, timeout_s: float) -> tuple[WatchEvent, ...]:
+        """Block until ``count`` events or ``timeout_s`` passed; return them."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._events) >= count, timeout_s)
+            return tuple(self._events)
