@@ -21,6 +21,7 @@ from runtime.cli import settings_from
 from runtime.project import Project
 from runtime.promote import format_p
 from runtime.rsi.executor import EXECUTORS
+from runtime.rsi.knobs import KnobProposals, KnobSettings, knob_proposals
 from runtime.rsi.loop import LoopSettings, run_loop, screen_state
 from runtime.rsi.manifest import latest_manifest
 from runtime.rsi.report import time_split, write_report
@@ -39,6 +40,15 @@ def register(
     p = sub.add_parser("analyse", parents=[common], help="group train failures; propose fixes")
     p.add_argument("--data", type=Path, default=None, help="bAbI dir (default: generated data)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+    )
+    p.add_argument(
+        "--approve", nargs="*", default=[], metavar="PATH", help="also search these knobs"
+    )
+    p.add_argument(
+        "--no-knobs", action="store_true", help="skip the kernel autotuner (build knobs)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_analyse)
 
@@ -65,13 +75,25 @@ def register(
 
 def _analyse(args: argparse.Namespace) -> int:
     project = Project(args.state)
+    state = parse_state(read_state_file(args.state), args.state.name)
+    compile_settings = settings_from(args)
     result = screen_state(
-        project,
-        parse_state(read_state_file(args.state), args.state.name),
-        data=args.data,
-        seed=args.seed,
+        project, state, data=args.data, seed=args.seed, backend=compile_settings.backend
     )
     analysis = result.analysis
+    knobs = (
+        KnobProposals((), (), 0)
+        if args.no_knobs
+        else knob_proposals(
+            state,
+            result.screened,
+            KnobSettings(
+                cache_dir=args.state.parent / "generated" / ".cache",
+                compile=compile_settings,
+                approve=tuple(args.approve),
+            ),
+        )
+    )
     if args.json:
         print(
             json.dumps(
@@ -87,6 +109,11 @@ def _analyse(args: argparse.Namespace) -> int:
                         }
                         for g in analysis.groups
                     ],
+                    "knobs": [
+                        {"kind": c.label, "changes": [x.describe() for x in c.changes]}
+                        for c in knobs.candidates
+                    ],
+                    "refused": list(knobs.refused),
                 }
             )
         )
@@ -102,6 +129,11 @@ def _analyse(args: argparse.Namespace) -> int:
             f"{g.right_expert} ({g.right_share:.0%})" if g.right_expert else "-",
             _fix(g.fix(0.5)),
         )
+    for c in knobs.candidates:
+        fix = "; ".join(f"{x.path}: {x.old} -> {x.new}" for x in c.changes)
+        table.add_row(f"build knob ({c.label})", "-", "-", c.changes[0].why, fix)
+    for line in knobs.refused:
+        table.add_row("build knob (architecture)", "-", "-", "-", f"not proposed: {line}")
     Console().print(table)
     return 0
 

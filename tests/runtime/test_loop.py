@@ -27,7 +27,7 @@ from runtime.evidence import data_fingerprint
 from runtime.project import Project
 from runtime.rsi.loop import LoopResult, LoopSettings, run_loop
 from runtime.rsi.manifest import load_manifest, runs_dir
-from runtime.rsi.report import write_report
+from runtime.rsi.report import time_split, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 UNIFORM = REPO / "states" / "uniform.json"
@@ -71,6 +71,26 @@ def test_loop_promotes_a_routing_rule_mined_from_failures(reference: LoopResult)
     assert project.state_path.read_bytes() == project.ledger.state(first["state_version"]).data
     held = manifest.iterations[-1]["heldout_per_task"]
     assert min(held.values()) >= 0.95
+
+
+def test_a_small_budget_is_kept(
+    reference: LoopResult, tmp_path: Path, module_cache: Path
+) -> None:
+    """The run ends within its budget but for one gate decision (the module cache is warm,
+    so setting up, which is never interrupted, takes a fraction of it)."""
+    budget_s = 45.0
+    project = new_project(tmp_path / "budget", module_cache)
+    result = run_loop(project, LoopSettings(start=UNIFORM, budget_s=budget_s, seed=0))
+    manifest = result.manifest
+    setup_s = manifest.seconds["start"] + manifest.seconds["evidence"]
+    assert setup_s < budget_s / 2
+    assert manifest.stop_reason.startswith(f"budget {budget_s:g} s spent"), manifest.stop_reason
+    gates = [
+        sum(float(d["seconds"].get(k, 0.0)) for k in ("build", "sandbox", "evaluate", "gate"))
+        for d in manifest.decisions
+    ]
+    assert manifest.elapsed_s <= budget_s + max([0.0, *gates]) + 2.0
+    assert time_split(manifest)["compile"] >= manifest.seconds["start"]
 
 
 def test_run_manifest_records_what_a_replay_needs(reference: LoopResult) -> None:
