@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -150,6 +151,7 @@ def _loop(args: argparse.Namespace) -> int:
         workers=args.workers,
         approve=tuple(args.approve),
         backend=settings_from(args).backend,
+        started=time.perf_counter() - _process_age_s(),
     )
     project = Project(args.state, lock_timeout_s=args.lock_timeout)
     quiet = args.json or not sys.stdout.isatty()
@@ -217,6 +219,18 @@ def _decision_line(record: Mapping[str, Any]) -> str:
         f" ({format_p(record.get('p_value'))}) {record['reason']}"
     )
     return "\n".join([head, *(f"    {c}" for c in record["changes"])])
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime_s = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def _fix(rule: Any) -> str:

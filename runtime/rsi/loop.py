@@ -105,6 +105,9 @@ class LoopSettings:
     build_per_iteration: int = 2
     backend: Backend = "cython"
     gate: GateSettings = field(default_factory=GateSettings)
+    #: ``time.perf_counter()`` value the budget counts from (``rsi loop``: its process's
+    #: start, so imports count); None: the call of :func:`run_loop`.
+    started: float | None = None
 
     def __post_init__(self) -> None:
         if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
@@ -147,7 +150,7 @@ def run_loop(
     on_decision: OnDecision | None = None,
 ) -> LoopResult:
     """Run (or resume) the loop on ``project``; see the module docstring."""
-    clock = time.perf_counter()
+    clock = time.perf_counter() if settings.started is None else settings.started
     compile_settings = CompileSettings(backend=settings.backend)
     config = _config(project, settings)
     rid = run_id(config)
