@@ -16,18 +16,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from codegen.errors import RSIError
-from codegen.state import parse_state, read_state_file
 from codegen.toolchain import BACKENDS
-from runtime.cli import settings_from
-from runtime.project import Project
-from runtime.promote import format_p
-from runtime.rsi.executor import EXECUTORS
-from runtime.rsi.knobs import KnobProposals, KnobSettings, knob_proposals
-from runtime.rsi.loop import LoopSettings, run_loop, screen_state
-from runtime.rsi.manifest import latest_manifest
-from runtime.rsi.report import time_split, write_report
 
-__all__ = ["register", "NoRunError"]
+__all__ = ["register", "NoRunError", "EXECUTORS"]
+
+#: ``--executor`` choices (:data:`runtime.rsi.executor.EXECUTORS`, spelled out so that
+#: registering these subcommands imports no NumPy; a test checks the two agree).
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 class NoRunError(RSIError):
@@ -75,6 +70,13 @@ def register(
 
 
 def _analyse(args: argparse.Namespace) -> int:
+    # Imported here: `rsi --help` and `rsi status` must not pay for NumPy and codegen.
+    from codegen.state import parse_state, read_state_file
+    from runtime.cli import settings_from
+    from runtime.project import Project
+    from runtime.rsi.knobs import KnobProposals, KnobSettings, knob_proposals
+    from runtime.rsi.loop import screen_state
+
     project = Project(args.state)
     state = parse_state(read_state_file(args.state), args.state.name)
     compile_settings = settings_from(args)
@@ -140,6 +142,11 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _loop(args: argparse.Namespace) -> int:
+    from runtime.cli import settings_from
+    from runtime.project import Project
+    from runtime.rsi.loop import LoopSettings, run_loop
+    from runtime.rsi.report import time_split
+
     settings = LoopSettings(
         start=args.start,
         budget_s=args.budget_s,
@@ -203,6 +210,10 @@ def _loop(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from runtime.project import Project
+    from runtime.rsi.manifest import latest_manifest
+    from runtime.rsi.report import write_report
+
     project = Project(args.state)
     manifest = latest_manifest(project.state_path)
     if manifest is None:
@@ -214,6 +225,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _decision_line(record: Mapping[str, Any]) -> str:
+    from runtime.promote import format_p
+
     head = (
         f"iteration {record['iteration']} {record['label']}: {record['verdict']}"
         f" ({format_p(record.get('p_value'))}) {record['reason']}"
