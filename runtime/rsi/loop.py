@@ -5,17 +5,25 @@ Each iteration:
 1. screens the incumbent on the train split (the exact NumPy replay of its generated
    scoring over the experts' raw evidence, collected once per run and cached on disk);
 2. groups its failures (:mod:`runtime.rsi.analyse`);
-3. searches bounded numeric changes and mined routing rules (:mod:`runtime.rsi.propose`);
-4. builds and measures the best few candidates on the executor (:mod:`runtime.rsi.executor`);
-5. gates them in rank order through :func:`runtime.promote.promote` (``require="better"``):
-   the first one promoted becomes the incumbent (and goes live when a :class:`LiveProject`
-   serves the project); a rejected one is kept by promote, with its reason.
+3. searches bounded numeric changes and mined routing rules, at most one new rule per
+   candidate (:mod:`runtime.rsi.propose`);
+4. runs the kernel autotuner on a worker for build-knob candidates (:mod:`runtime.rsi.knobs`);
+5. builds and measures the best few candidates and every knob candidate on the executor
+   (:mod:`runtime.rsi.executor`);
+6. gates them in rank order through :func:`runtime.promote.promote` (``require="better"``;
+   knob candidates are timed there, since they change the hot path): the first one promoted
+   becomes the incumbent (and goes live when a :class:`LiveProject` serves the project); a
+   rejected one is kept by promote, with its reason.
 
 It stops at the budget, at the iteration count, or when an iteration proposes nothing that
-was not gated before. The run manifest is rewritten after every decision, so a killed loop
-started again with the same arguments resumes: no decision lost, none repeated. Same seed
-and data give the same decisions (every random choice comes from ``seed`` and the
-iteration's index, and the gate's evidence is deterministic).
+was not gated before. The budget bounds every phase (see ``_Budget``): work that cannot
+finish is not started, executor jobs still running at the deadline are stopped, so a run
+ends within its budget but for one gate decision. The run manifest is rewritten after every
+decision, so a killed loop started again with the same arguments resumes: no decision lost,
+none repeated. Same seed and data give the same decisions (every random choice comes from
+``seed`` and the iteration's index, and the gate's evidence is deterministic), with two
+exceptions that depend on time: a run cut short by its budget, and build-knob decisions
+(the autotuner's winner is reproducible from its cache, the gate's latency test is not).
 """
 
 from __future__ import annotations
