@@ -61,6 +61,9 @@ def register(
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
     p.add_argument("--approve", nargs="*", default=[], metavar="PATH")
+    p.add_argument(
+        "--no-knobs", action="store_true", help="skip the kernel autotuner (build knobs)"
+    )
     p.add_argument("--json", action="store_true", help="quiet; one JSON object at the end")
     p.set_defaults(handler=_loop)
 
@@ -157,6 +160,7 @@ def _loop(args: argparse.Namespace) -> int:
         address=args.address,
         workers=args.workers,
         approve=tuple(args.approve),
+        knobs=not args.no_knobs,
         backend=settings_from(args).backend,
         started=time.perf_counter() - _process_age_s(),
     )

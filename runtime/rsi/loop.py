@@ -111,6 +111,7 @@ class LoopSettings:
     workers: int = 2
     approve: tuple[str, ...] = ()
     build_per_iteration: int = 2
+    knobs: bool = True  # --no-knobs: skip the kernel autotuner (no build-knob proposals)
     backend: Backend = "cython"
     gate: GateSettings = field(default_factory=GateSettings)
     #: ``time.perf_counter()`` value the budget counts from (``rsi loop``: its process's
@@ -330,7 +331,7 @@ def _iteration(
     # costs a cache lookup.
     left = budget.left_s()
     tune_s = None if left is None else min(left - budget.job_s - budget.gate_s, left * KNOB_SHARE)
-    if tune_s is None or tune_s > 0:
+    if settings.knobs and (tune_s is None or tune_s > 0):
         clock = time.perf_counter()
         job = KnobJob(
             incumbent,
@@ -624,6 +625,7 @@ def _config(project: Project, settings: LoopSettings) -> dict[str, Any]:
         "data": str(settings.data) if settings.data is not None else None,
         "approve": list(settings.approve),
         "build_per_iteration": settings.build_per_iteration,
+        "knobs": settings.knobs,
         "backend": settings.backend,
         "gate": {
             "alpha": settings.gate.alpha,
