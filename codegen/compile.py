@@ -56,6 +56,7 @@ __all__ = [
     "artifact_name",
     "module_key",
     "compile_modules",
+    "die_with_parent",
     "start_shared_utility",
     "shared_utility",
 ]
@@ -281,7 +282,7 @@ def _attempt(raw: dict[str, object]) -> Attempt:
 def _worker_main() -> int:
     """``python -m codegen.compile``: compile one job read as JSON from stdin."""
     spec = json.loads(sys.stdin.read())
-    _die_with_parent(int(spec["parent_pid"]))
+    die_with_parent(int(spec["parent_pid"]))
     raw = spec["settings"]
     settings = CompileSettings(
         **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
@@ -303,12 +304,13 @@ def _worker_main() -> int:
     return 0
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Have the kernel SIGKILL this worker when the process that started it dies.
 
-    A ``kill -9`` of ``rsi build`` must not leave workers compiling into the cache for
-    seconds. Linux only (``prctl(PR_SET_PDEATHSIG)``); the parent-pid check covers a parent
-    that died before the request was made.
+    A ``kill -9`` of ``rsi build`` (or of ``rsi loop``, whose pool workers call this too)
+    must not leave workers compiling into the cache for seconds. Linux only
+    (``prctl(PR_SET_PDEATHSIG)``); the parent-pid check covers a parent that died before
+    the request was made.
     """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -16,6 +16,11 @@ way to approve:
   listing ``architecture`` covers ``architecture.heads``) is refused unless approved. So is
   any change to ``safety`` itself: the policy guards itself.
 
+Kernel knobs (``kernels``: tile, unroll, width) select a loop structure, not a magnitude:
+the step bound does not apply to them (their results agree to float32 rounding; the gate
+checks the kernel against its reference and times the build). They still need approval when
+``safety.approval_required`` lists them.
+
 Approval patterns name paths with shell-style ``*`` and ``?`` (``architecture.attention``,
 ``'scoring.*'``, ``'*'``); a pattern also approves everything below the path it names. An
 approved path is exempt from the step bound too. ``version`` and ``benchmark`` change
@@ -50,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: Fields that never reach generated code, so the policy ignores them.
 FREE_FIELDS = frozenset({"version", "benchmark"})
+#: Sections the step bound does not apply to (kernel knobs are choices, not magnitudes).
+UNBOUNDED = ("kernels",)
 #: Changes under this section always need approval.
 SELF_GUARDED = "safety"
 _ABSENT = object()
@@ -115,7 +122,12 @@ def check_policy(
                 f"{path}: {_show(old)} -> {_show(new)} {why} (safety.approval_required); "
                 f"approve with --approve {path}"
             )
-        elif step is not None and step > safety.max_relative_step and not _unit_step(old, new):
+        elif (
+            step is not None
+            and step > safety.max_relative_step
+            and not _unit_step(old, new)
+            and not any(approves(section, path) for section in UNBOUNDED)
+        ):
             violation = (
                 f"{path}: {_show(old)} -> {_show(new)} exceeds max_relative_step "
                 f"{safety.max_relative_step:g}; approve with --approve {path}"

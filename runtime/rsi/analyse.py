@@ -2,10 +2,16 @@
 
 A failure is a train question the incumbent's scoring answers wrongly (exact NumPy replay of
 the generated scoring, :func:`runtime.babi.tune.screen`). Failures are grouped by each cue
-word of their question (a word that is not a function word); a group's *right expert* is the
+word of their question; a group's *right expert* is the
 expert whose own evidence rows rank the gold answer first for most of its failures, and its
 *wrong expert* the one contributing most to the wrong choices. The proposed fix is a routing
 rule: when the question holds the cue, boost the right expert (and damp the wrong one).
+
+Cue words are words of the question *form* (:func:`form_words`): a word is one when it is in
+at least half the train questions of some task, as the form's wh-word, verb or adjective is
+(``where``, ``carrying``, ``afraid``). The names, objects and places a question is about
+rotate among several per task, so none of them reaches half, and no rule is mined from
+"the question contains ``mary``" (a rule that would not hold for the next name).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import numpy as np
 from codegen.state import RoutingRule, RSIState
 from runtime.babi.tune import Evidence, Screened
 
-__all__ = ["FailureGroup", "Analysis", "analyse", "expert_rows"]
+__all__ = ["FailureGroup", "Analysis", "analyse", "cues", "form_words", "expert_rows"]
 
 logger = logging.getLogger(__name__)
 
 #: Question words never used as cues (they say nothing about the reasoning needed).
 NOT_CUES = frozenset("the a an of to is in did does do was were are".split())
+#: Share of a task's questions a word must be in to be a word of the question form.
+FORM_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,17 +84,18 @@ def analyse(
     counts: Counter[str] = Counter()
     weights = np.array([state.experts[n].weight for n in names])
     coef = state.scoring.model_dump()
+    form = form_words(evidence)
     for q in (int(i) for i in failed):
         n_cand = int(evidence.n_cand[q])
         knew = _experts_ranking_gold(names, rows, evidence, q, n_cand)
         blame = _expert_behind_choice(names, evidence, q, int(screened.choices[q]), weights, coef)
-        for cue in cues(evidence.words[q]):
+        for cue in cues(evidence.words[q], form):
             counts[cue] += 1
             right.setdefault(cue, Counter()).update(knew)
             if blame is not None:
                 wrong.setdefault(cue, Counter())[blame] += 1
             tasks.setdefault(cue, set()).add(int(evidence.tasks[q]))
-    totals = Counter(c for words in evidence.words for c in cues(words))
+    totals = Counter(c for words in evidence.words for c in cues(words, form))
     groups = []
     for cue, n in counts.items():
         if n < min_failures:
@@ -109,9 +118,26 @@ def analyse(
     return Analysis(tuple(groups), int(failed.size), int(screened.correct.size))
 
 
-def cues(words: frozenset[str]) -> list[str]:
-    """A question's cue words, sorted (lower-case alphabetic words, no function words)."""
-    return sorted(w for w in words if w not in NOT_CUES and w.isalpha() and w.islower())
+def cues(words: frozenset[str], form: frozenset[str] | None = None) -> list[str]:
+    """A question's cue words, sorted: lower-case alphabetic words, no function words, and
+    only words of ``form`` when it is given."""
+    return sorted(
+        w
+        for w in words
+        if w not in NOT_CUES
+        and w.isalpha()
+        and w.islower()
+        and (form is None or w in form)
+    )
+
+
+def form_words(evidence: Evidence, *, share: float = FORM_SHARE) -> frozenset[str]:
+    """Words in at least ``share`` of the questions of some task (see the module docstring)."""
+    per_task = Counter(int(t) for t in evidence.tasks)
+    counts: Counter[tuple[int, str]] = Counter()
+    for words, task in zip(evidence.words, evidence.tasks, strict=True):
+        counts.update((int(task), w) for w in cues(words))
+    return frozenset(w for (task, w), n in counts.items() if n >= share * per_task[task])
 
 
 def expert_rows(names: list[str], evidence: Evidence) -> dict[str, list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -15,17 +16,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from codegen.errors import RSIError
-from codegen.state import parse_state, read_state_file
 from codegen.toolchain import BACKENDS
-from runtime.cli import settings_from
-from runtime.project import Project
-from runtime.promote import format_p
-from runtime.rsi.executor import EXECUTORS
-from runtime.rsi.loop import LoopSettings, run_loop, screen_state
-from runtime.rsi.manifest import latest_manifest
-from runtime.rsi.report import time_split, write_report
 
-__all__ = ["register", "NoRunError"]
+__all__ = ["register", "NoRunError", "EXECUTORS"]
+
+#: ``--executor`` choices (:data:`runtime.rsi.executor.EXECUTORS`, spelled out so that
+#: registering these subcommands imports no NumPy; a test checks the two agree).
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 class NoRunError(RSIError):
@@ -39,6 +36,15 @@ def register(
     p = sub.add_parser("analyse", parents=[common], help="group train failures; propose fixes")
     p.add_argument("--data", type=Path, default=None, help="bAbI dir (default: generated data)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
+    )
+    p.add_argument(
+        "--approve", nargs="*", default=[], metavar="PATH", help="also search these knobs"
+    )
+    p.add_argument(
+        "--no-knobs", action="store_true", help="skip the kernel autotuner (build knobs)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_analyse)
 
@@ -55,6 +61,9 @@ def register(
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
     p.add_argument("--approve", nargs="*", default=[], metavar="PATH")
+    p.add_argument(
+        "--no-knobs", action="store_true", help="skip the kernel autotuner (build knobs)"
+    )
     p.add_argument("--json", action="store_true", help="quiet; one JSON object at the end")
     p.set_defaults(handler=_loop)
 
@@ -64,14 +73,33 @@ def register(
 
 
 def _analyse(args: argparse.Namespace) -> int:
+    # Imported here: `rsi --help` and `rsi status` must not pay for NumPy and codegen.
+    from codegen.state import parse_state, read_state_file
+    from runtime.cli import settings_from
+    from runtime.project import Project
+    from runtime.rsi.knobs import KnobProposals, KnobSettings, knob_proposals
+    from runtime.rsi.loop import screen_state
+
     project = Project(args.state)
+    state = parse_state(read_state_file(args.state), args.state.name)
+    compile_settings = settings_from(args)
     result = screen_state(
-        project,
-        parse_state(read_state_file(args.state), args.state.name),
-        data=args.data,
-        seed=args.seed,
+        project, state, data=args.data, seed=args.seed, backend=compile_settings.backend
     )
     analysis = result.analysis
+    knobs = (
+        KnobProposals((), (), 0)
+        if args.no_knobs
+        else knob_proposals(
+            state,
+            result.screened,
+            KnobSettings(
+                cache_dir=args.state.parent / "generated" / ".cache",
+                compile=compile_settings,
+                approve=tuple(args.approve),
+            ),
+        )
+    )
     if args.json:
         print(
             json.dumps(
@@ -87,6 +115,11 @@ def _analyse(args: argparse.Namespace) -> int:
                         }
                         for g in analysis.groups
                     ],
+                    "knobs": [
+                        {"kind": c.label, "changes": [x.describe() for x in c.changes]}
+                        for c in knobs.candidates
+                    ],
+                    "refused": list(knobs.refused),
                 }
             )
         )
@@ -102,11 +135,21 @@ def _analyse(args: argparse.Namespace) -> int:
             f"{g.right_expert} ({g.right_share:.0%})" if g.right_expert else "-",
             _fix(g.fix(0.5)),
         )
+    for c in knobs.candidates:
+        fix = "; ".join(f"{x.path}: {x.old} -> {x.new}" for x in c.changes)
+        table.add_row(f"build knob ({c.label})", "-", "-", c.changes[0].why, fix)
+    for line in knobs.refused:
+        table.add_row("build knob (architecture)", "-", "-", "-", f"not proposed: {line}")
     Console().print(table)
     return 0
 
 
 def _loop(args: argparse.Namespace) -> int:
+    from runtime.cli import settings_from
+    from runtime.project import Project
+    from runtime.rsi.loop import LoopSettings, run_loop
+    from runtime.rsi.report import time_split
+
     settings = LoopSettings(
         start=args.start,
         budget_s=args.budget_s,
@@ -117,7 +160,9 @@ def _loop(args: argparse.Namespace) -> int:
         address=args.address,
         workers=args.workers,
         approve=tuple(args.approve),
+        knobs=not args.no_knobs,
         backend=settings_from(args).backend,
+        started=time.perf_counter() - _process_age_s(),
     )
     project = Project(args.state, lock_timeout_s=args.lock_timeout)
     quiet = args.json or not sys.stdout.isatty()
@@ -169,6 +214,10 @@ def _loop(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from runtime.project import Project
+    from runtime.rsi.manifest import latest_manifest
+    from runtime.rsi.report import write_report
+
     project = Project(args.state)
     manifest = latest_manifest(project.state_path)
     if manifest is None:
@@ -180,11 +229,25 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _decision_line(record: Mapping[str, Any]) -> str:
+    from runtime.promote import format_p
+
     head = (
         f"iteration {record['iteration']} {record['label']}: {record['verdict']}"
         f" ({format_p(record.get('p_value'))}) {record['reason']}"
     )
     return "\n".join([head, *(f"    {c}" for c in record["changes"])])
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime_s = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def _fix(rule: Any) -> str:

@@ -7,6 +7,13 @@ kernel checks) and stores it in the project's ledger, where :func:`runtime.promo
 finds it. Jobs are independent, so results do not depend on which worker ran what, nor when:
 the Ray executor reaches the same decisions as the local one.
 
+A run takes a time limit (the loop's remaining budget): jobs still running when it ends are
+stopped (local workers killed, Ray tasks force-cancelled) and come back as ``None``, so a
+budget is never overrun by a candidate build. Local workers die with the process that
+started them (``prctl(PR_SET_PDEATHSIG)``, :func:`codegen.compile.die_with_parent`): a
+``kill -9`` of ``rsi loop`` leaves no worker building on, and their compiler children die
+with them the same way.
+
 Ray: ``--executor ray`` starts a local Ray (or joins the running one); ``--address
 ray://head:10001`` or ``--address auto`` joins a cluster. Every node must see the project
 directory at the same path (a shared file system) and have this package installed
@@ -16,14 +23,17 @@ directory at the same path (a shared file system) and have this package installe
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
+from codegen.compile import die_with_parent
 from codegen.state import parse_state
 from codegen.toolchain import Backend, CompileSettings
 from runtime.evidence import data_fingerprint, gather
@@ -45,6 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+A = TypeVar("A")
+R = TypeVar("R")
 ExecutorKind = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorKind, ...] = ("local", "ray")
 
@@ -69,6 +81,12 @@ class CandidateOutcome:
     build_s: float
     evaluate_s: float
     queued_s: float  # from submission to the job's start (executor overhead)
+    overhead_s: float = 0.0  # submission to result in the caller, less build and evaluate
+
+
+#: What :meth:`Executor.run` returns: an outcome per job, ``None`` for a job stopped at the
+#: time limit.
+Outcomes = list[CandidateOutcome | None]
 
 
 class Executor(Protocol):
@@ -76,8 +94,11 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, jobs: Sequence[CandidateJob]) -> list[CandidateOutcome]:
-        """Run every job; return their outcomes in order."""
+    def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
+        """Run every job; return their outcomes in order (``None``: stopped at ``timeout_s``)."""
+
+    def call(self, fn: Callable[[A], R], arg: A, *, timeout_s: float | None = None) -> R | None:
+        """``fn(arg)`` on a worker; ``None`` when stopped at ``timeout_s``."""
 
     def close(self) -> None:
         """Release the workers."""
@@ -105,21 +126,54 @@ def measure_candidate(job: CandidateJob, submitted_at: float = 0.0) -> Candidate
 
 
 class LocalExecutor:
-    """A pool of ``workers`` spawned processes (spawned: the caller may run threads)."""
+    """A pool of ``workers`` spawned processes (spawned: the caller may run threads) that
+    die with this process."""
 
     name = "local"
 
     def __init__(self, *, workers: int = 2) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        self._workers = workers
+        self._pool = _pool(workers)
 
-    def run(self, jobs: Sequence[CandidateJob]) -> list[CandidateOutcome]:
-        """Run the jobs on the pool."""
-        futures = [self._pool.submit(measure_candidate, job, time.time()) for job in jobs]
-        return [f.result() for f in futures]
+    def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
+        """Run the jobs on the pool; kill the workers of jobs still running at ``timeout_s``."""
+        submitted = time.time()
+        futures = [self._pool.submit(measure_candidate, job, submitted) for job in jobs]
+        outcomes: dict[Future[CandidateOutcome], CandidateOutcome] = {}
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        pending = set(futures)
+        while pending:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                outcomes[future] = _received(future.result(), submitted)
+        if pending:
+            logger.warning("time limit: %d candidate job(s) stopped", len(pending))
+            self._restart()
+        return [outcomes.get(f) for f in futures]
+
+    def call(self, fn: Callable[[A], R], arg: A, *, timeout_s: float | None = None) -> R | None:
+        """``fn(arg)`` on a worker; kill the workers when it is still running at ``timeout_s``."""
+        future = self._pool.submit(fn, arg)
+        try:
+            return future.result(timeout=timeout_s)
+        except FuturesTimeout:
+            logger.warning("time limit: %s stopped", getattr(fn, "__name__", fn))
+            self._restart()
+            return None
 
     def close(self) -> None:
         """Shut the pool down."""
         self._pool.shutdown()
+
+    def _restart(self) -> None:
+        """Kill every worker (a running job cannot be cancelled otherwise); start a new pool."""
+        for process in list(self._pool._processes.values()):
+            process.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = _pool(self._workers)
 
 
 class RayExecutor:
@@ -138,11 +192,35 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False)
         self._task: Any = ray.remote(num_cpus=1)(measure_candidate)
 
-    def run(self, jobs: Sequence[CandidateJob]) -> list[CandidateOutcome]:
-        """Submit every job as a Ray task and wait for all of them."""
-        refs = [self._task.remote(job, time.time()) for job in jobs]
-        outcomes: list[CandidateOutcome] = self._ray.get(refs)
-        return outcomes
+    def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
+        """Submit every job as a Ray task; force-cancel those still running at ``timeout_s``."""
+        submitted = time.time()
+        refs = [self._task.remote(job, submitted) for job in jobs]
+        outcomes: dict[Any, CandidateOutcome] = {}
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        pending = list(refs)
+        while pending:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            done, pending = self._ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                break
+            outcomes[done[0]] = _received(self._ray.get(done[0]), submitted)
+        if pending:
+            logger.warning("time limit: %d candidate job(s) cancelled", len(pending))
+            for ref in pending:
+                self._ray.cancel(ref, force=True)
+        return [outcomes.get(ref) for ref in refs]
+
+    def call(self, fn: Callable[[A], R], arg: A, *, timeout_s: float | None = None) -> R | None:
+        """``fn(arg)`` as a Ray task; force-cancelled when still running at ``timeout_s``."""
+        ref = self._ray.remote(num_cpus=1)(fn).remote(arg)
+        done, _ = self._ray.wait([ref], num_returns=1, timeout=timeout_s)
+        if not done:
+            logger.warning("time limit: %s cancelled", getattr(fn, "__name__", fn))
+            self._ray.cancel(ref, force=True)
+            return None
+        result: R = self._ray.get(ref)
+        return result
 
     def close(self) -> None:
         """Leave Ray running (it may be shared with the caller or a cluster)."""
@@ -153,3 +231,19 @@ def make_executor(kind: ExecutorKind, *, address: str | None, workers: int) -> E
     if kind == "ray":
         return RayExecutor(address=address, workers=workers)
     return LocalExecutor(workers=workers)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _received(outcome: CandidateOutcome, submitted: float) -> CandidateOutcome:
+    """``outcome`` with its overhead: submission to now, less the job's own work."""
+    end_to_end = time.time() - submitted
+    overhead = max(0.0, end_to_end - outcome.build_s - outcome.evaluate_s)
+    return replace(outcome, overhead_s=overhead)

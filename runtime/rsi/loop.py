@@ -5,17 +5,25 @@ Each iteration:
 1. screens the incumbent on the train split (the exact NumPy replay of its generated
    scoring over the experts' raw evidence, collected once per run and cached on disk);
 2. groups its failures (:mod:`runtime.rsi.analyse`);
-3. searches bounded numeric changes and mined routing rules (:mod:`runtime.rsi.propose`);
-4. builds and measures the best few candidates on the executor (:mod:`runtime.rsi.executor`);
-5. gates them in rank order through :func:`runtime.promote.promote` (``require="better"``):
-   the first one promoted becomes the incumbent (and goes live when a :class:`LiveProject`
-   serves the project); a rejected one is kept by promote, with its reason.
+3. searches bounded numeric changes and mined routing rules, at most one new rule per
+   candidate (:mod:`runtime.rsi.propose`);
+4. runs the kernel autotuner on a worker for build-knob candidates (:mod:`runtime.rsi.knobs`);
+5. builds and measures the best few candidates and every knob candidate on the executor
+   (:mod:`runtime.rsi.executor`);
+6. gates them in rank order through :func:`runtime.promote.promote` (``require="better"``;
+   knob candidates are timed there, since they change the hot path): the first one promoted
+   becomes the incumbent (and goes live when a :class:`LiveProject` serves the project); a
+   rejected one is kept by promote, with its reason.
 
 It stops at the budget, at the iteration count, or when an iteration proposes nothing that
-was not gated before. The run manifest is rewritten after every decision, so a killed loop
-started again with the same arguments resumes: no decision lost, none repeated. Same seed
-and data give the same decisions (every random choice comes from ``seed`` and the
-iteration's index, and the gate's evidence is deterministic).
+was not gated before. The budget bounds every phase (see ``_Budget``): work that cannot
+finish is not started, executor jobs still running at the deadline are stopped, so a run
+ends within its budget but for one gate decision. The run manifest is rewritten after every
+decision, so a killed loop started again with the same arguments resumes: no decision lost,
+none repeated. Same seed and data give the same decisions (every random choice comes from
+``seed`` and the iteration's index, and the gate's evidence is deterministic), with two
+exceptions that depend on time: a run cut short by its budget, and build-knob decisions
+(the autotuner's winner is reproducible from its cache, the gate's latency test is not).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +67,7 @@ from runtime.rsi.executor import (
     ExecutorKind,
     make_executor,
 )
+from runtime.rsi.knobs import KnobJob, KnobSettings, run_knob_job
 from runtime.rsi.manifest import (
     RunManifest,
     git_revision,
@@ -84,6 +93,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parents[2]
+#: Most of the remaining budget one iteration's kernel autotuning may take.
+KNOB_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,12 @@ class LoopSettings:
     workers: int = 2
     approve: tuple[str, ...] = ()
     build_per_iteration: int = 2
+    knobs: bool = True  # --no-knobs: skip the kernel autotuner (no build-knob proposals)
     backend: Backend = "cython"
     gate: GateSettings = field(default_factory=GateSettings)
+    #: ``time.perf_counter()`` value the budget counts from (``rsi loop``: its process's
+    #: start, so imports count); None: the call of :func:`run_loop`.
+    started: float | None = None
 
     def __post_init__(self) -> None:
         if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
@@ -144,12 +159,13 @@ def run_loop(
     on_decision: OnDecision | None = None,
 ) -> LoopResult:
     """Run (or resume) the loop on ``project``; see the module docstring."""
-    clock = time.perf_counter()
+    clock = time.perf_counter() if settings.started is None else settings.started
     compile_settings = CompileSettings(backend=settings.backend)
     config = _config(project, settings)
     rid = run_id(config)
     path = runs_dir(project.state_path) / f"{rid}.json"
     resumed = path.exists()
+    start_s = 0.0
     if resumed:
         manifest = load_manifest(path)
         if manifest.status == "finished":
@@ -160,6 +176,7 @@ def run_loop(
             _commit_start(project, read_state_file(settings.start), compile_settings)
         elif project.ledger.active() is None:
             project.build(compile_settings)
+        start_s = time.perf_counter() - clock
         manifest = RunManifest(
             run_id=rid,
             config=config,
@@ -169,8 +186,8 @@ def run_loop(
             packages=package_versions(),
             started_at=time.time(),
         )
-    save_manifest(project.state_path, manifest)
-    elapsed_before = manifest.elapsed_s
+    run = _Run(project, settings, live, on_decision, clock, manifest.elapsed_s)
+    manifest = run.save(_add_seconds(manifest, start=start_s))
     executor = make_executor(settings.executor, address=settings.address, workers=settings.workers)
     try:
         evidence_s = time.perf_counter()
@@ -182,32 +199,27 @@ def run_loop(
             backend=settings.backend,
         )
         evidence_s = time.perf_counter() - evidence_s
+        manifest = run.save(_add_seconds(manifest, evidence=evidence_s))
+        # What a candidate job costs before one was run: what building the start state and
+        # collecting its train evidence cost here (a build and an evaluation), else the
+        # longest job of the run so far.
+        budget = _Budget(
+            None if settings.budget_s is None else run.clock + settings.budget_s - run.before_s,
+            job_s=max([start_s + evidence_s, *_job_seconds(manifest)]),
+            gate_s=max([0.0, *_gate_seconds(manifest)]),
+        )
         while True:
-            elapsed = elapsed_before + time.perf_counter() - clock
             index = len(manifest.iterations)
-            reason = _stop_reason(settings, index, elapsed)
+            reason = _stop_reason(settings, index, budget)
             if reason:
                 break
-            manifest, reason = _iteration(
-                project, settings, manifest, evidence, executor, index, live, on_decision
-            )
-            if index == 0 and not resumed:
-                first = dict(manifest.iterations[-1])
-                first["seconds"] = {**first["seconds"], "evidence": round(evidence_s, 4)}
-                manifest = replace(manifest, iterations=(*manifest.iterations[:-1], first))
-            manifest = replace(manifest, elapsed_s=elapsed_before + time.perf_counter() - clock)
-            save_manifest(project.state_path, manifest)
+            manifest, budget, reason = _iteration(run, manifest, evidence, executor, index, budget)
+            manifest = run.save(manifest)
             if reason:
                 break
     finally:
         executor.close()
-    manifest = replace(
-        manifest,
-        status="finished",
-        stop_reason=reason,
-        elapsed_s=elapsed_before + time.perf_counter() - clock,
-    )
-    save_manifest(project.state_path, manifest)
+    manifest = run.save(replace(manifest, status="finished", stop_reason=reason))
     return LoopResult(manifest, path, resumed)
 
 
@@ -252,16 +264,55 @@ def content_sha256(state: RSIState) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every iteration of one process's run shares."""
+
+    project: Project
+    settings: LoopSettings
+    live: LiveProject | None
+    on_decision: OnDecision | None
+    clock: float  # perf_counter at this process's start
+    before_s: float  # seconds the run had spent in earlier processes (a resumed run)
+
+    def save(self, manifest: RunManifest) -> RunManifest:
+        """Write ``manifest`` with the run's elapsed time so far; return what was written."""
+        manifest = replace(manifest, elapsed_s=self.before_s + time.perf_counter() - self.clock)
+        save_manifest(self.project.state_path, manifest)
+        return manifest
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """The run's deadline (``perf_counter``; None: no budget) and the costs seen so far."""
+
+    deadline: float | None
+    job_s: float  # the longest candidate build and evaluation seen (or its first estimate)
+    gate_s: float  # the longest gate decision seen
+
+    def left_s(self) -> float | None:
+        """Seconds to the deadline (None: no budget)."""
+        return None if self.deadline is None else self.deadline - time.perf_counter()
+
+    def fits(self, seconds: float) -> bool:
+        """True when ``seconds`` of work can finish before the deadline."""
+        left = self.left_s()
+        return left is None or left >= seconds
+
+    def seen(self, *, job_s: float = 0.0, gate_s: float = 0.0) -> _Budget:
+        """The budget with these costs taken into the estimates."""
+        return replace(self, job_s=max(self.job_s, job_s), gate_s=max(self.gate_s, gate_s))
+
+
 def _iteration(
-    project: Project,
-    settings: LoopSettings,
+    run: _Run,
     manifest: RunManifest,
     evidence: Evidence,
     executor: Executor,
     index: int,
-    live: LiveProject | None,
-    on_decision: OnDecision | None,
-) -> tuple[RunManifest, str]:
+    budget: _Budget,
+) -> tuple[RunManifest, _Budget, str]:
+    project, settings = run.project, run.settings
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     incumbent = _active_state(project)
@@ -270,18 +321,53 @@ def _iteration(
     analysis = analyse(incumbent, evidence, before)
     rng = random.Random(f"rsi-loop:{settings.seed}:{index}")
     found = search(incumbent, evidence, analysis, rng)
+    seconds["screen"] = time.perf_counter() - clock
+    stopped = ""
+    candidates = list(found.candidates)
+    refused: tuple[str, ...] = ()
+    # The autotuner runs on a worker, stopped in time to leave room for one candidate, and
+    # at most KNOB_SHARE of what is left. Its compiled variants and measurements are cached,
+    # so a stopped tuning goes on where it stopped in the next iteration, and a finished one
+    # costs a cache lookup.
+    left = budget.left_s()
+    tune_s = None if left is None else min(left - budget.job_s - budget.gate_s, left * KNOB_SHARE)
+    if settings.knobs and (tune_s is None or tune_s > 0):
+        clock = time.perf_counter()
+        job = KnobJob(
+            incumbent,
+            before,
+            KnobSettings(
+                cache_dir=project.state_path.parent / "generated" / ".cache",
+                compile=CompileSettings(backend=settings.backend),
+                approve=settings.approve,
+            ),
+        )
+        knobs = executor.call(run_knob_job, job, timeout_s=tune_s)
+        seconds["knobs"] = time.perf_counter() - clock
+        if knobs is not None:
+            candidates += knobs.candidates
+            refused = knobs.refused
     # A resumed iteration gates only what it had not gated before the kill: the same
     # candidates, in the same order, as an uninterrupted run.
     done_here = [d for d in manifest.decisions if d["iteration"] == index]
-    fresh = [c for c in found.candidates if content_sha256(c.state) not in manifest.tried]
-    chosen = fresh[: max(0, settings.build_per_iteration - len(done_here))]
+    # A knob change gated once in the run is not gated again on a later incumbent.
+    knob_changes = [d["changes"] for d in manifest.decisions if _is_knob(d["kinds"])]
+    fresh = [
+        c
+        for c in candidates
+        if content_sha256(c.state) not in manifest.tried
+        and not (_is_knob(c.kinds) and [x.describe() for x in c.changes] in knob_changes)
+    ]
+    chosen = _choose(fresh, settings.build_per_iteration - len(done_here))
     if any(d["promoted"] for d in done_here):
         chosen = []
-    seconds["screen"] = time.perf_counter() - clock
+    if chosen and not budget.fits(budget.job_s):
+        stopped = _budget_spent(settings, f"a candidate build takes ~{budget.job_s:.0f} s")
+        chosen = []
     newest = project.ledger.versions()[-1]
     blobs = [_candidate_bytes(c, newest + 1, evidence) for c in chosen]
     clock = time.perf_counter()
-    outcomes = executor.run(
+    results = executor.run(
         [
             CandidateJob(
                 str(project.state_path),
@@ -291,22 +377,33 @@ def _iteration(
                 settings.seed,
             )
             for blob in blobs
-        ]
+        ],
+        timeout_s=budget.left_s(),
     )
     seconds["executor"] = time.perf_counter() - clock
+    outcomes = [o for o in results if o is not None]
     seconds["executor_build"] = sum(o.build_s for o in outcomes)
     seconds["executor_evaluate"] = sum(o.evaluate_s for o in outcomes)
     seconds["executor_queued"] = sum(o.queued_s for o in outcomes)
+    seconds["executor_overhead"] = sum(o.overhead_s for o in outcomes)
+    budget = budget.seen(job_s=max([0.0, *(o.build_s + o.evaluate_s for o in outcomes)]))
+    if len(outcomes) < len(results):
+        stopped = _budget_spent(settings, "candidate builds stopped at the deadline")
     decisions = list(manifest.decisions)
     tried = list(manifest.tried)
-    for candidate, blob, outcome in zip(chosen, blobs, outcomes, strict=True):
+    for candidate, blob, outcome in zip(chosen, blobs, results, strict=True):
+        if outcome is None:
+            break  # stopped at the deadline: neither gated nor tried
+        if not budget.fits(budget.gate_s):
+            stopped = _budget_spent(settings, f"a gate decision takes ~{budget.gate_s:.0f} s")
+            break
         pending = {
             "iteration": index,
             "sha256": hashlib.sha256(blob).hexdigest(),
             "content": content_sha256(candidate.state),
         }
-        manifest = replace(manifest, pending=pending)
-        save_manifest(project.state_path, manifest)
+        manifest = run.save(replace(manifest, pending=pending))
+        clock = time.perf_counter()
         report = promote(
             project,
             blob,
@@ -318,18 +415,23 @@ def _iteration(
             seed=settings.seed,
             source=f"loop iteration {index} ({candidate.label})",
         )
+        budget = budget.seen(gate_s=time.perf_counter() - clock)
         record = _decision_record(index, candidate, report, outcome)
+        project.ledger.event(
+            "loop_decision",
+            {"decision_id": report.decision_id, "run": manifest.run_id, **record},
+        )
         decisions.append(record)
         tried.append(content_sha256(candidate.state))
         for step, value in report.seconds.items():
             seconds[f"promote_{step}"] = seconds.get(f"promote_{step}", 0.0) + value
         manifest = replace(manifest, decisions=tuple(decisions), tried=tuple(tried), pending=None)
-        save_manifest(project.state_path, manifest)
-        if on_decision is not None:
-            on_decision(record)
+        manifest = run.save(manifest)
+        if run.on_decision is not None:
+            run.on_decision(record)
         if report.promoted:
-            if live is not None:
-                live.refresh()
+            if run.live is not None:
+                run.live.refresh()
             break
     record_iteration = _iteration_record(
         project, settings, index, before, found.screened, chosen, seconds, analysis.failures
@@ -337,9 +439,51 @@ def _iteration(
     start = _split_accuracy(project, settings, incumbent_build)
     record_iteration["heldout_per_task_before"] = start[0]
     record_iteration["hidden_per_task_before"] = start[1]
+    record_iteration["refused"] = list(refused)
     manifest = replace(manifest, iterations=(*manifest.iterations, record_iteration))
+    if stopped:
+        return manifest, budget, stopped
     reason = "" if chosen or done_here else "nothing new proposed"
-    return manifest, reason
+    return manifest, budget, reason
+
+
+def _choose(fresh: list[Candidate], room: int) -> list[Candidate]:
+    """What an iteration builds: the best ``room`` screened candidates (numeric and routing
+    changes), then every build-knob candidate (its own decision: the gate times it)."""
+    knobs = [c for c in fresh if _is_knob(c.kinds)]
+    screened = [c for c in fresh if not _is_knob(c.kinds)]
+    return screened[: max(0, room)] + (knobs if room > 0 else [])
+
+
+def _is_knob(kinds: Sequence[str]) -> bool:
+    return bool({"kernel", "architecture"} & set(kinds))
+
+
+def _budget_spent(settings: LoopSettings, why: str) -> str:
+    return f"budget {settings.budget_s:g} s spent ({why})"
+
+
+def _add_seconds(manifest: RunManifest, **seconds: float) -> RunManifest:
+    """``manifest`` with these run-level seconds added to what earlier processes spent."""
+    total = dict(manifest.seconds)
+    for key, value in seconds.items():
+        total[key] = round(total.get(key, 0.0) + value, 4)
+    return replace(manifest, seconds=total)
+
+
+def _job_seconds(manifest: RunManifest) -> list[float]:
+    """Build and evaluate seconds of each candidate job the run made (its decisions)."""
+    return [
+        float(d["seconds"].get("executor_build", 0.0))
+        + float(d["seconds"].get("executor_evaluate", 0.0))
+        for d in manifest.decisions
+    ]
+
+
+def _gate_seconds(manifest: RunManifest) -> list[float]:
+    """Seconds of each gate decision the run made."""
+    steps = ("build", "sandbox", "evaluate", "gate", "commit")
+    return [sum(float(d["seconds"].get(k, 0.0)) for k in steps) for d in manifest.decisions]
 
 
 def _iteration_record(
@@ -389,7 +533,11 @@ def _decision_record(
         "stats": {k: v for k, v in sorted(stats.items())},
         "train_fitness": [candidate.fitness[0], candidate.fitness[1]],
         "decision_id": report.decision_id,
-        "seconds": {**report.seconds, "executor_build": round(outcome.build_s, 4)},
+        "seconds": {
+            **report.seconds,
+            "executor_build": round(outcome.build_s, 4),
+            "executor_evaluate": round(outcome.evaluate_s, 4),
+        },
     }
 
 
@@ -452,10 +600,11 @@ def _settle_pending(project: Project, manifest: RunManifest) -> RunManifest:
     return replace(manifest, pending=None)
 
 
-def _stop_reason(settings: LoopSettings, index: int, elapsed_s: float) -> str:
+def _stop_reason(settings: LoopSettings, index: int, budget: _Budget) -> str:
     if settings.iterations is not None and index >= settings.iterations:
         return f"{settings.iterations} iterations done"
-    if settings.budget_s is not None and elapsed_s >= settings.budget_s:
+    left = budget.left_s()
+    if left is not None and left <= 0.0:
         return f"budget {settings.budget_s:g} s spent"
     return ""
 
@@ -476,6 +625,7 @@ def _config(project: Project, settings: LoopSettings) -> dict[str, Any]:
         "data": str(settings.data) if settings.data is not None else None,
         "approve": list(settings.approve),
         "build_per_iteration": settings.build_per_iteration,
+        "knobs": settings.knobs,
         "backend": settings.backend,
         "gate": {
             "alpha": settings.gate.alpha,

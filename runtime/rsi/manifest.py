@@ -58,6 +58,9 @@ class RunManifest:
     decisions: tuple[Mapping[str, Any], ...] = ()
     pending: Mapping[str, Any] | None = None
     tried: tuple[str, ...] = field(default=())  # sha256 of every gated candidate's content
+    #: Seconds spent outside iterations, summed over the processes of a resumed run:
+    #: ``start`` (building the --from state), ``evidence`` (the train evidence).
+    seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 def runs_dir(state_path: Path) -> Path:
@@ -98,6 +101,7 @@ def save_manifest(state_path: Path, manifest: RunManifest) -> Path:
         "decisions": list(manifest.decisions),
         "pending": manifest.pending,
         "tried": list(manifest.tried),
+        "seconds": dict(manifest.seconds),
     }
     atomic_write(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
     return path

@@ -11,7 +11,13 @@ the policy compares lists by position.
 (a move is kept when it raises the fitness: tasks passed, then mean accuracy; after each
 pass, a kept move is dropped again when that raises it) and returns the
 distinct candidates worth building, best first: every kind of change together, and routing
-rules alone (the structural change, so that a numeric change does not hide it).
+changes alone (so that a numeric change does not hide the structural one).
+
+One decision per structural change: a candidate adds at most one new routing rule (a new
+branch in the generated scoring code); the climb swaps a better rule in for the one it holds.
+So every gate decision judges exactly one new branch, named in its change list (the run
+manifest, the report and the ledger's ``loop_decision`` event), and further rules come in
+later iterations, each gated on its own.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ __all__ = ["Kind", "Change", "Candidate", "SearchResult", "search"]
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["numeric", "routing"]
+#: ``kernel`` and ``architecture`` are build knobs (:mod:`runtime.rsi.knobs`).
+Kind = Literal["numeric", "routing", "kernel", "architecture"]
 #: Schema bounds of weights and coefficients.
 _LO, _HI = 0.0, 10.0
 
@@ -43,14 +50,14 @@ class Change:
 
     kind: Kind
     path: str
-    old: float | None
-    new: float
+    old: float | str | None  # str: a mechanism name
+    new: float | str
     why: str
 
     def describe(self) -> str:
         """One line: path, old -> new, and the reason."""
-        old = "absent" if self.old is None else f"{self.old:g}"
-        return f"{self.path}: {old} -> {self.new:g} ({self.why})"
+        old = "absent" if self.old is None else _show(self.old)
+        return f"{self.path}: {old} -> {_show(self.new)} ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,8 @@ def _climb(
             if chosen.get(move.path) == move:
                 continue
             trial = {**chosen, move.path: move}
+            if move.rule >= 0:  # one structural change per candidate: a new rule replaces one
+                trial = {p: m for p, m in chosen.items() if m.rule < 0} | {move.path: move}
             result = screen(_apply(incumbent, trial.values(), mined), evidence, hits)
             count += 1
             if result.fitness > fitness:
@@ -258,3 +267,7 @@ def _within(old: float, delta: float, lo: float) -> float:
     while abs(new - old) > abs(delta) * scale:
         new = round(new - 1e-6 if delta > 0 else new + 1e-6, 6)
     return float(min(_HI, max(lo, new)))
+
+
+def _show(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"

@@ -29,10 +29,12 @@ __all__ = ["ReportFiles", "write_report", "time_split", "TIME_PHASES"]
 
 logger = logging.getLogger(__name__)
 
-#: Phases of the time split and the iteration timing keys that make each up.
+#: Phases of the time split and the timing keys (of the iterations, and of the run outside
+#: them: ``start``, ``evidence``) that make each up.
 TIME_PHASES: Mapping[str, tuple[str, ...]] = {
     "screen": ("screen", "evidence"),
-    "compile": ("executor_build", "promote_build"),
+    "tune": ("knobs",),
+    "compile": ("start", "executor_build", "promote_build"),
     "evaluate": ("executor_evaluate", "promote_sandbox", "promote_evaluate"),
     "gate": ("promote_gate", "promote_commit"),
 }
@@ -47,12 +49,14 @@ class ReportFiles:
 
 
 def time_split(manifest: RunManifest) -> dict[str, float]:
-    """Seconds per phase (:data:`TIME_PHASES`) summed over the run's iterations."""
+    """Seconds per phase (:data:`TIME_PHASES`) summed over the run's iterations and every
+    process of a resumed run, and ``other``: the run's elapsed time not in a phase (none
+    when parallel candidate jobs make the phases sum to more than the elapsed time)."""
     out = dict.fromkeys(TIME_PHASES, 0.0)
-    for it in manifest.iterations:
-        seconds = it["seconds"]
+    for seconds in (manifest.seconds, *(it["seconds"] for it in manifest.iterations)):
         for phase, keys in TIME_PHASES.items():
             out[phase] += sum(float(seconds.get(k, 0.0)) for k in keys)
+    out["other"] = max(0.0, manifest.elapsed_s - sum(out.values()))
     return out
 
 
@@ -70,6 +74,7 @@ def write_report(project: Project, manifest: RunManifest, out: Path) -> ReportFi
         '<h2>Accuracy per iteration</h2><img alt="accuracy" src="accuracy.png">',
         '<h2>Decisions</h2><img alt="decisions" src="decisions.png">',
         _decision_table(manifest.decisions),
+        _refused(manifest),
         '<h2>Where the time went</h2><img alt="time" src="time.png">',
         _time_table(time_split(manifest)),
         "<h2>Generated-code diff of each promotion</h2>",
@@ -156,21 +161,38 @@ def _summary(manifest: RunManifest) -> str:
 
 def _decision_table(decisions: Sequence[Mapping[str, Any]]) -> str:
     rows = [
-        "<table><tr><th>#</th><th>iteration</th><th>verdict</th><th>p</th>"
-        "<th>held-out gains/losses</th><th>changes</th><th>reason</th></tr>"
+        "<table><tr><th>#</th><th>iteration</th><th>kind</th><th>verdict</th><th>p</th>"
+        "<th>held-out gains/losses</th><th>latency</th><th>changes</th><th>reason</th></tr>"
     ]
     for i, d in enumerate(decisions):
         stats = d.get("stats", {})
         p = d.get("p_value")
         rows.append(
-            f"<tr><td>{i}</td><td>{d['iteration']}</td><td>{html.escape(str(d['verdict']))}"
-            f"</td><td>{format_p(p)}</td>"
+            f"<tr><td>{i}</td><td>{d['iteration']}</td>"
+            f"<td>{html.escape(', '.join(d.get('kinds', [])))}</td>"
+            f"<td>{html.escape(str(d['verdict']))}</td><td>{format_p(p)}</td>"
             f"<td>{stats.get('heldout_gains', '')}/{stats.get('heldout_losses', '')}</td>"
+            f"<td>{_latency(stats)}</td>"
             f"<td>{'<br>'.join(html.escape(c) for c in d.get('changes', []))}</td>"
             f"<td>{html.escape(str(d['reason']))}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
+
+
+def _latency(stats: Mapping[str, Any]) -> str:
+    """The gate's latency change (timed only when kernels or shapes changed)."""
+    change = stats.get("latency_change")
+    return "" if not isinstance(change, int | float) else f"{change * 100:+.1f}%"
+
+
+def _refused(manifest: RunManifest) -> str:
+    """Build-knob proposals not made for want of an approval (once each)."""
+    lines = sorted({line for it in manifest.iterations for line in it.get("refused", [])})
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<h3>Not proposed without approval</h3><ul>{items}</ul>"
 
 
 def _time_table(split: Mapping[str, float]) -> str:

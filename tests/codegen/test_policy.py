@@ -144,3 +144,22 @@ def test_version_and_benchmark_change_freely() -> None:
 )
 def test_approves(pattern: str, path: str, expected: bool) -> None:
     assert approves(pattern, path) is expected
+
+
+def test_kernel_knobs_are_choices_not_magnitudes() -> None:
+    """The autotuner's tile 4 -> 10 (or a first choice, from absent) is no step violation;
+    listing ``kernels`` in approval_required still guards them."""
+    base = state(kernels={"tuned": {"sdpa": {"tile": 4, "unroll": 4}}, "fingerprint": ""})
+    tuned = state(kernels={"tuned": {"sdpa": {"tile": 10, "unroll": 2}}, "fingerprint": "ab"})
+    report = check_policy(base, tuned)
+    assert set(report.paths) == {
+        "kernels.fingerprint",
+        "kernels.tuned.sdpa.tile",
+        "kernels.tuned.sdpa.unroll",
+    }
+    check_policy(state(), tuned)  # from no tuned choice at all
+    guarded = state(
+        kernels={"tuned": {"sdpa": {"tile": 4, "unroll": 4}}, "fingerprint": ""},
+        safety__approval_required=["kernels"],
+    )
+    assert refusal(guarded, tuned).startswith("kernels.fingerprint: -> ab needs approval")

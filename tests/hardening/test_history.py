@@ -427,8 +427,8 @@ class TestOneLineErrors:
 
 _DIE_WITH_PARENT = """
 import os, sys, time
-from codegen.compile import _die_with_parent
-_die_with_parent(int(sys.argv[1]))
+from codegen.compile import die_with_parent
+die_with_parent(int(sys.argv[1]))
 print(os.getpid(), flush=True)
 time.sleep(60)
 """
@@ -465,7 +465,7 @@ class TestKilledCommandLeavesNothing:
             pytest.fail("the worker outlived its killed parent")
 
     def test_worker_of_an_already_dead_parent_exits(self) -> None:
-        code = "from codegen.compile import _die_with_parent; _die_with_parent(1 << 22)"
+        code = "from codegen.compile import die_with_parent; die_with_parent(1 << 22)"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.run(
             [sys.executable, "-c", code], env=env, timeout=60, capture_output=True, text=True

@@ -27,11 +27,14 @@ from runtime.evidence import data_fingerprint
 from runtime.project import Project
 from runtime.rsi.loop import LoopResult, LoopSettings, run_loop
 from runtime.rsi.manifest import load_manifest, runs_dir
-from runtime.rsi.report import write_report
+from runtime.rsi.report import time_split, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 UNIFORM = REPO / "states" / "uniform.json"
 ITERATIONS = 2
+# The runs without a budget skip the kernel autotuner (minutes of compiling on a cold cache);
+# the budget test keeps it, bounded by the budget.
+UNBUDGETED = LoopSettings(start=UNIFORM, iterations=ITERATIONS, seed=0, knobs=False)
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +59,7 @@ def decisions_of(result: LoopResult) -> list[tuple[Any, ...]]:
 def reference(tmp_path_factory: pytest.TempPathFactory, module_cache: Path) -> LoopResult:
     """One loop run: from the uniform state, two iterations, seed 0."""
     project = new_project(tmp_path_factory.mktemp("loop") / "ref", module_cache)
-    return run_loop(project, LoopSettings(start=UNIFORM, iterations=ITERATIONS, seed=0))
+    return run_loop(project, UNBUDGETED)
 
 
 def test_loop_promotes_a_routing_rule_mined_from_failures(reference: LoopResult) -> None:
@@ -71,6 +74,26 @@ def test_loop_promotes_a_routing_rule_mined_from_failures(reference: LoopResult)
     assert project.state_path.read_bytes() == project.ledger.state(first["state_version"]).data
     held = manifest.iterations[-1]["heldout_per_task"]
     assert min(held.values()) >= 0.95
+
+
+def test_a_small_budget_is_kept(
+    reference: LoopResult, tmp_path: Path, module_cache: Path
+) -> None:
+    """The run ends within its budget but for one gate decision (the module cache is warm,
+    so setting up, which is never interrupted, takes a fraction of it)."""
+    budget_s = 45.0
+    project = new_project(tmp_path / "budget", module_cache)
+    result = run_loop(project, LoopSettings(start=UNIFORM, budget_s=budget_s, seed=0))
+    manifest = result.manifest
+    setup_s = manifest.seconds["start"] + manifest.seconds["evidence"]
+    assert setup_s < budget_s / 2
+    assert manifest.stop_reason.startswith(f"budget {budget_s:g} s spent"), manifest.stop_reason
+    gates = [
+        sum(float(d["seconds"].get(k, 0.0)) for k in ("build", "sandbox", "evaluate", "gate"))
+        for d in manifest.decisions
+    ]
+    assert manifest.elapsed_s <= budget_s + max([0.0, *gates]) + 2.0
+    assert time_split(manifest)["compile"] >= manifest.seconds["start"]
 
 
 def test_run_manifest_records_what_a_replay_needs(reference: LoopResult) -> None:
@@ -90,7 +113,7 @@ def test_same_seed_same_decisions_and_final_state(
     reference: LoopResult, tmp_path: Path, module_cache: Path
 ) -> None:
     project = new_project(tmp_path / "again", module_cache)
-    again = run_loop(project, LoopSettings(start=UNIFORM, iterations=ITERATIONS, seed=0))
+    again = run_loop(project, UNBUDGETED)
     assert decisions_of(again) == decisions_of(reference)
     ref_state = Path(reference.manifest.config["state"]).read_bytes()
     assert project.state_path.read_bytes() == ref_state
@@ -98,7 +121,7 @@ def test_same_seed_same_decisions_and_final_state(
 
 def test_finished_run_is_not_repeated(reference: LoopResult) -> None:
     project = Project(Path(reference.manifest.config["state"]))
-    again = run_loop(project, LoopSettings(start=UNIFORM, iterations=ITERATIONS, seed=0))
+    again = run_loop(project, UNBUDGETED)
     assert again.resumed and again.manifest == reference.manifest
 
 
@@ -108,7 +131,8 @@ def test_killed_loop_resumes_without_losing_or_repeating_a_decision(
     project = new_project(tmp_path / "killed", module_cache)
     command = [
         sys.executable, "-m", "runtime.cli", "loop", "--state", str(project.state_path),
-        "--from", str(UNIFORM), "--iterations", str(ITERATIONS), "--seed", "0", "--json",
+        "--from", str(UNIFORM), "--iterations", str(ITERATIONS), "--seed", "0", "--no-knobs",
+        "--json",
     ]  # fmt: skip
     child = subprocess.Popen(command, cwd=REPO, start_new_session=True)
     manifests = runs_dir(project.state_path)
@@ -146,7 +170,9 @@ def test_ray_executor_reaches_the_local_decisions(
     local_ray: None, reference: LoopResult, tmp_path: Path, module_cache: Path
 ) -> None:
     project = new_project(tmp_path / "ray", module_cache)
-    settings = LoopSettings(start=UNIFORM, iterations=ITERATIONS, seed=0, executor="ray")
+    settings = LoopSettings(
+        start=UNIFORM, iterations=ITERATIONS, seed=0, executor="ray", knobs=False
+    )
     result = run_loop(project, settings)
     assert decisions_of(result) == decisions_of(reference)
     local_state = Path(reference.manifest.config["state"]).read_bytes()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from runtime.cli import main
+from runtime.rsi.loop import _add_seconds
 from runtime.rsi.manifest import (
     RunManifest,
     latest_manifest,
@@ -15,6 +17,7 @@ from runtime.rsi.manifest import (
     run_id,
     save_manifest,
 )
+from runtime.rsi.report import time_split
 
 
 def test_manifest_round_trips_and_the_latest_run_is_found(tmp_path: Path) -> None:
@@ -52,3 +55,34 @@ def test_report_without_a_run_says_so(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().err == (
         f"rsi: error: {state}: no loop run recorded; run `rsi loop` first\n"
     )
+
+
+def test_time_split_counts_every_process_of_a_resumed_run() -> None:
+    """A run killed in iteration 1 and resumed: the start build and the train evidence of
+    both processes count, as do both iterations; the rest of the elapsed time is ``other``."""
+    config = {"seed": 0}
+    base = RunManifest(
+        run_id=run_id(config),
+        config=config,
+        seed=0,
+        data_fingerprint="generated:0",
+        git_revision="abc",
+        packages={},
+        started_at=1.0,
+    )
+    first = _add_seconds(base, start=30.0)
+    first = _add_seconds(first, evidence=12.0)
+    iteration = {"seconds": {"screen": 5.0, "knobs": 4.0, "executor_build": 20.0}}
+    resumed = _add_seconds(replace(first, iterations=(iteration,)), start=0.0)
+    resumed = _add_seconds(resumed, evidence=0.5)  # the cached evidence, read again
+    second = {"seconds": {"screen": 4.0, "promote_gate": 1.0, "promote_sandbox": 3.0}}
+    resumed = replace(resumed, iterations=(iteration, second), elapsed_s=100.0)
+    assert resumed.seconds == {"start": 30.0, "evidence": 12.5}
+    assert time_split(resumed) == {
+        "screen": 21.5,
+        "tune": 4.0,
+        "compile": 50.0,
+        "evaluate": 3.0,
+        "gate": 1.0,
+        "other": 20.5,
+    }

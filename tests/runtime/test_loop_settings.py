@@ -39,3 +39,9 @@ def test_backend_follows_rsi_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RSI_BACKEND", "python")
     args = build_parser().parse_args(["loop"])
     assert settings_from(args).backend == "python"
+
+
+def test_executor_choices_are_the_executors() -> None:
+    from runtime.rsi import cli, executor
+
+    assert cli.EXECUTORS == executor.EXECUTORS
