@@ -30,7 +30,7 @@ import importlib.util
 import logging
 import math
 import operator
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -54,6 +54,8 @@ __all__ = [
     "UnrollStateLoops",
     "FoldStateBranches",
     "FoldConstantArithmetic",
+    "UnrollAllAnyOverLiterals",
+    "PropagateLocalConstants",
     "module_name_for",
     "specialize_source",
     "specialize_target",
@@ -369,6 +371,138 @@ class FoldConstantArithmetic(cst.CSTTransformer):
         return _in_place_of(updated_node, literal)
 
 
+class UnrollAllAnyOverLiterals(cst.CSTTransformer):
+    """``all(w in words for w in ("where", "is"))`` → ``('where' in words and 'is' in
+    words)``; ``any`` → ``or``; an empty tuple → ``True``/``False``. Only a single ``for``
+    over a literal tuple, without ``if``; a term that is not surely a ``bool`` (``in``,
+    ``is``, ``not``) is wrapped in ``bool()``, so the result is what ``all``/``any`` return."""
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        if not (_is_call(updated_node, "all") or _is_call(updated_node, "any")):
+            return updated_node
+        generator = updated_node.args[0].value
+        if not isinstance(generator, cst.GeneratorExp):
+            return updated_node
+        loop = generator.for_in
+        known, items = _constant(loop.iter)
+        if (
+            loop.inner_for_in is not None
+            or loop.ifs
+            or loop.asynchronous is not None
+            or not isinstance(loop.target, cst.Name)
+            or not known
+            or not isinstance(items, tuple)
+            or _binds_or_suspends(generator.elt)
+        ):
+            return updated_node
+        is_all = cast(cst.Name, updated_node.func).value == "all"
+        terms = [
+            _as_bool(
+                cast(
+                    cst.BaseExpression,
+                    generator.elt.visit(_SubstituteNames({loop.target.value: _literal(item)})),
+                )
+            )
+            for item in items
+        ]
+        if not terms:
+            return _literal(is_all)
+        operator_: cst.BaseBooleanOp = cst.And() if is_all else cst.Or()
+        result = terms[0]
+        for term in terms[1:]:
+            result = cst.BooleanOperation(result, operator_, term)
+        return _parenthesized(result)
+
+
+class PropagateLocalConstants(cst.CSTTransformer):
+    """``row = 0; a = s[row]; row += 2; b = s[row + 1]`` → ``a = s[0]; b = s[2 + 1]; row =
+    2``: within one block, a local assigned a number is replaced by that number in the
+    statements that follow, its assignments dropped, until a statement rebinds it (or the
+    block ends), where one assignment of its value is put back. Not in a function with
+    ``try``/``with`` (a handler could read a dropped value) or ``locals()``/``vars()``/
+    ``eval``/``exec``; a local annotated with a C type keeps values of that type only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.annotations: dict[str, str] = {}
+        self.enabled = False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        finder = _Escapes()
+        node.visit(finder)
+        self.enabled = not finder.found
+        self.annotations = finder.annotations
+
+    def leave_IndentedBlock(
+        self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock
+    ) -> cst.IndentedBlock:
+        if not self.enabled:
+            return updated_node
+        known: dict[str, tuple[object, cst.SimpleStatementLine]] = {}
+        carried: list[cst.EmptyLine] = []  # leading lines (comments) of dropped statements
+        out: list[cst.BaseStatement] = []
+
+        def put_back(names: Iterable[str]) -> None:
+            for name in [n for n in known if n in names]:
+                value, last = known.pop(name)
+                assign = cst.Assign([cst.AssignTarget(cst.Name(name))], _literal(value))
+                small = last.body[0]
+                if isinstance(small, cst.Assign):
+                    assign = small.with_changes(value=_literal(value))
+                out.append(last.with_changes(body=[assign], leading_lines=[*carried]))
+                carried.clear()
+
+        for statement in cast(Sequence[_Statement], updated_node.body):
+            number = self._number(statement, known)
+            if number is not None:
+                name, value = number
+                known[name] = (value, cast(cst.SimpleStatementLine, statement))
+                carried.extend(statement.leading_lines)
+                continue
+            bound = _bound_names(statement)
+            # ``break``/``continue``: the code after the loop or the next turn may read them.
+            put_back(known if bound is None or _loop_exits(statement) else bound)
+            reads = {n: _literal_operand(v) for n, (v, _) in known.items()}
+            statement = cast(_Statement, statement.visit(_SubstituteNames(reads)))
+            if carried:
+                statement = statement.with_changes(
+                    leading_lines=[*carried, *statement.leading_lines]
+                )
+                carried.clear()
+            out.append(statement)
+        last = out[-1] if out else None
+        if not (isinstance(last, cst.SimpleStatementLine) and _exits(last)):
+            put_back(known)  # after a ``return`` or ``raise``, the function has no locals
+        return updated_node.with_changes(body=out)
+
+    def _number(
+        self, statement: cst.BaseStatement, known: Mapping[str, tuple[object, object]]
+    ) -> tuple[str, object] | None:
+        """``(name, value)`` when ``statement`` is ``name = N`` or ``name op= N`` of a known
+        name, N a number literal, and the value suits the name's annotation."""
+        if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+            return None
+        small = statement.body[0]
+        fold: Callable[[Any, Any], object] | None = None
+        if isinstance(small, cst.Assign) and len(small.targets) == 1:
+            target, value = small.targets[0].target, small.value
+        elif isinstance(small, cst.AugAssign) and type(small.operator) in _AUGMENTED:
+            target, value = small.target, small.value
+            fold = _AUGMENTED[type(small.operator)]
+        else:
+            return None
+        literal, number = _constant(value)
+        if not isinstance(target, cst.Name) or not literal or not _is_number(number):
+            return None
+        if fold is not None:
+            if target.value not in known:
+                return None
+            number = fold(known[target.value][0], number)
+        if not _fits(number, self.annotations.get(target.value)):
+            return None
+        return target.value, number
+
+
 class SpecializeFunction(Codemod):
     """The specializer as a LibCST codemod: the module becomes ``function``'s specialized
     copy for ``state`` (``python -m libcst.tool codemod`` style, and ``CodemodTest``)."""
@@ -400,6 +534,8 @@ def _specialize(function: cst.FunctionDef, scope: _Scope) -> cst.FunctionDef:
             InlineStateConstants(scope),
             FoldStateBranches(),
             FoldConstantArithmetic(),
+            UnrollAllAnyOverLiterals(),
+            PropagateLocalConstants(),
         ):
             node = node.visit(transformer)  # type: ignore[assignment]
         if node.deep_equals(before):
@@ -1039,6 +1175,167 @@ class _SubstituteNames(_SkipsNonReads, cst.CSTTransformer):
             return updated_node
         return self.names[original_node.value]
 
+    def leave_Attribute(
+        self, original_node: cst.Attribute, updated_node: cst.Attribute
+    ) -> cst.Attribute:
+        # ``(0).real``: an integer literal cannot take an attribute ungrouped (``0.real``).
+        if isinstance(updated_node.value, cst.Integer):
+            return updated_node.with_changes(value=_parenthesized(updated_node.value))
+        return updated_node
+
+
+_AUGMENTED: dict[type[cst.BaseAugOp], Callable[[Any, Any], object]] = {
+    cst.AddAssign: operator.add,
+    cst.SubtractAssign: operator.sub,
+    cst.MultiplyAssign: operator.mul,
+}
+#: Annotations of locals PropagateLocalConstants may replace by a number: Python's own
+#: types, and C types whose values it can hold exactly (a C ``int`` within 32 bits).
+_INT_ANNOTATIONS = frozenset({"int", "cython.int", "cython.long", "cython.Py_ssize_t"})
+_FLOAT_ANNOTATIONS = frozenset({"float", "cython.double"})
+_BOOL_OPERATORS = (cst.In, cst.NotIn, cst.Is, cst.IsNot)
+_Statement = cst.SimpleStatementLine | cst.BaseCompoundStatement
+
+
+def _fits(number: object, annotation: str | None) -> bool:
+    if isinstance(number, float) and not math.isfinite(number):
+        return False
+    if annotation is None:
+        return True
+    if annotation in _INT_ANNOTATIONS:
+        return isinstance(number, int) and (annotation == "int" or -(2**31) <= number < 2**31)
+    return annotation in _FLOAT_ANNOTATIONS and isinstance(number, float)
+
+
+def _literal_operand(value: object) -> cst.BaseExpression:
+    """``value``'s literal, grouped when negative (``x ** (-1)``, not ``x ** -1``)."""
+    literal = _literal(value)
+    return _parenthesized(literal) if _is_number(value) and value < 0 else literal  # type: ignore[operator]
+
+
+def _as_bool(term: cst.BaseExpression) -> cst.BaseExpression:
+    """``term`` if it is surely a ``bool`` (``in``, ``is``, ``not``), else ``bool(term)``."""
+    if isinstance(term, cst.UnaryOperation) and isinstance(term.operator, cst.Not):
+        return term
+    if isinstance(term, cst.Comparison) and all(
+        isinstance(t.operator, _BOOL_OPERATORS) for t in term.comparisons
+    ):
+        return term
+    return cst.Call(cst.Name("bool"), [cst.Arg(term)])
+
+
+class _Escapes(cst.CSTVisitor):
+    """Whether a dropped local's value could still be seen (``found``): a ``try`` or
+    ``with`` (a handler runs after a statement raised), ``locals()`` and kin; and the
+    annotation of each local and parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+        self.annotations: dict[str, str] = {}
+
+    def visit_Try(self, node: cst.Try) -> None:
+        self.found = True
+
+    def visit_TryStar(self, node: cst.TryStar) -> None:
+        self.found = True
+
+    def visit_With(self, node: cst.With) -> None:
+        self.found = True
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.found = self.found or node.value in ("locals", "vars", "eval", "exec")
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if isinstance(node.target, cst.Name):
+            self.annotations[node.target.value] = _code(node.annotation.annotation)
+
+    def visit_Param(self, node: cst.Param) -> None:
+        if node.annotation is not None:
+            self.annotations[node.name.value] = _code(node.annotation.annotation)
+
+
+class _Bindings(cst.CSTVisitor):
+    """Names a statement binds anywhere in it; ``everything`` for a ``match`` (captures)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+        self.everything = False
+
+    def _bind(self, target: cst.BaseExpression | None) -> None:
+        if target is not None:
+            self.names.update(_target_names(target))
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        self._bind(node.target)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._bind(node.target)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._bind(node.target)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._bind(node.target)
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self._bind(node.target)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._bind(node.target)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self._bind(node.target)
+
+    def visit_AsName(self, node: cst.AsName) -> None:
+        self._bind(cast(cst.BaseExpression, node.name))
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+        self.names.add(_code(node.name).split(".")[0])
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self.names.update(n.name.value for n in node.names)
+
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        self.names.update(n.name.value for n in node.names)
+
+    def visit_Match(self, node: cst.Match) -> None:
+        self.everything = True
+
+
+def _bound_names(statement: cst.CSTNode) -> set[str] | None:
+    """Names ``statement`` binds, or None when it cannot tell (a ``match``)."""
+    finder = _Bindings()
+    statement.visit(finder)
+    return None if finder.everything else finder.names
+
+
+class _SuspendsOrBinds(cst.CSTVisitor):
+    found = False
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.found = True
+
+    def visit_Yield(self, node: cst.Yield) -> None:
+        self.found = True
+
+    def visit_Await(self, node: cst.Await) -> None:
+        self.found = True
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        self.found = True
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self.found = True
+
+
+def _binds_or_suspends(node: cst.CSTNode) -> bool:
+    """Whether ``node`` binds a name, suspends, or opens a scope of its own."""
+    finder = _SuspendsOrBinds()
+    node.visit(finder)
+    return finder.found
+
 
 class _FillEmptyBlocks(cst.CSTTransformer):
     """A block whose statements all folded away gets ``pass``."""
@@ -1051,7 +1348,7 @@ class _FillEmptyBlocks(cst.CSTTransformer):
         return updated_node.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
 
 
-def _loop_exits(block: cst.BaseSuite) -> cst.CSTNode | None:
+def _loop_exits(block: cst.CSTNode) -> cst.CSTNode | None:
     """The first ``break``/``continue`` that belongs to this loop (not to a nested one)."""
 
     class Finder(cst.CSTVisitor):
@@ -1072,6 +1369,10 @@ def _loop_exits(block: cst.BaseSuite) -> cst.CSTNode | None:
     finder = Finder()
     block.visit(finder)
     return finder.found
+
+
+def _exits(line: cst.SimpleStatementLine) -> bool:
+    return any(isinstance(small, cst.Return | cst.Raise) for small in line.body)
 
 
 def _target_parts(target: cst.BaseExpression) -> Iterator[cst.BaseExpression]:

@@ -161,6 +161,59 @@ class TestSpecializeFunction(CodemodTest):
         assert source == f"{HEADER}import math\n\n{after}"
         assert sections == ("experts", "routing", "scoring")
 
+    def test_unrolls_all_over_each_rules_words(self) -> None:
+        params = "x: float, words: frozenset[str]"
+        before = (
+            "for rule in state.routing:\n"
+            "    if all(w in words for w in rule.when_all):\n"
+            "        x += 1.0\n"
+            "return x\n"
+        )
+        after = (
+            "if ('where' in words and 'is' in words):\n    x += 1.0\n"
+            "if ('how' in words):\n    x += 1.0\nreturn x\n"
+        )
+        self.check(_before(before, params), _after(after, params))
+
+    def test_unrolls_any_and_keeps_its_bool_result(self) -> None:
+        before = 'return float(any(x > len(w) for w in ("a", "bc")))\n'
+        self.check(_before(before), _after("return float((bool(x > 1) or bool(x > 2)))\n"))
+
+    def test_all_over_an_empty_tuple_is_true(self) -> None:
+        before = "if all(w > x for w in ()):\n    x += 1.0\nreturn x\n"
+        self.check(_before(before), _after("x += 1.0\nreturn x\n"))
+
+    def test_propagates_a_local_counter_into_the_reads_that_follow(self) -> None:
+        params = "x: float, s: list[float]"
+        before = "row = 0\nx += s[row]\nrow += 2\nx += s[row + 1]\nreturn x\n"
+        self.check(_before(before, params), _after("x += s[0]\nx += s[3]\nreturn x\n", params))
+
+    def test_puts_a_propagated_local_back_before_it_is_rebound(self) -> None:
+        before = "n = 1\nx += n\nfor i in range(3):\n    n = n * 2\nreturn x + n\n"
+        after = "x += 1\nn = 1\nfor i in range(3):\n    n = n * 2\nreturn x + n\n"
+        self.check(_before(before), _after(after))
+
+    def test_puts_a_propagated_local_back_at_the_end_of_a_loop_body(self) -> None:
+        before = "for i in range(3):\n    k = 2\n    x *= k\n    k += 1\nreturn x\n"
+        after = "for i in range(3):\n    x *= 2\n    k = 3\nreturn x\n"
+        self.check(_before(before), _after(after))
+
+    def test_puts_a_propagated_local_back_before_a_break(self) -> None:
+        before = "for i in range(3):\n    k = 2\n    if x > k:\n        break\nreturn x\n"
+        self.check(_before(before), _after(before))
+
+    def test_keeps_the_comments_of_a_dropped_assignment(self) -> None:
+        before = "# start at one\nk = 1\nreturn x + k\n"
+        self.check(_before(before), _after("# start at one\nreturn x + 1\n"))
+
+    def test_propagates_nothing_a_c_int_cannot_hold(self) -> None:
+        before = "k: cython.int\nk = 3000000000\nreturn x + k\n"
+        self.check(_before(before), _after(before, imports="import cython\n"))
+
+    def test_propagates_nothing_a_handler_could_read(self) -> None:
+        before = "k = 1\ntry:\n    x += k\nexcept ValueError:\n    x = k\nreturn x\n"
+        self.check(_before(before), _after(before))
+
 
 def _refusal(body: str, line: int, problem: str, *, prefix: str = "") -> None:
     source = prefix + _before(body)
