@@ -79,6 +79,9 @@ class SpecializedEntry(_Strict):
     function: Annotated[str, Field(pattern=_IDENT)]
     sections: tuple[str, ...]
     state_hash: Hex64
+    #: The user's source file, and its line behind each line of the copy (0: none).
+    source_file: str = ""
+    lines: tuple[Annotated[int, Field(ge=0)], ...] = ()
 
 
 class SharedEntry(_Strict):

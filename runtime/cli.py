@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.errors import RSIError
-from codegen.manifest import ManifestError, read_manifest
+from codegen.manifest import Manifest, ManifestError, read_manifest
 from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.project import Project
@@ -219,10 +219,15 @@ def _build(args: argparse.Namespace) -> int:
         f"build {r.build_id} ({r.tier}) of state v{r.state_version}: "
         f"{r.modules_compiled} compiled, {r.cache_hits} cached, {r.seconds:.2f} s"
     )
+    if r.specialized:
+        summary += f"\nspecialized user code: {', '.join(r.specialized)}"
     if r.new_build_of_committed:
+        why = "templates, toolchain or tier"
+        if r.specialized:
+            why = "templates, toolchain, tier or specialized user code"
         summary += (
             f"\nnote: committed v{r.state_version} now has {len(r.version_builds)} builds "
-            f"(templates, toolchain or tier changed): {', '.join(r.version_builds)}"
+            f"({why} changed): {', '.join(r.version_builds)}"
         )
     return emit(args, summary, r)
 
@@ -249,17 +254,36 @@ def _status(args: argparse.Namespace) -> int:
         f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
         f"{file}; history {r.history}; rollback target {target}"
     )
-    degraded = _degraded(project.generated_dir / r.active_build) if r.active_build else {}
+    manifest = _shown_manifest(project.generated_dir / r.active_build)
+    degraded = _degraded(manifest)
     for name, why in degraded.items():
         summary += f"\ndegraded: {name} runs as pure Python ({why})"
-    return emit(args, summary, {**asdict(r), "degraded": degraded})
+    specialized = _specialized(manifest)
+    for target, what in specialized.items():
+        summary += f"\nspecialized: {target} runs {what}"
+    return emit(args, summary, {**asdict(r), "degraded": degraded, "specialized": specialized})
 
 
-def _degraded(build_dir: Path) -> dict[str, str]:
-    """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+def _shown_manifest(build_dir: Path) -> Manifest | None:
+    """A build's manifest to show (never to import anything by), or None if unreadable."""
     try:
-        manifest = read_manifest(build_dir, None)  # shown, never imported
+        return read_manifest(build_dir, None)
     except ManifestError:
+        return None
+
+
+def _specialized(manifest: Manifest | None) -> dict[str, str]:
+    """User functions a build carries specialized copies of: the copy and what it baked in."""
+    found: dict[str, str] = {}
+    for target, entry in manifest.specialized.items() if manifest is not None else ():
+        source = f"; from {entry.source_file}" if entry.source_file else ""
+        found[target] = f"{entry.module} (state sections {', '.join(entry.sections)}{source})"
+    return found
+
+
+def _degraded(manifest: Manifest | None) -> dict[str, str]:
+    """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+    if manifest is None:
         return {}
     found: dict[str, str] = {}
     for name in manifest.degraded:

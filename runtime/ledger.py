@@ -236,14 +236,24 @@ class Ledger:
         logger.warning("ledger %s: opening read-only (disk full or read-only?)", self.path)
         return sqlite3.connect(f"file:{quote(str(self.path))}?immutable=1", uri=True)
 
-    def commit(self, version: int, data: bytes, build_id: str, tier: str, *, limit: int) -> bool:
+    def commit(
+        self,
+        version: int,
+        data: bytes,
+        build_id: str,
+        tier: str,
+        *,
+        limit: int,
+        specialized: tuple[str, ...] = (),
+    ) -> bool:
         """Record ``data`` as committed ``version`` built as ``build_id``; make it active.
 
         A committed version's bytes never change (other bytes are refused); a build of them
         not seen before is added as a new build record of the version. Keeps at most
         ``limit`` states, dropping the oldest, but never the active one nor the one the
         default rollback would restore. Returns whether ``build_id`` is another build of a
-        version already committed with a different one.
+        version already committed with a different one. ``specialized``: the user functions
+        (``module:function``) the build carries specialized copies of, named in its note.
         """
         digest = hashlib.sha256(data).hexdigest()
         now = time.time()
@@ -262,7 +272,7 @@ class Ledger:
                     "different content; bump the state's version"
                 )
             else:
-                added = _record_build(db, version, build_id, tier)
+                added = _record_build(db, version, build_id, tier, specialized)
             _activate(db, version, build_id, tier, "commit")
             keep = {version}
             target = _default_target(db)
@@ -597,7 +607,13 @@ def _builds(db: sqlite3.Connection, version: int) -> list[BuildRecord]:
     return [BuildRecord(*r) for r in rows]
 
 
-def _record_build(db: sqlite3.Connection, version: int, build_id: str, tier: str) -> bool:
+def _record_build(
+    db: sqlite3.Connection,
+    version: int,
+    build_id: str,
+    tier: str,
+    specialized: tuple[str, ...] = (),
+) -> bool:
     known = _builds(db, version)
     if any(b.build_id == build_id for b in known):
         return False
@@ -612,17 +628,24 @@ def _record_build(db: sqlite3.Connection, version: int, build_id: str, tier: str
         why = (
             "another tier"
             if all(b.tier != tier for b in known)
+            else "templates, toolchain or specialized user code changed"
+            if specialized
             else "templates or toolchain changed"
         )
+        carries = f"; specialized user code: {', '.join(specialized)}" if specialized else ""
         logger.warning(
-            "state v%d: new build %s (%s) recorded beside %s (%s)",
+            "state v%d: new build %s (%s%s) recorded beside %s (%s)",
             version,
             build_id,
             tier,
+            carries,
             ", ".join(b.build_id for b in known),
             why,
         )
-        _event(db, "new-build", {"version": version, "build_id": build_id, "tier": tier})
+        event: dict[str, object] = {"version": version, "build_id": build_id, "tier": tier}
+        if specialized:
+            event["specialized"] = list(specialized)
+        _event(db, "new-build", event)
     return True
 
 

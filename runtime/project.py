@@ -53,6 +53,7 @@ class BuildReport:
     path: str
     version_builds: list[str]  # every build recorded for this version, oldest first
     new_build_of_committed: bool  # a committed version got another build (visible, not swapped)
+    specialized: list[str]  # user functions (module:function) the build carries copies of
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,11 @@ class Project:
                 result.build_id,
                 result.tier,
                 limit=state.safety.history_limit,
+                specialized=settings.specialize,
             )
             builds = [b.build_id for b in self.ledger.builds(state.version)]
-        return _report(result, state.version, builds, added and len(builds) > 1)
+        new = added and len(builds) > 1
+        return _report(result, state.version, builds, new, list(settings.specialize))
 
     def build_candidate(
         self, state: RSIState, data: bytes, settings: CompileSettings
@@ -410,7 +413,9 @@ class Project:
         return read_state_file(self.state_path)
 
 
-def _report(result: BuildResult, version: int, builds: list[str], new: bool) -> BuildReport:
+def _report(
+    result: BuildResult, version: int, builds: list[str], new: bool, specialized: list[str]
+) -> BuildReport:
     return BuildReport(
         build_id=result.build_id,
         seconds=round(result.seconds, 4),
@@ -422,6 +427,7 @@ def _report(result: BuildResult, version: int, builds: list[str], new: bool) -> 
         path=str(result.path),
         version_builds=builds,
         new_build_of_committed=new,
+        specialized=specialized,
     )
 
 

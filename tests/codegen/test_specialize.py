@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from libcst.codemod import CodemodTest
@@ -13,7 +14,9 @@ from libcst.codemod import CodemodTest
 from codegen.specialize import (
     SpecializeError,
     SpecializeFunction,
+    first_user_line,
     module_name_for,
+    name_user_lines,
     specialize_source,
     specialize_target,
     state_fingerprint,
@@ -127,7 +130,7 @@ class TestSpecializeFunction(CodemodTest):
     def test_an_empty_collection_leaves_pass(self) -> None:
         state = STATE.model_copy(update={"routing": ()})
         before = _before("if x > 0:\n    for rule in state.routing:\n        x += 1.0\nreturn x\n")
-        source, _ = specialize_source(before, "f", state)
+        source = specialize_source(before, "f", state).source
         assert source == _after("if x > 0:\n    pass\nreturn x\n")
 
     def test_the_else_block_of_an_unrolled_loop_follows_it(self) -> None:
@@ -157,9 +160,9 @@ class TestSpecializeFunction(CodemodTest):
             "    return math.sqrt(v) * SCALE\n\n\n"
             "def f(state: object, x: float) -> float:\n    return _helper(x) + 5.0\n"
         )
-        source, sections = specialize_source(module, "f", STATE)
-        assert source == f"{HEADER}import math\n\n{after}"
-        assert sections == ("experts", "routing", "scoring")
+        done = specialize_source(module, "f", STATE)
+        assert done.source == f"{HEADER}import math\n\n{after}"
+        assert done.sections == ("experts", "routing", "scoring")
 
     def test_unrolls_all_over_each_rules_words(self) -> None:
         params = "x: float, words: frozenset[str]"
@@ -213,6 +216,42 @@ class TestSpecializeFunction(CodemodTest):
     def test_propagates_nothing_a_handler_could_read(self) -> None:
         before = "k = 1\ntry:\n    x += k\nexcept ValueError:\n    x = k\nreturn x\n"
         self.check(_before(before), _after(before))
+
+
+def test_the_line_map_names_each_statements_original_line() -> None:
+    before = (
+        "total = 0.0\n"
+        "for e in state.experts.values():\n"
+        "    # one expert\n"
+        "    total += e.weight * x\n"
+        "return total\n"
+    )
+    done = specialize_source(_before(before), "f", STATE)
+    assert done.source == _after(
+        "total = 0.0\n# one expert\ntotal += 1.25 * x\n# one expert\ntotal += 0.5 * x\n"
+        "return total\n"
+    )
+    # the __future__ import, def, total = 0.0, comment, +=, comment, +=, return
+    assert done.lines == (0, 2, 3, 0, 6, 0, 6, 7)
+
+
+def test_a_copy_line_in_a_message_names_the_users_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rsi_user_lines.py").write_text(
+        "from codegen.state import RSIState\n"
+        "from runtime.optimized import rsi_optimized\n\n\n"
+        + _before("y = x * state.scoring.rag\nreturn y\n")
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    copy = specialize_target("rsi_user_lines:f", STATE)
+    line = copy.source.splitlines().index("    y = x * 5.0") + 1
+    message = f"cython: opt_rsi_user_lines__f.py:{line}:13: bad; other.py:{line}: kept"
+    assert name_user_lines(message, [copy]) == (
+        f"cython: opt_rsi_user_lines__f.py:{line}:13 (from {tmp_path}/rsi_user_lines.py:7): "
+        f"bad; other.py:{line}: kept"
+    )
+    assert first_user_line(message, [copy]) == f"{tmp_path}/rsi_user_lines.py:7"
 
 
 def _refusal(body: str, line: int, problem: str, *, prefix: str = "") -> None:
