@@ -31,7 +31,7 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -56,6 +56,8 @@ __all__ = [
     "UnrollStateLoops",
     "FoldStateBranches",
     "FoldConstantArithmetic",
+    "FoldConstantHelperCalls",
+    "ScalarizeLocalDicts",
     "UnrollAllAnyOverLiterals",
     "PropagateLocalConstants",
     "module_name_for",
@@ -204,13 +206,14 @@ def specialize_source(
     where = _Where(filename, wrapper.resolve(PositionProvider))
     scope = _scope(target, state, where)
     target.body.visit(_Refusals(scope))
+    imported = _imports(module)
+    needed = _needed_definitions(target, defs, imported, where)
+    helpers = {node.name.value: node for node in needed if isinstance(node, cst.FunctionDef)}
     marks = _MarkLines(where)
-    needed = [
-        cast(cst.BaseStatement, node.visit(marks))
-        for node in _needed_definitions(target, defs, _imports(module), where)
-    ]
-    specialized = _specialize(cast(cst.FunctionDef, target.visit(marks)), scope)
-    body = [*needed, specialized]
+    specialized = _specialize(cast(cst.FunctionDef, target.visit(marks)), scope, helpers)
+    # Only what the copy still uses (a helper call may have folded to a number).
+    kept = _needed_definitions(specialized, defs, imported, where)
+    body = [*(cast(cst.BaseStatement, node.visit(marks)) for node in kept), specialized]
     imports = "from __future__ import annotations\n"
     used = set().union(*(_names(node) for node in body))
     imports += "".join(f"import {name}\n" for name in ("cython", "math") if name in used)
@@ -481,6 +484,79 @@ class UnrollAllAnyOverLiterals(cst.CSTTransformer):
         return _parenthesized(result)
 
 
+class FoldConstantHelperCalls(cst.CSTTransformer):
+    """``_clamp(1.25)`` → ``1.25`` when the copied helper is ``return <expression>`` and,
+    with its parameters replaced by the (numeric) arguments, the expression folds to a
+    number: branches and arithmetic only, nothing is called. Arguments and result must suit
+    the helper's annotations (a compiled helper converts a ``float`` parameter to a C
+    double), and the expression may read no name the calling function binds."""
+
+    def __init__(self, helpers: Mapping[str, cst.FunctionDef]) -> None:
+        super().__init__()
+        self.helpers = helpers
+        self.bound: set[str] = set()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.bound = (_bound_names(node.body) or set()) | {p.name.value for p in node.params.params}
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        func = updated_node.func
+        helper = self.helpers.get(func.value) if isinstance(func, cst.Name) else None
+        expression = _returned(helper) if helper is not None else None
+        if helper is None or expression is None:
+            return updated_node
+        params = helper.params
+        if (
+            params.posonly_params
+            or params.kwonly_params
+            or not isinstance(params.star_arg, cst.MaybeSentinel)
+            or params.star_kwarg is not None
+            or len(params.params) != len(updated_node.args)
+            or any(a.keyword is not None or a.star for a in updated_node.args)
+            or _names(expression) - {p.name.value for p in params.params} & self.bound
+        ):
+            return updated_node
+        values: dict[str, cst.BaseExpression] = {}
+        for param, arg in zip(params.params, updated_node.args, strict=True):
+            known, value = _constant(arg.value)
+            if param.default is not None or not known or not _suits(value, param.annotation):
+                return updated_node
+            values[param.name.value] = _literal_operand(value)
+        folded = cast(cst.BaseExpression, expression.visit(_SubstituteNames(values)))
+        for fold in (FoldStateBranches(), FoldConstantArithmetic()):
+            folded = cast(cst.BaseExpression, folded.visit(fold))
+        known, result = _constant(folded)
+        if not known or not _suits(result, helper.returns):
+            return updated_node
+        return _literal_operand(result)
+
+
+class ScalarizeLocalDicts(cst.CSTTransformer):
+    """``weights = {}; weights["a"] = w; ... weights["a"]`` → ``weights__a = w; ...
+    weights__a``: a local dict used only through literal string keys, each written by a
+    statement of the function's own body (not inside a branch or loop) before any other use
+    of its key, and never passed, iterated, sized, deleted from or rebound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: dict[str, frozenset[str]] = {}
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.names = _scalar_dicts(node)
+
+    def leave_Subscript(
+        self, original_node: cst.Subscript, updated_node: cst.Subscript
+    ) -> cst.BaseExpression:
+        found = _dict_key(updated_node, self.names)
+        return cst.Name(f"{found[0]}__{found[1]}") if found else updated_node
+
+    def leave_SimpleStatementLine(
+        self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
+    ) -> cst.SimpleStatementLine | cst.RemovalSentinel:
+        created = _created_dict(updated_node)
+        return cst.RemovalSentinel.REMOVE if created in self.names else updated_node
+
+
 class PropagateLocalConstants(cst.CSTTransformer):
     """``row = 0; a = s[row]; row += 2; b = s[row + 1]`` → ``a = s[0]; b = s[2 + 1]; row =
     2``: within one block, a local assigned a number is replaced by that number in the
@@ -595,7 +671,9 @@ class SpecializeFunction(Codemod):
 # -- the passes ---------------------------------------------------------------------------
 
 
-def _specialize(function: cst.FunctionDef, scope: _Scope) -> cst.FunctionDef:
+def _specialize(
+    function: cst.FunctionDef, scope: _Scope, helpers: Mapping[str, cst.FunctionDef]
+) -> cst.FunctionDef:
     """Run the transformers to a fixed point; then drop the decorator, type the state
     parameter ``object`` and give every emptied block a ``pass``."""
     node = function
@@ -606,7 +684,9 @@ def _specialize(function: cst.FunctionDef, scope: _Scope) -> cst.FunctionDef:
             InlineStateConstants(scope),
             FoldStateBranches(),
             FoldConstantArithmetic(),
+            FoldConstantHelperCalls(helpers),
             UnrollAllAnyOverLiterals(),
+            ScalarizeLocalDicts(),
             PropagateLocalConstants(),
         ):
             node = node.visit(transformer)  # type: ignore[assignment]
@@ -1277,6 +1357,135 @@ def _fits(number: object, annotation: str | None) -> bool:
     if annotation in _INT_ANNOTATIONS:
         return isinstance(number, int) and (annotation == "int" or -(2**31) <= number < 2**31)
     return annotation in _FLOAT_ANNOTATIONS and isinstance(number, float)
+
+
+def _suits(value: object, annotation: cst.Annotation | None) -> bool:
+    """Whether a helper's parameter or result annotated ``annotation`` holds ``value`` as is."""
+    code = _code(annotation.annotation) if annotation is not None else None
+    return _is_number(value) and _fits(value, code)
+
+
+def _returned(helper: cst.FunctionDef) -> cst.BaseExpression | None:
+    """The expression of a helper whose body is only ``return <expression>`` (and a
+    docstring), or None."""
+    if not isinstance(helper.body, cst.IndentedBlock):
+        return None
+    body = list(helper.body.body)
+    if body and _is_docstring(body[0]):
+        body = body[1:]
+    if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine):
+        return None
+    small = body[0].body
+    if len(small) != 1 or not isinstance(small[0], cst.Return):
+        return None
+    return small[0].value
+
+
+def _is_docstring(statement: cst.BaseStatement) -> bool:
+    return (
+        isinstance(statement, cst.SimpleStatementLine)
+        and isinstance(statement.body[0], cst.Expr)
+        and isinstance(statement.body[0].value, cst.SimpleString | cst.ConcatenatedString)
+    )
+
+
+def _created_dict(statement: cst.BaseStatement) -> str | None:
+    """``NAME`` of a statement ``NAME = {}`` (or ``NAME: T = {}``), else None."""
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return None
+    small = statement.body[0]
+    target: cst.BaseExpression | None = None
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        target = small.targets[0].target
+    elif isinstance(small, cst.AnnAssign):
+        target = small.target
+    value = getattr(small, "value", None)
+    if isinstance(target, cst.Name) and isinstance(value, cst.Dict) and not value.elements:
+        return target.value
+    return None
+
+
+def _dict_key(node: cst.Subscript, names: Collection[str]) -> tuple[str, str] | None:
+    """``(NAME, key)`` of ``NAME["key"]``, NAME in ``names`` and key an identifier."""
+    if not isinstance(node.value, cst.Name) or node.value.value not in names:
+        return None
+    if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        return None
+    key = node.slice[0].slice.value
+    if not isinstance(key, cst.SimpleString) or not str(key.evaluated_value).isidentifier():
+        return None
+    return node.value.value, str(key.evaluated_value)
+
+
+@dataclass(frozen=True)
+class _DictUse:
+    name: str
+    key: str | None  # None: a use other than a literal key (the dict must stay)
+    statement: int  # index of the function body's statement it is in
+    write: bool  # ``NAME["key"] = ...`` as a statement of the function's own body
+
+
+class _DictUses(_SkipsNonReads, cst.CSTVisitor):
+    def __init__(self, names: Collection[str]) -> None:
+        super().__init__()
+        self.names = names
+        self.skip = set()
+        self.uses: list[_DictUse] = []
+        self.statement = 0
+        self.write: int | None = None
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        found = _dict_key(node, self.names)
+        if found:
+            self.skip.add(id(node.value))
+            use = _DictUse(found[0], found[1], self.statement, id(node) == self.write)
+            self.uses.append(use)
+
+    def visit_Del(self, node: cst.Del) -> None:
+        for name in _names(node) & set(self.names):
+            self.uses.append(_DictUse(name, None, self.statement, False))
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value in self.names and id(node) not in self.skip:
+            self.uses.append(_DictUse(node.value, None, self.statement, False))
+
+
+def _scalar_dicts(function: cst.FunctionDef) -> dict[str, frozenset[str]]:
+    """The local dicts ScalarizeLocalDicts may replace, with their keys."""
+    if not isinstance(function.body, cst.IndentedBlock):
+        return {}
+    body = list(function.body.body)
+    created: dict[str, int] = {}
+    for index, statement in enumerate(body):
+        name = _created_dict(statement)
+        if name is not None:
+            created.setdefault(name, index)
+    finder = _DictUses(created)
+    for index, statement in enumerate(body):
+        finder.statement, finder.write = index, None
+        small = statement.body[0] if isinstance(statement, cst.SimpleStatementLine) else None
+        if isinstance(small, cst.Assign) and len(small.targets) == 1:
+            finder.write = id(small.targets[0].target)
+        if index == created.get(_created_dict(statement) or ""):
+            continue  # the dict's own ``NAME = {}``
+        statement.visit(finder)
+    taken = _names(function)
+    found: dict[str, frozenset[str]] = {}
+    for name, start in created.items():
+        uses = [u for u in finder.uses if u.name == name]
+        written: dict[str, int] = {}
+        for use in uses:
+            if use.write and use.key is not None:
+                written.setdefault(use.key, use.statement)
+        keys = {use.key for use in uses}
+        if (
+            None not in keys
+            and all(start < written.get(u.key or "", -1) <= u.statement for u in uses)
+            and all(u.write or written[u.key or ""] < u.statement for u in uses)
+            and not {f"{name}__{key}" for key in written} & taken
+        ):
+            found[name] = frozenset(written)
+    return found
 
 
 def _literal_operand(value: object) -> cst.BaseExpression:

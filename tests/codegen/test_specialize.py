@@ -217,6 +217,38 @@ class TestSpecializeFunction(CodemodTest):
         before = "k = 1\ntry:\n    x += k\nexcept ValueError:\n    x = k\nreturn x\n"
         self.check(_before(before), _after(before))
 
+    def test_folds_a_helper_call_on_constants(self) -> None:
+        helper = "def _clamp(w: float) -> float:\n    return w if w > 0.0 else 0.0\n\n\n"
+        body = "return x * _clamp(state.experts['tracker'].weight) + _clamp(x)\n"
+        before = helper + _before(body)
+        after = helper + "def f(state: object, x: float) -> float:\n"
+        after += "    return x * 1.25 + _clamp(x)\n"
+        self.check(before, HEADER + after)
+
+    def test_folds_no_helper_call_its_annotation_would_convert(self) -> None:
+        helper = "def _half(w: float) -> float:\n    return w / 2\n\n\n"
+        before = helper + _before("return x + _half(len(state.experts))\n")
+        after = helper + "def f(state: object, x: float) -> float:\n    return x + _half(2)\n"
+        self.check(before, HEADER + after)
+
+    def test_scalarizes_a_local_dict_of_literal_keys(self) -> None:
+        before = (
+            "w: dict[str, float] = {}\n"
+            "for name, e in state.experts.items():\n"
+            "    w[name] = e.weight * x\n"
+            "return w['tracker'] - w['embedder']\n"
+        )
+        after = "w__tracker = 1.25 * x\nw__embedder = 0.5 * x\nreturn w__tracker - w__embedder\n"
+        self.check(_before(before), _after(after))
+
+    def test_keeps_a_dict_read_before_it_is_written(self) -> None:
+        before = "w = {}\nif x > 0:\n    w['a'] = x\nreturn w['a']\n"
+        self.check(_before(before), _after(before))
+
+    def test_keeps_a_dict_used_whole(self) -> None:
+        before = "w = {}\nw['a'] = x\nreturn len(w) * w['a']\n"
+        self.check(_before(before), _after(before))
+
 
 def test_the_line_map_names_each_statements_original_line() -> None:
     before = (
