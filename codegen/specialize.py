@@ -494,10 +494,12 @@ class FoldConstantHelperCalls(cst.CSTTransformer):
     def __init__(self, helpers: Mapping[str, cst.FunctionDef]) -> None:
         super().__init__()
         self.helpers = helpers
-        self.bound: set[str] = set()
+        self.bound: set[str] | None = set()  # None: a ``match`` may bind any name
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.bound = (_bound_names(node.body) or set()) | {p.name.value for p in node.params.params}
+        bound = _bound_names(node.body)
+        params = {p.name.value for p in node.params.params}
+        self.bound = None if bound is None else bound | params
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         func = updated_node.func
@@ -506,6 +508,7 @@ class FoldConstantHelperCalls(cst.CSTTransformer):
         if helper is None or expression is None:
             return updated_node
         params = helper.params
+        free = _names(expression) - {p.name.value for p in params.params}
         if (
             params.posonly_params
             or params.kwonly_params
@@ -513,7 +516,7 @@ class FoldConstantHelperCalls(cst.CSTTransformer):
             or params.star_kwarg is not None
             or len(params.params) != len(updated_node.args)
             or any(a.keyword is not None or a.star for a in updated_node.args)
-            or _names(expression) - {p.name.value for p in params.params} & self.bound
+            or (free if self.bound is None else free & self.bound)
         ):
             return updated_node
         values: dict[str, cst.BaseExpression] = {}
