@@ -10,8 +10,15 @@ writes a copy of the function in which
 - branches, ``x if c else y`` and ``and``/``or`` whose conditions became constants are
   folded, and so is arithmetic on two constants (:class:`FoldStateBranches`,
   :class:`FoldConstantArithmetic`),
+- what unrolling leaves is cleaned up: helper calls on constants folded
+  (:class:`FoldConstantHelperCalls`), ``all``/``any`` over literal tuples unrolled
+  (:class:`UnrollAllAnyOverLiterals`), locals assigned numbers propagated
+  (:class:`PropagateLocalConstants`), local dicts of literal keys made locals
+  (:class:`ScalarizeLocalDicts`),
 
-and everything else stays as written, comments included. The copy keeps the signature (the
+and everything else stays as written, comments included. Each statement keeps its original
+line through all of this (``Specialized.lines``): messages about the copy name the user's
+line (:func:`name_user_lines`). The copy keeps the signature (the
 state parameter is kept, typed ``object`` and unused) and carries the module-level helper
 functions and literal constants it calls; it may import only ``cython`` (pure-Python mode
 annotations), ``math`` and ``typing``, so it passes the build's import guard. Before any
