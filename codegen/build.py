@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 import types
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -134,7 +134,7 @@ def _build_state(
     from codegen.check import check_sources, guard_sources, lint_sources
     from codegen.diagnostics import with_origin
     from codegen.render import module_names, render_sources
-    from codegen.specialize import specialize_target
+    from codegen.specialize import specialize_target, with_user_lines
 
     start = time.perf_counter()
     cache = generated_dir / CACHE_DIR
@@ -173,15 +173,16 @@ def _build_state(
             if shared is not None:
                 shared.result()
     except (CheckError, CompileError) as exc:
-        raise with_origin(exc, state, template_dir, sources) from None
+        raise with_user_lines(with_origin(exc, state, template_dir, sources), specialized) from None
     for name in sorted(n for n, m in compiled.items() if m.tier != settings.backend):
         problem = _pure_tier_problem(name, sources[name])
         if problem:
             first = compiled[name].attempts[0].diagnostic
             error = CompileError(f"{first}; its pure-Python fallback fails: {problem}")
-            raise with_origin(error, state, template_dir, sources) from None
+            error = with_origin(error, state, template_dir, sources)
+            raise with_user_lines(error, specialized) from None
     if compiled:
-        origins = _origins(compiled, state, template_dir, sources)
+        origins = _origins(compiled, state, template_dir, specialized, sources)
         published = _Published(sources, compiled, specialized, origins)
         _publish_build(state, state_bytes, settings, generated_dir, published, start)
     plan.parent.mkdir(parents=True, exist_ok=True)
@@ -281,19 +282,33 @@ def _origins(
     compiled: dict[str, CompiledModule],
     state: RSIState,
     template_dir: Path | None,
+    specialized: Sequence[Specialized],
     sources: dict[str, str],
 ) -> dict[str, tuple[str, ...]]:
+    """Per module, where each failed attempt's diagnostic came from: the template line and
+    state field, or for a specialized copy the user's line."""
     from codegen.diagnostics import origin_of_message
 
     found: dict[str, tuple[str, ...]] = {}
     for name, module in compiled.items():
         if any(a.diagnostic for a in module.attempts):
             origins = (
-                origin_of_message(a.diagnostic, state, template_dir, sources)
+                (origin_of_message(a.diagnostic, state, template_dir, sources), a.diagnostic)
                 for a in module.attempts
             )
-            found[name] = tuple(o.describe() if o else "" for o in origins)
+            found[name] = tuple(
+                o.describe() if o else _user_line(diagnostic, specialized)
+                for o, diagnostic in origins
+            )
     return found
+
+
+def _user_line(diagnostic: str, specialized: Sequence[Specialized]) -> str:
+    """``from /src/m.py:40`` when ``diagnostic`` names a line of a specialized copy, or ``""``."""
+    from codegen.specialize import first_user_line  # libcst: imported on first use
+
+    where = first_user_line(diagnostic, specialized)
+    return f"from {where}" if where else ""
 
 
 def _publish_build(
@@ -340,6 +355,8 @@ def _publish_build(
                     "function": copy.function,
                     "sections": list(copy.sections),
                     "state_hash": copy.state_hash,
+                    "source_file": copy.source_file,
+                    "lines": list(copy.lines),
                 }
                 for copy in published.specialized
             },

@@ -82,6 +82,9 @@ class SpecializedEntry(_Strict):
     function: Annotated[str, Field(pattern=_IDENT)]
     sections: tuple[str, ...]
     state_hash: Hex64
+    #: The user's source file, and its line behind each line of the copy (0: none).
+    source_file: str = ""
+    lines: tuple[Annotated[int, Field(ge=0)], ...] = ()
 
 
 class SharedEntry(_Strict):
@@ -134,9 +137,7 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
     except FileNotFoundError:
         raise ManifestError(f"{build_dir.name}: not a build (no {MANIFEST})") from None
     except UnicodeDecodeError as exc:
-        raise ManifestError(
-            f"{where}: not UTF-8 (byte {exc.start}); rebuild it"
-        ) from None
+        raise ManifestError(f"{where}: not UTF-8 (byte {exc.start}); rebuild it") from None
     except OSError as exc:
         raise ManifestError(f"{where}: unreadable: {exc.strerror}") from None
     try:
@@ -151,11 +152,7 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
         )
     copies = {entry.module for entry in manifest.specialized.values()}
     for name, entry in manifest.modules.items():
-        if (
-            allowed_modules is not None
-            and name not in allowed_modules
-            and name not in copies
-        ):
+        if allowed_modules is not None and name not in allowed_modules and name not in copies:
             raise ManifestError(
                 f"{where}: module {name!r} is not one the templates produce "
                 f"({', '.join(sorted(allowed_modules))})"
@@ -163,9 +160,7 @@ def read_manifest(build_dir: Path, allowed_modules: Collection[str] | None) -> M
         _check_artifact_name(where, name, entry.artifact)
     for name in (*manifest.degraded, *copies):
         if name not in manifest.modules:
-            raise ManifestError(
-                f"{where}: {name!r} is not a module of the build; rebuild it"
-            )
+            raise ManifestError(f"{where}: {name!r} is not a module of the build; rebuild it")
     if manifest.shared_module is not None:
         shared = manifest.shared_module
         _check_artifact_name(where, shared.name, shared.artifact)
@@ -184,17 +179,13 @@ def verify_build(build_dir: Path, allowed_modules: Collection[str]) -> Manifest:
             entries.append((f"module {name}", f"{name}.py", e.source_sha256))
     if manifest.shared_module is not None:
         shared = manifest.shared_module
-        entries.append(
-            (f"module {shared.name}", shared.artifact, shared.artifact_sha256)
-        )
+        entries.append((f"module {shared.name}", shared.artifact, shared.artifact_sha256))
     entries.append(("the build", STATE_FILE, manifest.state_sha256))
     for name, artifact, digest in entries:
         try:
             actual = file_sha256(build_dir / artifact)
         except OSError:
-            raise ManifestError(
-                f"{build_dir.name}: {artifact} of {name} is missing"
-            ) from None
+            raise ManifestError(f"{build_dir.name}: {artifact} of {name} is missing") from None
         if actual != digest:
             raise ManifestError(
                 f"{build_dir.name}: {artifact} of {name} does not match its manifest"

@@ -22,6 +22,7 @@ from codegen.errors import RSIError
 from codegen.toolchain import BACKENDS, CompileSettings
 
 if TYPE_CHECKING:
+    from codegen.manifest import Manifest
     from runtime.project import Project
 
 __all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
@@ -81,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "build", parents=[common], help="render, check, compile and activate"
-    )
+    p = sub.add_parser("build", parents=[common], help="render, check, compile and activate")
     p.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -98,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="an @rsi_optimized function to specialize into the build (repeatable)",
     )
-    p.add_argument(
-        "--json", action="store_true", help="one JSON object on the last line"
-    )
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_build)
 
     p = sub.add_parser("status", parents=[common], help="active build and history")
@@ -121,16 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", parents=[common], help="print the state's JSON Schema")
     p.set_defaults(handler=_schema)
 
-    p = sub.add_parser(
-        "diff", parents=[common], help="diff two builds' generated sources"
-    )
+    p = sub.add_parser("diff", parents=[common], help="diff two builds' generated sources")
     p.add_argument("a", help="build id, unique prefix, or vN for state version N")
     p.add_argument("b")
     p.set_defaults(handler=_diff)
 
-    p = sub.add_parser(
-        "gc", parents=[common], help="delete builds no committed state uses"
-    )
+    p = sub.add_parser("gc", parents=[common], help="delete builds no committed state uses")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_gc)
 
@@ -170,14 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $RSI_BACKEND or cython",
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
-    p.add_argument(
-        "--json", action="store_true", help="one JSON object on the last line"
-    )
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_promote)
 
-    p = sub.add_parser(
-        "history", parents=[common], help="the gate's decisions, newest first"
-    )
+    p = sub.add_parser("history", parents=[common], help="the gate's decisions, newest first")
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON list on the last line")
     p.set_defaults(handler=_history)
@@ -203,9 +192,7 @@ def _check_common(args: argparse.Namespace) -> None:
     """Refuse bad common options in one line; turn ``--state`` into a Path."""
     raw = args.state
     if not raw.strip():
-        raise RSIError(
-            f"--state {raw!r}: empty path; give a state file such as rsi_state.json"
-        )
+        raise RSIError(f"--state {raw!r}: empty path; give a state file such as rsi_state.json")
     args.state = Path(raw)
     timeout = args.lock_timeout
     if not (math.isfinite(timeout) and 0 <= timeout <= MAX_LOCK_TIMEOUT_S):
@@ -236,11 +223,7 @@ def emit(args: argparse.Namespace, summary: str, report: Any) -> int:
     """Print the human summary, then (with ``--json``) the report as one JSON line."""
     print(summary)
     if getattr(args, "json", False):
-        print(
-            json.dumps(
-                report if isinstance(report, dict) else asdict(report), sort_keys=True
-            )
-        )
+        print(json.dumps(report if isinstance(report, dict) else asdict(report), sort_keys=True))
     return 0
 
 
@@ -250,10 +233,15 @@ def _build(args: argparse.Namespace) -> int:
         f"build {r.build_id} ({r.tier}) of state v{r.state_version}: "
         f"{r.modules_compiled} compiled, {r.cache_hits} cached, {r.seconds:.2f} s"
     )
+    if r.specialized:
+        summary += f"\nspecialized user code: {', '.join(r.specialized)}"
     if r.new_build_of_committed:
+        why = "templates, toolchain or tier"
+        if r.specialized:
+            why = "templates, toolchain, tier or specialized user code"
         summary += (
             f"\nnote: committed v{r.state_version} now has {len(r.version_builds)} builds "
-            f"(templates, toolchain or tier changed): {', '.join(r.version_builds)}"
+            f"({why} changed): {', '.join(r.version_builds)}"
         )
     return emit(args, summary, r)
 
@@ -266,11 +254,7 @@ def _status(args: argparse.Namespace) -> int:
     if r.state_file_problem is not None:
         file = f"state file unreadable ({r.state_file_problem})"
     else:
-        sync = (
-            "matches"
-            if r.state_file_committed
-            else "differs from every committed state"
-        )
+        sync = "matches" if r.state_file_committed else "differs from every committed state"
         file = f"state file v{r.state_file_version} {sync}"
     builds = len(r.active_version_builds)
     rebuilt = (
@@ -284,21 +268,38 @@ def _status(args: argparse.Namespace) -> int:
         f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
         f"{file}; history {r.history}; rollback target {target}"
     )
-    degraded = (
-        _degraded(project.generated_dir / r.active_build) if r.active_build else {}
-    )
+    manifest = _shown_manifest(project.generated_dir / r.active_build) if r.active_build else None
+    degraded = _degraded(manifest)
     for name, why in degraded.items():
         summary += f"\ndegraded: {name} runs as pure Python ({why})"
-    return emit(args, summary, {**asdict(r), "degraded": degraded})
+    specialized = _specialized(manifest)
+    for target, what in specialized.items():
+        summary += f"\nspecialized: {target} runs {what}"
+    return emit(args, summary, {**asdict(r), "degraded": degraded, "specialized": specialized})
 
 
-def _degraded(build_dir: Path) -> dict[str, str]:
-    """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+def _shown_manifest(build_dir: Path) -> Manifest | None:
+    """A build's manifest to show (never to import anything by), or None if unreadable."""
     from codegen.manifest import ManifestError, read_manifest
 
     try:
-        manifest = read_manifest(build_dir, None)  # shown, never imported
+        return read_manifest(build_dir, None)
     except ManifestError:
+        return None
+
+
+def _specialized(manifest: Manifest | None) -> dict[str, str]:
+    """User functions a build carries specialized copies of: the copy and what it baked in."""
+    found: dict[str, str] = {}
+    for target, entry in manifest.specialized.items() if manifest is not None else ():
+        source = f"; from {entry.source_file}" if entry.source_file else ""
+        found[target] = f"{entry.module} (state sections {', '.join(entry.sections)}{source})"
+    return found
+
+
+def _degraded(manifest: Manifest | None) -> dict[str, str]:
+    """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
+    if manifest is None:
         return {}
     found: dict[str, str] = {}
     for name in manifest.degraded:
@@ -322,14 +323,10 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     r = project_from(args).gc()
-    summary = (
-        f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed"
-    )
+    summary = f"removed {len(r.removed_builds)} builds, {r.bytes_freed / 1e6:.1f} MB freed"
     if r.bad_builds:
         plural = "s" if len(r.bad_builds) > 1 else ""
-        summary += f"; skipped {len(r.bad_builds)} bad build{plural}: " + "; ".join(
-            r.bad_builds
-        )
+        summary += f"; skipped {len(r.bad_builds)} bad build{plural}: " + "; ".join(r.bad_builds)
     return emit(args, summary, r)
 
 
@@ -362,9 +359,7 @@ def _promote(args: argparse.Namespace) -> int:
     d = r.decision
     p = p_value(d.stats, d.require)
     if r.promoted:
-        summary = (
-            f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
-        )
+        summary = f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
     else:
         summary = f"{d.verdict}: kept build {d.incumbent}; candidate kept in {r.rejected_path}"
     print(f"{summary}; {format_p(p)}; {d.reason}")
@@ -405,9 +400,7 @@ def _history(args: argparse.Namespace) -> int:
     for d in records:
         p = p_value(d.stats, d.require)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
-        committed = (
-            f"v{d.committed_version}" if d.committed_version is not None else "-"
-        )
+        committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
         print(
             f"{when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over {d.incumbent}  "
             f"committed {committed}  {d.require}  "
@@ -428,9 +421,7 @@ class _CliFormatter(logging.Formatter):
 def _configure_logging(*, verbose: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_CliFormatter())
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, handlers=[handler]
-    )
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 if __name__ == "__main__":

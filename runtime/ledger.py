@@ -234,9 +234,7 @@ class Ledger:
             return conn
         if self.path.is_file() and self.path.stat().st_size == 0:
             # SQLite would take an emptied file for a new ledger and the history for none.
-            raise sqlite3.DatabaseError(
-                "the file is empty (0 bytes); restore it or remove it"
-            )
+            raise sqlite3.DatabaseError("the file is empty (0 bytes); restore it or remove it")
         conn = sqlite3.connect(self.path, timeout=30.0)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -251,13 +249,18 @@ class Ledger:
         # On a full disk (or a read-only one) SQLite cannot create the WAL index it needs even
         # to read. With no WAL content pending, the database file alone is the whole ledger:
         # read it without locks, so status and the active build stay available.
-        logger.warning(
-            "ledger %s: opening read-only (disk full or read-only?)", self.path
-        )
+        logger.warning("ledger %s: opening read-only (disk full or read-only?)", self.path)
         return sqlite3.connect(f"file:{quote(str(self.path))}?immutable=1", uri=True)
 
     def commit(
-        self, version: int, data: bytes, build_id: str, tier: str, *, limit: int
+        self,
+        version: int,
+        data: bytes,
+        build_id: str,
+        tier: str,
+        *,
+        limit: int,
+        specialized: tuple[str, ...] = (),
     ) -> bool:
         """Record ``data`` as committed ``version`` built as ``build_id``; make it active.
 
@@ -265,14 +268,13 @@ class Ledger:
         not seen before is added as a new build record of the version. Keeps at most
         ``limit`` states, dropping the oldest, but never the active one nor the one the
         default rollback would restore. Returns whether ``build_id`` is another build of a
-        version already committed with a different one.
+        version already committed with a different one. ``specialized``: the user functions
+        (``module:function``) the build carries specialized copies of, named in its note.
         """
         digest = hashlib.sha256(data).hexdigest()
         now = time.time()
         with self._db() as db:
-            row = db.execute(
-                "SELECT sha256 FROM states WHERE version = ?", (version,)
-            ).fetchone()
+            row = db.execute("SELECT sha256 FROM states WHERE version = ?", (version,)).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?)",
@@ -289,38 +291,27 @@ class Ledger:
                     "different content; bump the state's version"
                 )
             else:
-                added = _record_build(db, version, build_id, tier)
+                added = _record_build(db, version, build_id, tier, specialized)
             _activate(db, version, build_id, tier, "commit")
             keep = {version}
             target = _default_target(db)
             if target is not None:
                 keep.add(target.version)
-            others = [
-                v
-                for (v,) in db.execute(
-                    "SELECT version FROM states ORDER BY version DESC"
-                )
-            ]
-            keep.update(
-                [v for v in others if v not in keep][: max(0, limit - len(keep))]
-            )
+            others = [v for (v,) in db.execute("SELECT version FROM states ORDER BY version DESC")]
+            keep.update([v for v in others if v not in keep][: max(0, limit - len(keep))])
             for old in set(others) - keep:
                 db.execute("DELETE FROM states WHERE version = ?", (old,))
                 db.execute("DELETE FROM builds WHERE version = ?", (old,))
         return added
 
-    def activate(
-        self, version: int, build_id: str, tier: str, kind: str = "activate"
-    ) -> bool:
+    def activate(self, version: int, build_id: str, tier: str, kind: str = "activate") -> bool:
         """Point the project at a committed state's build; return whether it is a new build.
 
         ``kind`` "rollback" is the default rollback (it steps back in the activation
         history); "restore" (``--to``) and others push a new activation.
         """
         with self._db() as db:
-            if not db.execute(
-                "SELECT 1 FROM states WHERE version = ?", (version,)
-            ).fetchone():
+            if not db.execute("SELECT 1 FROM states WHERE version = ?", (version,)).fetchone():
                 raise LedgerError(f"state version {version} is not in the history")
             added = _record_build(db, version, build_id, tier)
             _activate(db, version, build_id, tier, kind)
@@ -379,18 +370,12 @@ class Ledger:
         """Whether ``data`` is byte for byte a committed state."""
         digest = hashlib.sha256(data).hexdigest()
         with self._db(write=False) as db:
-            return bool(
-                db.execute(
-                    "SELECT 1 FROM states WHERE sha256 = ?", (digest,)
-                ).fetchone()
-            )
+            return bool(db.execute("SELECT 1 FROM states WHERE sha256 = ?", (digest,)).fetchone())
 
     def versions(self) -> list[int]:
         """Committed versions, oldest first."""
         with self._db(write=False) as db:
-            return [
-                v for (v,) in db.execute("SELECT version FROM states ORDER BY version")
-            ]
+            return [v for (v,) in db.execute("SELECT version FROM states ORDER BY version")]
 
     def builds_in_use(self) -> set[str]:
         """Build ids referenced by the history (every build record) or the active pointer."""
@@ -411,23 +396,15 @@ class Ledger:
             (verdict,) = db.execute("PRAGMA integrity_check").fetchone()
             if verdict != "ok":
                 raise LedgerError(f"ledger {self.path.name}: {verdict}")
-            for version, digest, data in db.execute(
-                "SELECT version, sha256, data FROM states"
-            ):
+            for version, digest, data in db.execute("SELECT version, sha256, data FROM states"):
                 if hashlib.sha256(data).hexdigest() != digest:
-                    raise LedgerError(
-                        f"ledger: state version {version} does not match its hash"
-                    )
+                    raise LedgerError(f"ledger: state version {version} does not match its hash")
             row = db.execute("SELECT version, build_id FROM active").fetchone()
             if (
                 row
-                and not db.execute(
-                    "SELECT 1 FROM states WHERE version = ?", (row[0],)
-                ).fetchone()
+                and not db.execute("SELECT 1 FROM states WHERE version = ?", (row[0],)).fetchone()
             ):
-                raise LedgerError(
-                    f"ledger: active version {row[0]} is not in the history"
-                )
+                raise LedgerError(f"ledger: active version {row[0]} is not in the history")
             if row and row[1] not in {b.build_id for b in _builds(db, row[0])}:
                 raise LedgerError(
                     f"ledger: active build {row[1]} is not a recorded build of v{row[0]}"
@@ -615,16 +592,12 @@ class Ledger:
                 "SELECT build_id, split, questions, tasks, correct FROM evaluations"
             ):
                 if len(tasks) != n or len(correct) != (n + 7) // 8:
-                    raise LedgerError(
-                        f"ledger: evaluation of {build_id} on {split} is torn"
-                    )
+                    raise LedgerError(f"ledger: evaluation of {build_id} on {split} is torn")
             for decision_id, digest, data, committed in db.execute(
                 "SELECT id, candidate_sha256, candidate_data, committed_version FROM decisions"
             ):
                 if hashlib.sha256(data).hexdigest() != digest:
-                    raise LedgerError(
-                        f"ledger: decision {decision_id} candidate is torn"
-                    )
+                    raise LedgerError(f"ledger: decision {decision_id} candidate is torn")
                 state = (
                     db.execute(
                         "SELECT sha256 FROM states WHERE version = ?", (committed,)
@@ -645,9 +618,7 @@ def _builds(db: sqlite3.Connection, version: int) -> list[BuildRecord]:
         "ORDER BY recorded_at, rowid",
         (version,),
     ).fetchall()
-    if (
-        not rows
-    ):  # a ledger from before build records: the state row names its one build
+    if not rows:  # a ledger from before build records: the state row names its one build
         rows = db.execute(
             "SELECT version, build_id, tier, committed_at FROM states WHERE version = ?",
             (version,),
@@ -656,15 +627,17 @@ def _builds(db: sqlite3.Connection, version: int) -> list[BuildRecord]:
 
 
 def _record_build(
-    db: sqlite3.Connection, version: int, build_id: str, tier: str
+    db: sqlite3.Connection,
+    version: int,
+    build_id: str,
+    tier: str,
+    specialized: tuple[str, ...] = (),
 ) -> bool:
     known = _builds(db, version)
     if any(b.build_id == build_id for b in known):
         return False
     now = time.time()
-    for (
-        old
-    ) in known:  # backfill a pre-build-record ledger's one build before adding another
+    for old in known:  # backfill a pre-build-record ledger's one build before adding another
         db.execute(
             "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?)",
             (old.version, old.build_id, old.tier, old.recorded_at),
@@ -674,28 +647,29 @@ def _record_build(
         why = (
             "another tier"
             if all(b.tier != tier for b in known)
+            else "templates, toolchain or specialized user code changed"
+            if specialized
             else "templates or toolchain changed"
         )
+        carries = f"; specialized user code: {', '.join(specialized)}" if specialized else ""
         logger.warning(
-            "state v%d: new build %s (%s) recorded beside %s (%s)",
+            "state v%d: new build %s (%s%s) recorded beside %s (%s)",
             version,
             build_id,
             tier,
+            carries,
             ", ".join(b.build_id for b in known),
             why,
         )
-        _event(
-            db, "new-build", {"version": version, "build_id": build_id, "tier": tier}
-        )
+        event: dict[str, object] = {"version": version, "build_id": build_id, "tier": tier}
+        if specialized:
+            event["specialized"] = list(specialized)
+        _event(db, "new-build", event)
     return True
 
 
-def _activate(
-    db: sqlite3.Connection, version: int, build_id: str, tier: str, kind: str
-) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier)
-    )
+def _activate(db: sqlite3.Connection, version: int, build_id: str, tier: str, kind: str) -> None:
+    db.execute("INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?)", (version, build_id, tier))
     db.execute(
         "INSERT INTO activations (at, version, build_id, tier, kind) VALUES (?, ?, ?, ?, ?)",
         (time.time(), version, build_id, tier, kind),
@@ -721,16 +695,12 @@ def _default_target(db: sqlite3.Connection) -> Activation | None:
                 stack[-1] = act
                 continue
         if stack and stack[-1].version == act.version:
-            stack[-1] = (
-                act  # the same version rebuilt (another tier or build): one entry
-            )
+            stack[-1] = act  # the same version rebuilt (another tier or build): one entry
         else:
             stack.append(act)
     if stack:
         current = stack[-1].version
-        below = [
-            a for a in stack[:-1] if a.version != current and a.version in versions
-        ]
+        below = [a for a in stack[:-1] if a.version != current and a.version in versions]
         if below:
             return below[-1]
     row = db.execute("SELECT version FROM active").fetchone()
@@ -738,9 +708,7 @@ def _default_target(db: sqlite3.Connection) -> Activation | None:
     if not older:
         return None
     newest = _builds(db, older[-1])[-1]
-    return Activation(
-        newest.version, newest.build_id, newest.tier, "commit", newest.recorded_at
-    )
+    return Activation(newest.version, newest.build_id, newest.tier, "commit", newest.recorded_at)
 
 
 def _pack_tasks(tasks: Sequence[int]) -> bytes:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, ParamSpec, TypeVar
 
 from codegen.state import RSIState
@@ -82,7 +84,13 @@ class OptimizedFunction(Generic[P, R]):
         if build is not memo_build or state is not memo_state:
             fn = self.specialized(build, state) or self.generic
             self._memo = (build, state, fn)
-        return fn(*args, **kwargs)
+        if fn is self.generic or build is None:
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # re-raised as it is, with a note naming the user's line
+            exc.add_note(self._user_line_note(build, exc))
+            raise
 
     def specialized(self, build: LoadedBuild | None, state: object) -> Callable[..., R] | None:
         """The copy in ``build`` made for ``state``, or None (then the generic one runs)."""
@@ -103,6 +111,18 @@ class OptimizedFunction(Generic[P, R]):
             self._warn_once(build, f"lacks module {entry.module} or its {entry.function}")
             return None
         return fn  # type: ignore[no-any-return]
+
+    def _user_line_note(self, build: LoadedBuild, exc: BaseException) -> str:
+        """Where in the user's source the copy's innermost line in ``exc``'s traceback is."""
+        entry = build.manifest.specialized[self.target]
+        line = 0
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):
+            if Path(frame.f_code.co_filename).name == f"{entry.module}.py":
+                line = lineno
+        origin = entry.lines[line - 1] if 0 < line <= len(entry.lines) else 0
+        at = f"{entry.module}.py:{line}" if line else f"{entry.module}.py"
+        where = f" (from {entry.source_file}:{origin})" if origin else ""
+        return f"raised in {self.target}'s specialized copy, build {build.build_id}: {at}{where}"
 
     def _warn_once(self, build: LoadedBuild, problem: str) -> None:
         with _warned_lock:

@@ -50,9 +50,8 @@ class BuildReport:
     state_version: int
     path: str
     version_builds: list[str]  # every build recorded for this version, oldest first
-    new_build_of_committed: (
-        bool  # a committed version got another build (visible, not swapped)
-    )
+    new_build_of_committed: bool  # a committed version got another build (visible, not swapped)
+    specialized: list[str]  # user functions (module:function) the build carries copies of
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,7 @@ class StatusReport:
     state_file_version: int | None
     state_file_committed: bool
     history: list[int]
-    state_file_problem: (
-        str | None
-    )  # why the state file could not be read, if it could not
+    state_file_problem: str | None  # why the state file could not be read, if it could not
     active_version_builds: list[str]  # every build recorded for the active version
     rollback_target: int | None  # what `rsi rollback` would restore
 
@@ -119,26 +116,24 @@ class Project:
         check_state_path(self.state_path, must_exist=True)
         with (
             project_lock(self.state_path, timeout_s=self.lock_timeout_s),
-            builds_lock(
-                self.state_path, exclusive=False, timeout_s=self.lock_timeout_s
-            ),
+            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
         ):
             self._remove_leftovers()
             data = self._read_state_bytes()
             state = parse_state(data, self.state_path.name)
             self._check_version(state, data)
-            result = build_state(
-                state, data, settings, self.generated_dir, self.template_dir
-            )
+            result = build_state(state, data, settings, self.generated_dir, self.template_dir)
             added = self.ledger.commit(
                 state.version,
                 data,
                 result.build_id,
                 result.tier,
                 limit=state.safety.history_limit,
+                specialized=settings.specialize,
             )
             builds = [b.build_id for b in self.ledger.builds(state.version)]
-        return _report(result, state.version, builds, added and len(builds) > 1)
+        new = added and len(builds) > 1
+        return _report(result, state.version, builds, new, list(settings.specialize))
 
     def build_candidate(
         self, state: RSIState, data: bytes, settings: CompileSettings
@@ -152,9 +147,7 @@ class Project:
         A state file that cannot be read is an error for a project never built, and is
         reported (``state_file_problem``) for one that has a history.
         """
-        active = (
-            self.ledger.active()
-        )  # reading creates nothing, wherever the path points
+        active = self.ledger.active()  # reading creates nothing, wherever the path points
         problem: str | None = None
         try:
             check_state_path(self.state_path, must_exist=True)
@@ -175,9 +168,7 @@ class Project:
             history=self.ledger.versions(),
             state_file_problem=problem,
             active_version_builds=(
-                [b.build_id for b in self.ledger.builds(active.version)]
-                if active
-                else []
+                [b.build_id for b in self.ledger.builds(active.version)] if active else []
             ),
             rollback_target=target.version if target else None,
         )
@@ -195,16 +186,12 @@ class Project:
         check_state_path(self.state_path, must_exist=False)
         with (
             project_lock(self.state_path, timeout_s=self.lock_timeout_s),
-            builds_lock(
-                self.state_path, exclusive=False, timeout_s=self.lock_timeout_s
-            ),
+            builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
         ):
             self._remove_leftovers()
             active = self._active()
             version, build_id, tier = self._rollback_target(active, to)
-            record = self.ledger.state(
-                version
-            )  # checks the bytes against the stored hash
+            record = self.ledger.state(version)  # checks the bytes against the stored hash
             state = self._recorded_state(record.data, version)
             compiled = new_build = False
             if not self._intact(build_id):
@@ -253,11 +240,7 @@ class Project:
                 keep |= Ledger(path).builds_in_use()
             removed, bad, freed = [], [], 0
             keys: set[str] = set()
-            for path in (
-                sorted(self.generated_dir.iterdir())
-                if self.generated_dir.exists()
-                else []
-            ):
+            for path in sorted(self.generated_dir.iterdir()) if self.generated_dir.exists() else []:
                 if not (path / MANIFEST).exists():
                     continue
                 try:
@@ -296,9 +279,7 @@ class Project:
         )
         if len(matches) != 1:
             found = "no build" if not matches else f"{len(matches)} builds"
-            raise LoadError(
-                f"{ref!r} names {found}; give a build id, a unique prefix or vN"
-            )
+            raise LoadError(f"{ref!r} names {found}; give a build id, a unique prefix or vN")
         return matches[0]
 
     def diff(self, a: str, b: str) -> str:
@@ -336,9 +317,7 @@ class Project:
     def _active(self) -> Active:
         active = self.ledger.active()
         if active is None:
-            raise LedgerError(
-                f"{self.state_path.name}: never built; run `rsi build` first"
-            )
+            raise LedgerError(f"{self.state_path.name}: never built; run `rsi build` first")
         return active
 
     def _rollback_target(self, active: Active, to: int | None) -> tuple[int, str, str]:
@@ -382,9 +361,7 @@ class Project:
         if self.ledger.is_committed(data):
             return None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        kept = self.state_path.with_name(
-            f"{self.state_path.stem}.uncommitted-{stamp}.json"
-        )
+        kept = self.state_path.with_name(f"{self.state_path.stem}.uncommitted-{stamp}.json")
         atomic_write(kept, data, mode=self.state_path.stat().st_mode & 0o7777)
         return kept
 
@@ -443,7 +420,7 @@ class Project:
 
 
 def _report(
-    result: BuildResult, version: int, builds: list[str], new: bool
+    result: BuildResult, version: int, builds: list[str], new: bool, specialized: list[str]
 ) -> BuildReport:
     return BuildReport(
         build_id=result.build_id,
@@ -456,6 +433,7 @@ def _report(
         path=str(result.path),
         version_builds=builds,
         new_build_of_committed=new,
+        specialized=specialized,
     )
 
 

@@ -80,18 +80,12 @@ class PromotionReport:
     promoted: bool
     state_version: int | None  # committed version when promoted
     build_id: str  # the candidate's build id
-    rejected_path: (
-        Path | None
-    )  # <state>.rejected.json when the candidate was not promoted
-    waived: tuple[
-        str, ...
-    ]  # policy refusals waived (watch mode: the person approved the edit)
+    rejected_path: Path | None  # <state>.rejected.json when the candidate was not promoted
+    waived: tuple[str, ...]  # policy refusals waived (watch mode: the person approved the edit)
     seconds: Mapping[str, float]  # build, sandbox, evaluate, gate, commit
     decision_id: int = 0  # the decision's row in the ledger
     approved: tuple[str, ...] = ()  # changed paths an --approve pattern let through
-    cached: tuple[
-        str, ...
-    ] = ()  # build ids whose evidence came from the ledger's cache
+    cached: tuple[str, ...] = ()  # build ids whose evidence came from the ledger's cache
 
 
 def rejected_path(state_path: Path) -> Path:
@@ -115,11 +109,7 @@ def keep_rejected(state_path: Path, data: bytes) -> Path:
 def p_value(stats: Mapping[str, object], require: str) -> float | None:
     """The held-out p-value the gate's question turns on (gain for better, loss for not-worse)."""
     value = stats.get("heldout_p_gain" if require == "better" else "heldout_p_loss")
-    return (
-        float(value)
-        if isinstance(value, int | float) and not isinstance(value, bool)
-        else None
-    )
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def format_p(p: float | None) -> str:
@@ -170,9 +160,7 @@ def promote(
         project,
         active,
         built,
-        hot_path=any(
-            approves(section, p) for section in HOT_PATH for p in policy.paths
-        ),
+        hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
         require=require,
         data=data,
         seed=seed,
@@ -210,9 +198,7 @@ def promote(
         else:
             kept = keep_rejected(project.state_path, candidate_bytes)
     seconds["commit"] = time.perf_counter() - clock
-    logger.info(
-        "promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason
-    )
+    logger.info("promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason)
     return PromotionReport(
         decision=decision,
         promoted=decision.promoted,
@@ -252,9 +238,7 @@ def _judge(
         }
         reason = f"sandbox: {sandbox.reason}"
         return (
-            Decision(
-                Verdict.REJECT, require, built.build_id, active.build_id, reason, stats
-            ),
+            Decision(Verdict.REJECT, require, built.build_id, active.build_id, reason, stats),
             None,
             [],
         )
@@ -305,20 +289,14 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
             if ledger.state(v).build_id == record.incumbent
         }
         _write_state_file(project.state_path, before, data)
-    logger.info(
-        "promotion of %s was already committed; state file synced", record.candidate
-    )
+    logger.info("promotion of %s was already committed; state file synced", record.candidate)
     decision = Decision(
         Verdict(record.verdict),
         "better" if record.require == "better" else "not-worse",
         record.candidate,
         record.incumbent,
         record.reason,
-        {
-            k: v
-            for k, v in record.stats.items()
-            if v is None or isinstance(v, float | int | str)
-        },
+        {k: v for k, v in record.stats.items() if v is None or isinstance(v, float | int | str)},
     )
     return PromotionReport(
         decision=decision,
@@ -376,9 +354,7 @@ def _check_unchanged(project: Project, before: Active) -> None:
         )
 
 
-def _write_state_file(
-    path: Path, replaceable: Collection[bytes], candidate: bytes
-) -> None:
+def _write_state_file(path: Path, replaceable: Collection[bytes], candidate: bytes) -> None:
     """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit."""
     try:
         current = read_state_file(path)

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from codegen.compile import compile_modules  # noqa: E402
+from codegen.manifest import Manifest, SpecializedEntry  # noqa: E402
 from codegen.specialize import specialize_target  # noqa: E402
 from codegen.state import RSIState, load_state  # noqa: E402
 from codegen.toolchain import CompileSettings  # noqa: E402
@@ -56,26 +57,20 @@ def main() -> int:
     exec(compile(copy.source, copy.module, "exec"), pure)
     with tempfile.TemporaryDirectory(prefix="rsi-bench-specialize-") as tmp:
         settings = CompileSettings(backend="cython", shared_utility=False, jobs=1)
-        built = compile_modules({copy.module: copy.source}, settings, Path(tmp))[
-            copy.module
-        ]
+        built = compile_modules({copy.module: copy.source}, settings, Path(tmp))[copy.module]
         compiled = exec_artifact(copy.module, built.artifact)
+    entry = SpecializedEntry(
+        module=copy.module,
+        function=copy.function,
+        sections=copy.sections,
+        state_hash=copy.state_hash,
+        source_file=copy.source_file,
+        lines=copy.lines,
+    )
+    # Only the decorator's dispatch reads this build: its manifest needs only the copy's entry.
+    manifest = Manifest.model_construct(build_id="bench", specialized={TARGET: entry})
     build = LoadedBuild(
-        "bench",
-        "cython",
-        Path(tmp),
-        {
-            "specialized": {
-                TARGET: {
-                    "module": copy.module,
-                    "function": copy.function,
-                    "sections": list(copy.sections),
-                    "state_hash": copy.state_hash,
-                }
-            }
-        },
-        MappingProxyType({copy.module: compiled}),
-        state,
+        "bench", "cython", Path(tmp), manifest, MappingProxyType({copy.module: compiled}), state
     )
     module, _, name = route_score.benchmark.partition(":")
     call_args = getattr(importlib.import_module(module), name)(state)

@@ -109,18 +109,14 @@ def collect_evidence(model: BabiModel, stories: Sequence[Story]) -> Evidence:
     tasks: list[int] = []
     words: list[frozenset[str]] = []
     for story in stories:
-        prepared = model.prepare(
-            story.sentences, [(q.text, q.position) for q in story.questions]
-        )
+        prepared = model.prepare(story.sentences, [(q.text, q.position) for q in story.questions])
         for index, question in enumerate(story.questions):
             n_cand = model.evidence(prepared, index)
             mats.append(prepared.scores[:, :n_cand].copy())
             golds.append(
                 np.array(
                     [
-                        answers_match(
-                            model.candidate_text(prepared, c), question.answer
-                        )
+                        answers_match(model.candidate_text(prepared, c), question.answer)
                         for c in range(n_cand)
                     ],
                     dtype=bool,
@@ -189,8 +185,7 @@ def screen(
     best = np.argmax(totals, axis=1)
     correct = evidence.gold[np.arange(n_q), best]
     per_task = {
-        int(t): float(np.mean(correct[evidence.tasks == t]))
-        for t in np.unique(evidence.tasks)
+        int(t): float(np.mean(correct[evidence.tasks == t])) for t in np.unique(evidence.tasks)
     }
     return Screened(per_task, correct, best)
 
@@ -221,16 +216,13 @@ def propose(
     if move < 0.35:
         name = rng.choice(names)
         data["experts"][name]["weight"] = _bounded(
-            data["experts"][name]["weight"] * rng.choice(weight_factors)
-            + rng.choice(nudges),
+            data["experts"][name]["weight"] * rng.choice(weight_factors) + rng.choice(nudges),
             0.0,
             10.0,
         )
     elif move < 0.65:
         key = rng.choice(COEFFICIENTS)
-        data["scoring"][key] = _bounded(
-            data["scoring"][key] * rng.choice(coef_factors), 0.0, 10.0
-        )
+        data["scoring"][key] = _bounded(data["scoring"][key] * rng.choice(coef_factors), 0.0, 10.0)
     elif move < 0.9:
         rule = _rule_from_failure(state, evidence, screened, rng)
         if rule is None:
@@ -259,8 +251,7 @@ def tune(
             continue
         result = screen(candidate, evidence)
         if result.fitness > best_screen.fitness or (
-            result.fitness == best_screen.fitness
-            and len(candidate.routing) <= len(best.routing)
+            result.fitness == best_screen.fitness and len(candidate.routing) <= len(best.routing)
         ):
             if result.fitness > best_screen.fitness:
                 trail.append(result.fitness)
@@ -292,9 +283,7 @@ def _rule_from_failure(
     if not helpful:
         return None
     cues = sorted(
-        w
-        for w in evidence.words[q]
-        if w not in _NOT_CUES and w.isalpha() and w.islower()
+        w for w in evidence.words[q] if w not in _NOT_CUES and w.isalpha() and w.islower()
     )
     if not cues:
         return None

@@ -124,10 +124,7 @@ def cues(words: frozenset[str], form: frozenset[str] | None = None) -> list[str]
     return sorted(
         w
         for w in words
-        if w not in NOT_CUES
-        and w.isalpha()
-        and w.islower()
-        and (form is None or w in form)
+        if w not in NOT_CUES and w.isalpha() and w.islower() and (form is None or w in form)
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from libcst.codemod import CodemodTest
@@ -13,7 +14,9 @@ from libcst.codemod import CodemodTest
 from codegen.specialize import (
     SpecializeError,
     SpecializeFunction,
+    first_user_line,
     module_name_for,
+    name_user_lines,
     specialize_source,
     specialize_target,
     state_fingerprint,
@@ -127,7 +130,7 @@ class TestSpecializeFunction(CodemodTest):
     def test_an_empty_collection_leaves_pass(self) -> None:
         state = STATE.model_copy(update={"routing": ()})
         before = _before("if x > 0:\n    for rule in state.routing:\n        x += 1.0\nreturn x\n")
-        source, _ = specialize_source(before, "f", state)
+        source = specialize_source(before, "f", state).source
         assert source == _after("if x > 0:\n    pass\nreturn x\n")
 
     def test_the_else_block_of_an_unrolled_loop_follows_it(self) -> None:
@@ -157,9 +160,130 @@ class TestSpecializeFunction(CodemodTest):
             "    return math.sqrt(v) * SCALE\n\n\n"
             "def f(state: object, x: float) -> float:\n    return _helper(x) + 5.0\n"
         )
-        source, sections = specialize_source(module, "f", STATE)
-        assert source == f"{HEADER}import math\n\n{after}"
-        assert sections == ("experts", "routing", "scoring")
+        done = specialize_source(module, "f", STATE)
+        assert done.source == f"{HEADER}import math\n\n{after}"
+        assert done.sections == ("experts", "routing", "scoring")
+
+    def test_unrolls_all_over_each_rules_words(self) -> None:
+        params = "x: float, words: frozenset[str]"
+        before = (
+            "for rule in state.routing:\n"
+            "    if all(w in words for w in rule.when_all):\n"
+            "        x += 1.0\n"
+            "return x\n"
+        )
+        after = (
+            "if ('where' in words and 'is' in words):\n    x += 1.0\n"
+            "if ('how' in words):\n    x += 1.0\nreturn x\n"
+        )
+        self.check(_before(before, params), _after(after, params))
+
+    def test_unrolls_any_and_keeps_its_bool_result(self) -> None:
+        before = 'return float(any(x > len(w) for w in ("a", "bc")))\n'
+        self.check(_before(before), _after("return float((bool(x > 1) or bool(x > 2)))\n"))
+
+    def test_all_over_an_empty_tuple_is_true(self) -> None:
+        before = "if all(w > x for w in ()):\n    x += 1.0\nreturn x\n"
+        self.check(_before(before), _after("x += 1.0\nreturn x\n"))
+
+    def test_propagates_a_local_counter_into_the_reads_that_follow(self) -> None:
+        params = "x: float, s: list[float]"
+        before = "row = 0\nx += s[row]\nrow += 2\nx += s[row + 1]\nreturn x\n"
+        self.check(_before(before, params), _after("x += s[0]\nx += s[3]\nreturn x\n", params))
+
+    def test_puts_a_propagated_local_back_before_it_is_rebound(self) -> None:
+        before = "n = 1\nx += n\nfor i in range(3):\n    n = n * 2\nreturn x + n\n"
+        after = "x += 1\nn = 1\nfor i in range(3):\n    n = n * 2\nreturn x + n\n"
+        self.check(_before(before), _after(after))
+
+    def test_puts_a_propagated_local_back_at_the_end_of_a_loop_body(self) -> None:
+        before = "for i in range(3):\n    k = 2\n    x *= k\n    k += 1\nreturn x\n"
+        after = "for i in range(3):\n    x *= 2\n    k = 3\nreturn x\n"
+        self.check(_before(before), _after(after))
+
+    def test_puts_a_propagated_local_back_before_a_break(self) -> None:
+        before = "for i in range(3):\n    k = 2\n    if x > k:\n        break\nreturn x\n"
+        self.check(_before(before), _after(before))
+
+    def test_keeps_the_comments_of_a_dropped_assignment(self) -> None:
+        before = "# start at one\nk = 1\nreturn x + k\n"
+        self.check(_before(before), _after("# start at one\nreturn x + 1\n"))
+
+    def test_propagates_nothing_a_c_int_cannot_hold(self) -> None:
+        before = "k: cython.int\nk = 3000000000\nreturn x + k\n"
+        self.check(_before(before), _after(before, imports="import cython\n"))
+
+    def test_propagates_nothing_a_handler_could_read(self) -> None:
+        before = "k = 1\ntry:\n    x += k\nexcept ValueError:\n    x = k\nreturn x\n"
+        self.check(_before(before), _after(before))
+
+    def test_folds_a_helper_call_on_constants(self) -> None:
+        helper = "def _clamp(w: float) -> float:\n    return w if w > 0.0 else 0.0\n\n\n"
+        body = "return x * _clamp(state.experts['tracker'].weight) + _clamp(x)\n"
+        before = helper + _before(body)
+        after = helper + "def f(state: object, x: float) -> float:\n"
+        after += "    return x * 1.25 + _clamp(x)\n"
+        self.check(before, HEADER + after)
+
+    def test_folds_no_helper_call_its_annotation_would_convert(self) -> None:
+        helper = "def _half(w: float) -> float:\n    return w / 2\n\n\n"
+        before = helper + _before("return x + _half(len(state.experts))\n")
+        after = helper + "def f(state: object, x: float) -> float:\n    return x + _half(2)\n"
+        self.check(before, HEADER + after)
+
+    def test_scalarizes_a_local_dict_of_literal_keys(self) -> None:
+        before = (
+            "w: dict[str, float] = {}\n"
+            "for name, e in state.experts.items():\n"
+            "    w[name] = e.weight * x\n"
+            "return w['tracker'] - w['embedder']\n"
+        )
+        after = "w__tracker = 1.25 * x\nw__embedder = 0.5 * x\nreturn w__tracker - w__embedder\n"
+        self.check(_before(before), _after(after))
+
+    def test_keeps_a_dict_read_before_it_is_written(self) -> None:
+        before = "w = {}\nif x > 0:\n    w['a'] = x\nreturn w['a']\n"
+        self.check(_before(before), _after(before))
+
+    def test_keeps_a_dict_used_whole(self) -> None:
+        before = "w = {}\nw['a'] = x\nreturn len(w) * w['a']\n"
+        self.check(_before(before), _after(before))
+
+
+def test_the_line_map_names_each_statements_original_line() -> None:
+    before = (
+        "total = 0.0\n"
+        "for e in state.experts.values():\n"
+        "    # one expert\n"
+        "    total += e.weight * x\n"
+        "return total\n"
+    )
+    done = specialize_source(_before(before), "f", STATE)
+    assert done.source == _after(
+        "total = 0.0\n# one expert\ntotal += 1.25 * x\n# one expert\ntotal += 0.5 * x\n"
+        "return total\n"
+    )
+    # the __future__ import, def, total = 0.0, comment, +=, comment, +=, return
+    assert done.lines == (0, 2, 3, 0, 6, 0, 6, 7)
+
+
+def test_a_copy_line_in_a_message_names_the_users_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rsi_user_lines.py").write_text(
+        "from codegen.state import RSIState\n"
+        "from runtime.optimized import rsi_optimized\n\n\n"
+        + _before("y = x * state.scoring.rag\nreturn y\n")
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    copy = specialize_target("rsi_user_lines:f", STATE)
+    line = copy.source.splitlines().index("    y = x * 5.0") + 1
+    message = f"cython: opt_rsi_user_lines__f.py:{line}:13: bad; other.py:{line}: kept"
+    assert name_user_lines(message, [copy]) == (
+        f"cython: opt_rsi_user_lines__f.py:{line}:13 (from {tmp_path}/rsi_user_lines.py:7): "
+        f"bad; other.py:{line}: kept"
+    )
+    assert first_user_line(message, [copy]) == f"{tmp_path}/rsi_user_lines.py:7"
 
 
 def _refusal(body: str, line: int, problem: str, *, prefix: str = "") -> None:

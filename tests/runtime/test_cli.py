@@ -29,16 +29,12 @@ def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     return data
 
 
-def test_build_status_rollback_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_build_status_rollback_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = copy_state(tmp_path)
     args = ["--state", str(state), "--json"]
     assert main(["build", "--backend", "python", *args]) == 0
     build = last_json(capsys)
-    assert {"build_id", "seconds", "modules_compiled", "cache_hits", "tier"} <= set(
-        build
-    )
+    assert {"build_id", "seconds", "modules_compiled", "cache_hits", "tier"} <= set(build)
     assert main(["status", *args]) == 0
     status = last_json(capsys)
     assert status["active_build"] == build["build_id"] and status["tier"] == "python"
@@ -68,9 +64,7 @@ def test_interrupt_while_the_commands_load_is_one_line(
 
     monkeypatch.setattr("runtime.cli.build_parser", interrupted)
     assert main(["status"]) == 130
-    assert (
-        capsys.readouterr().err == "rsi: interrupted; nothing half-written was kept\n"
-    )
+    assert capsys.readouterr().err == "rsi: interrupted; nothing half-written was kept\n"
 
 
 def test_warnings_are_printed_in_the_cli_form(tmp_path: Path) -> None:
@@ -79,9 +73,7 @@ def test_warnings_are_printed_in_the_cli_form(tmp_path: Path) -> None:
     rsi += ["--backend", "python"]
     first = subprocess.run([*rsi, "--json"], **RUN)
     assert first.returncode == 0, first.stderr
-    build_dir = (
-        tmp_path / "generated" / json.loads(first.stdout.splitlines()[-1])["build_id"]
-    )
+    build_dir = tmp_path / "generated" / json.loads(first.stdout.splitlines()[-1])["build_id"]
     with (build_dir / "scoring.py").open("a") as fh:
         fh.write("# tampered\n")
     again = subprocess.run(rsi, **RUN)
@@ -138,8 +130,5 @@ def test_promote_and_history(
     assert json.loads(state.read_text())["benchmark"]["mean"] == 0.5
     assert main(["history", "--state", str(state)]) == 0
     newest, oldest = capsys.readouterr().out.splitlines()
-    assert (
-        " promote " in newest
-        and "committed v2  not-worse  p=1  changes no answer" in newest
-    )
+    assert " promote " in newest and "committed v2  not-worse  p=1  changes no answer" in newest
     assert " not significant " in oldest and "committed -  better  p=1  " in oldest

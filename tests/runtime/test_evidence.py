@@ -102,18 +102,14 @@ def _copy_build(build: LoadedBuild, dest: Path, build_id: str) -> Path:
     return dest
 
 
-def _edit_source(
-    build_dir: Path, name: str, old: str, new: str, *, manifest: bool
-) -> None:
+def _edit_source(build_dir: Path, name: str, old: str, new: str, *, manifest: bool) -> None:
     source = build_dir / f"{name}.py"
     text = source.read_text()
     assert old in text
     source.write_text(text.replace(old, new))
     if manifest:
         data = json.loads((build_dir / "manifest.json").read_text())
-        data["modules"][name]["source_sha256"] = hashlib.sha256(
-            source.read_bytes()
-        ).hexdigest()
+        data["modules"][name]["source_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
         (build_dir / "manifest.json").write_text(json.dumps(data))
 
 
@@ -121,9 +117,7 @@ def _edit_source(
 def test_pure_tier_that_computes_otherwise_is_a_disagreement(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
-    copy = _copy_build(
-        compiled_built.build, tmp_path / "feedfacefeed0001", "feedfacefeed0001"
-    )
+    copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0001", "feedfacefeed0001")
     _edit_source(
         copy,
         "scoring",
@@ -140,12 +134,8 @@ def test_pure_tier_that_computes_otherwise_is_a_disagreement(
 def test_pure_tier_refuses_a_source_edited_after_the_build(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
-    copy = _copy_build(
-        compiled_built.build, tmp_path / "feedfacefeed0002", "feedfacefeed0002"
-    )
-    _edit_source(
-        copy, "scoring", "RAG: float = 5.0", "RAG: float = 4.0", manifest=False
-    )
+    copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0002", "feedfacefeed0002")
+    _edit_source(copy, "scoring", "RAG: float = 5.0", "RAG: float = 4.0", manifest=False)
     # The loader verifies every rendered source before it imports anything.
     with pytest.raises(LoadError) as err:
         pure_tier(load_build(copy))
@@ -165,9 +155,7 @@ def _with_attention(build: LoadedBuild, kernel: object) -> LoadedBuild:
 def test_kernel_that_ignores_the_mask_disagrees_with_the_reference(
     python_built: BuiltModel,
 ) -> None:
-    def unmasked(
-        q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray
-    ) -> np.ndarray:
+    def unmasked(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return reference_sdpa(q, k, v)
 
     assert not kernels_agree(_with_attention(python_built.build, unmasked))

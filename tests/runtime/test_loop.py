@@ -76,9 +76,7 @@ def test_loop_promotes_a_routing_rule_mined_from_failures(reference: LoopResult)
     assert min(held.values()) >= 0.95
 
 
-def test_a_small_budget_is_kept(
-    reference: LoopResult, tmp_path: Path, module_cache: Path
-) -> None:
+def test_a_small_budget_is_kept(reference: LoopResult, tmp_path: Path, module_cache: Path) -> None:
     """The run ends within its budget but for one gate decision (the module cache is warm,
     so setting up, which is never interrupted, takes a fraction of it)."""
     budget_s = 45.0

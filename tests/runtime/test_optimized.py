@@ -3,9 +3,11 @@ both tiers), and the decorated name picks the right one."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codegen.compile import compile_modules
+from codegen.errors import CheckError
 from codegen.specialize import specialize_target
-from codegen.state import RSIState, parse_state
+from codegen.state import RSIState, load_state, parse_state
 from codegen.toolchain import CompileSettings
 from runtime.babi.route_score import evidence_rows, route_score, sample_call
 from runtime.loader import LoadedBuild, exec_artifact
@@ -38,16 +41,12 @@ def _state(seed: int) -> RSIState:
         ["tracker", "deducer", "spatial", "counter", "motive", "embedder"],
         rng.randint(3, 6),
     )
-    experts = {
-        n: {"kind": rng.choice(KINDS), "weight": round(rng.uniform(0, 3), 3)}
-        for n in names
-    }
+    experts = {n: {"kind": rng.choice(KINDS), "weight": round(rng.uniform(0, 3), 3)} for n in names}
     rules = [
         {
             "when_all": rng.sample(WORDS, rng.randint(1, 2)),
             "boosts": {
-                n: round(rng.uniform(-2, 2), 3)
-                for n in rng.sample(names, rng.randint(1, 2))
+                n: round(rng.uniform(-2, 2), 3) for n in rng.sample(names, rng.randint(1, 2))
             },
         }
         for _ in range(rng.randint(0, 6))
@@ -66,9 +65,7 @@ SPECIALIZED = tuple(specialize_target(TARGET, s) for s in STATES)
 
 def _pure(index: int) -> Callable[..., tuple[int, float]]:
     namespace: dict[str, Any] = {}
-    exec(
-        compile(SPECIALIZED[index].source, SPECIALIZED[index].module, "exec"), namespace
-    )
+    exec(compile(SPECIALIZED[index].source, SPECIALIZED[index].module, "exec"), namespace)
     return namespace["route_score"]  # type: ignore[no-any-return]
 
 
@@ -105,14 +102,10 @@ def compiled(
 ) -> tuple[Callable[..., tuple[int, float]], ...]:
     cache = tmp_path_factory.mktemp("specialized-cache")
     options = CompileSettings(backend="cython", shared_utility=False, jobs=2)
-    sources = {
-        f"{c.module}_{i}": c.source for i, c in enumerate(SPECIALIZED[:COMPILED])
-    }
+    sources = {f"{c.module}_{i}": c.source for i, c in enumerate(SPECIALIZED[:COMPILED])}
     done = compile_modules(sources, options, cache)
     assert all(m.tier == "cython" for m in done.values())
-    return tuple(
-        exec_artifact(name, m.artifact).route_score for name, m in done.items()
-    )
+    return tuple(exec_artifact(name, m.artifact).route_score for name, m in done.items())
 
 
 COMPILED = 3  # states whose copy is compiled (Cython, one module each)
@@ -160,11 +153,7 @@ def test_the_active_build_serves_its_copy_for_its_state(
     activate(build)
     try:
         args = sample_call(state)
-        assert (
-            route_score(state, *args)
-            == copy(state, *args)
-            == route_score.generic(state, *args)
-        )
+        assert route_score(state, *args) == copy(state, *args) == route_score.generic(state, *args)
         assert route_score._memo[2] is copy
         other = STATES[2]
         route_score(other, *sample_call(other))
@@ -206,3 +195,69 @@ def test_a_build_missing_the_module_falls_back(
             "route_score"
         )
     )
+
+
+USER_MODULE = '''\
+"""User functions whose specialized copies fail: one at type check, one at call."""
+
+from __future__ import annotations
+
+from codegen.state import RSIState
+from runtime.optimized import rsi_optimized
+
+
+@rsi_optimized(target="scoring")
+def shout(state: RSIState, x: float) -> float:
+    y = x * state.scoring.rag
+    return y.upper()
+
+
+@rsi_optimized(target="scoring")
+def ratio(state: RSIState, x: float) -> float:
+    # The spread is zero in a state whose rag is 5.0.
+    spread = state.scoring.rag - 5.0
+    return x / spread
+'''
+
+
+@pytest.fixture
+def failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Path]:
+    """A project whose state makes ``ratio``'s copy divide by zero, and the user's module."""
+    user = tmp_path / "src" / "rsi_user_failing.py"
+    user.parent.mkdir()
+    user.write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(user.parent))
+    state = {"version": 1, "experts": {"t": {"kind": "tracking", "weight": 1.0}}}
+    (tmp_path / "rsi_state.json").write_text(json.dumps({**state, "scoring": {"rag": 5.0}}))
+    templates = Path(__file__).parents[1] / "fixtures" / "templates"
+    return Project(tmp_path / "rsi_state.json", template_dir=templates), user
+
+
+def test_a_copy_failing_its_type_check_names_the_users_line(
+    failing: tuple[Project, Path],
+) -> None:
+    project, user = failing
+    settings = CompileSettings(backend="python", specialize=("rsi_user_failing:shout",))
+    expected = (
+        f"mypy: opt_rsi_user_failing__shout.py:11 (from {user}:12): error: "
+        '"float" has no attribute "upper" [attr-defined]'
+    )
+    with pytest.raises(CheckError, match=f"^{re.escape(expected)}$"):
+        project.build(settings)
+
+
+def test_a_copy_raising_at_call_names_the_users_line(failing: tuple[Project, Path]) -> None:
+    project, user = failing
+    project.build(CompileSettings(backend="python", specialize=("rsi_user_failing:ratio",)))
+    build = project.load_active()
+    user_module = importlib.import_module("rsi_user_failing")
+    activate(build)
+    try:
+        with pytest.raises(ZeroDivisionError) as raised:
+            user_module.ratio(load_state(project.state_path), 1.0)
+    finally:
+        activate(None)
+    assert raised.value.__notes__ == [
+        f"raised in rsi_user_failing:ratio's specialized copy, build {build.build_id}: "
+        f"opt_rsi_user_failing__ratio.py:11 (from {user}:19)"
+    ]
