@@ -5,12 +5,14 @@
 1. validates it (schema, and a version newer than every committed one);
 2. enforces the incumbent's safety policy (:mod:`codegen.policy`) before anything is built;
 3. builds it (:meth:`Project.build_candidate`; nothing is committed or activated);
-4. runs the build first in a sandbox child process (:mod:`runtime.sandbox`): a crash, a
-   hang or a failed self-test rejects it, and this process never imports it;
-5. gathers evidence on the held-out and hidden splits for both builds (the incumbent's, and
-   any build's, comes from the ledger's cache when it was measured before with the same
-   seed and data), and interleaved latency when code on the hot path changed;
-6. asks the gate (:func:`runtime.gate.decide`), then under the project lock either records
+4. runs the build first in a sandbox child process (:mod:`runtime.sandbox`), which then
+   gathers evidence on the held-out and hidden splits for each build whose evidence the
+   ledger has not cached (by build id, seed and data fingerprint: the incumbent's usually
+   is), and times both builds interleaved when code on the hot path changed. A crash, a
+   hang past ``evaluate_timeout_s`` (the child's process group is killed) or a failed
+   self-test rejects the candidate with the phase; this process never imports it, and
+   stores the evidence the child sent back in the ledger;
+5. asks the gate (:func:`runtime.gate.decide`), then under the project lock either records
    the decision, commits and activates the candidate and writes it to the state file, or
    records the decision and keeps the candidate (ledger, and ``<state>.rejected.json``).
 
@@ -38,10 +40,9 @@ from codegen.locking import project_lock
 from codegen.policy import approves, check_policy
 from codegen.state import RSIState, atomic_write, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
-from runtime.evidence import data_fingerprint, gather, measure_latency
+from runtime.evidence import data_fingerprint
 from runtime.gate import (
     Decision,
-    Evidence,
     GateSettings,
     LatencySamples,
     Require,
@@ -50,9 +51,8 @@ from runtime.gate import (
     decide,
 )
 from runtime.ledger import Active, Ledger
-from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
-from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
+from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S, Evaluation, first_run
 
 __all__ = [
     "PromotionReport",
@@ -130,7 +130,7 @@ def promote(
     gate: GateSettings | None = None,
     seed: int = 0,
     source: str = "candidate",
-    sandbox_timeout_s: float = DEFAULT_TIMEOUT_S,
+    evaluate_timeout_s: float = DEFAULT_EVALUATE_TIMEOUT_S,
 ) -> PromotionReport:
     """Gate ``candidate_bytes`` against the project's active build; promote or keep it.
 
@@ -164,7 +164,7 @@ def promote(
         data=data,
         seed=seed,
         gate=gate or GateSettings(),
-        sandbox_timeout_s=sandbox_timeout_s,
+        evaluate_timeout_s=evaluate_timeout_s,
         seconds=seconds,
     )
 
@@ -222,14 +222,43 @@ def _judge(
     data: Path | None,
     seed: int,
     gate: GateSettings,
-    sandbox_timeout_s: float,
+    evaluate_timeout_s: float,
     seconds: dict[str, float],
 ) -> tuple[Decision, LatencySamples | None, list[str]]:
     """Sandbox, evidence and gate: the decision, latency samples, builds whose evidence was
-    cached. Adds the time of each step to ``seconds``."""
+    cached. Adds the time of each step to ``seconds``.
+
+    Nothing of the candidate runs in this process: its first run, the evidence of every
+    build not cached in the ledger and the interleaved latency run in one child process
+    under ``evaluate_timeout_s`` (:func:`runtime.sandbox.first_run`).
+    """
+    ledger = project.ledger
+    incumbent_dir = project.generated_dir / active.build_id
+    if not (incumbent_dir / MANIFEST).exists():
+        raise LedgerError(
+            f"active build {active.build_id} of v{active.version} is missing from "
+            f"{project.generated_dir}; run `rsi rollback --to {active.version}` to rebuild it"
+        )
+    fingerprint = data_fingerprint(data, seed)
+    known = {
+        build_id: ledger.evidence(build_id, seed, fingerprint)
+        for build_id in (active.build_id, built.build_id)
+    }
+    cached = [build_id for build_id, found in known.items() if found is not None]
+    dirs = {active.build_id: incumbent_dir, built.build_id: built.path}
+    evaluation = Evaluation(
+        data=data,
+        seed=seed,
+        gather=tuple(dirs[b] for b, found in known.items() if found is None),
+        latency=(incumbent_dir, built.path) if hot_path else None,
+        repeats=gate.latency_repeats,
+        template_dir=project.template_dir,
+    )
     clock = time.perf_counter()
-    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
-    seconds["sandbox"] = time.perf_counter() - clock
+    sandbox = first_run(built.path, timeout_s=evaluate_timeout_s, evaluation=evaluation)
+    elapsed = time.perf_counter() - clock
+    seconds["sandbox"] = elapsed - sandbox.evaluate_s
+    seconds["evaluate"] = sandbox.evaluate_s
     if not sandbox.ok:
         stats: dict[str, Stat] = {"sandbox_phase": sandbox.phase, "sandbox_s": sandbox.seconds}
         reason = f"sandbox: {sandbox.reason}"
@@ -238,22 +267,19 @@ def _judge(
             None,
             [],
         )
-    clock = time.perf_counter()
-    incumbent_build = project.load_active()
-    candidate_build = load_build(built.path)
-    cached: list[str] = []
-    before = _evidence(project.ledger, incumbent_build, data, seed, cached)
-    after = _evidence(project.ledger, candidate_build, data, seed, cached)
-    latency = None
-    if hot_path:
-        latency = measure_latency(
-            incumbent_build, candidate_build, repeats=gate.latency_repeats, data=data, seed=seed
+    for measured in sandbox.evidence:
+        ledger.record_evidence(measured)
+        known[measured.build_id] = measured
+    before, after = known[active.build_id], known[built.build_id]
+    if before is None or after is None:
+        raise LedgerError(
+            f"sandbox of {built.build_id} returned no evidence for "
+            f"{active.build_id if before is None else built.build_id}"
         )
-    seconds["evaluate"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    decision = decide(before, after, require=require, settings=gate, latency=latency)
+    decision = decide(before, after, require=require, settings=gate, latency=sandbox.latency)
     seconds["gate"] = time.perf_counter() - clock
-    return decision, latency, cached
+    return decision, sandbox.latency, cached
 
 
 def _resume(project: Project, data: bytes) -> PromotionReport | None:
@@ -319,19 +345,6 @@ def _check_newer(ledger: Ledger, candidate: RSIState, source: str) -> None:
             f"{source}: version {candidate.version} is not newer than the committed "
             f'{newest}; set "version" to {newest + 1}'
         )
-
-
-def _evidence(
-    ledger: Ledger, build: LoadedBuild, data: Path | None, seed: int, cached: list[str]
-) -> Evidence:
-    """The build's evidence from the ledger's cache, or measured now and stored."""
-    found = ledger.evidence(build.build_id, seed, data_fingerprint(data, seed))
-    if found is not None:
-        cached.append(build.build_id)
-        return found
-    measured = gather(build, data=data, seed=seed)
-    ledger.record_evidence(measured)
-    return measured
 
 
 def _check_unchanged(project: Project, before: Active) -> None:

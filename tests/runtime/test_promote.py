@@ -124,7 +124,7 @@ def test_a_candidate_that_hangs_is_rejected_unloaded(
     project.build(PYTHON)
     before = project.state_path.read_bytes()
     bad = candidate(before, 2, scoring__temperature=1.25)
-    report = promote(project, bad, settings=PYTHON, sandbox_timeout_s=12.0)
+    report = promote(project, bad, settings=PYTHON, evaluate_timeout_s=12.0)
     assert not report.promoted and report.decision.verdict is Verdict.REJECT
     assert report.decision.reason == (
         f"sandbox: build {report.build_id} did not finish its first run within 12 s "
