@@ -22,6 +22,7 @@ from codegen.manifest import ManifestError, read_manifest
 from codegen.state import RSIState
 from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.project import Project
+from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S
 
 __all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
 
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=DEFAULT_EVALUATE_TIMEOUT_S,
+        help="limit on the candidate's first run, evidence and latency together; past it the "
+        f"candidate is killed and rejected (default {DEFAULT_EVALUATE_TIMEOUT_S:g})",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_promote)
 
@@ -304,6 +312,11 @@ def _promote(args: argparse.Namespace) -> int:
     from codegen.state import read_state_file
     from runtime.promote import format_p, p_value, promote
 
+    timeout = args.timeout_s
+    if not (math.isfinite(timeout) and 1 <= timeout <= MAX_LOCK_TIMEOUT_S):
+        raise RSIError(
+            f"--timeout-s {timeout:g}: give a number of seconds from 1 to {MAX_LOCK_TIMEOUT_S:g}"
+        )
     r = promote(
         project_from(args),
         read_state_file(args.candidate),
@@ -313,16 +326,22 @@ def _promote(args: argparse.Namespace) -> int:
         approve=tuple(args.approve),
         seed=args.seed,
         source=args.candidate.name,
+        evaluate_timeout_s=timeout,
     )
     d = r.decision
     p = p_value(d.stats, d.require)
-    if r.promoted:
+    if r.promoted and r.same_build:
+        was = f"v{r.incumbent_version}" if r.incumbent_version is not None else "the incumbent"
+        summary = f"promoted v{r.state_version}: same build {r.build_id} as {was}, no code changed"
+    elif r.promoted:
         summary = f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
     else:
         summary = f"{d.verdict}: kept build {d.incumbent}; candidate kept in {r.rejected_path}"
     print(f"{summary}; {format_p(p)}; {d.reason}")
     for line in r.waived:
         print(f"waived: {line}")
+    for line in r.warnings:
+        print(f"rsi: warning: {line}", file=sys.stderr)
     if args.json:
         report = {
             "promoted": r.promoted,
@@ -340,6 +359,8 @@ def _promote(args: argparse.Namespace) -> int:
             "cached": list(r.cached),
             "seconds": dict(r.seconds),
             "decision_id": r.decision_id,
+            "same_build": r.same_build,
+            "warnings": list(r.warnings),
         }
         print(json.dumps(report, sort_keys=True))
     return 0 if r.promoted else 1

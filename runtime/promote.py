@@ -85,6 +85,13 @@ class PromotionReport:
     decision_id: int = 0  # the decision's row in the ledger
     approved: tuple[str, ...] = ()  # changed paths an --approve pattern let through
     cached: tuple[str, ...] = ()  # build ids whose evidence came from the ledger's cache
+    incumbent_version: int | None = None  # the state version active before the promotion
+    warnings: tuple[str, ...] = ()  # one line each, e.g. the state file edited meanwhile
+
+    @property
+    def same_build(self) -> bool:
+        """True when the candidate's build is the incumbent's: no generated code changed."""
+        return self.build_id == self.decision.incumbent
 
 
 def rejected_path(state_path: Path) -> Path:
@@ -184,6 +191,7 @@ def promote(
             latency=latency,
         )
         kept: Path | None = None
+        warnings: tuple[str, ...] = ()
         if decision.promoted:
             ledger.commit(
                 candidate.version,
@@ -193,7 +201,7 @@ def promote(
                 limit=candidate.safety.history_limit,
             )
             ledger.mark_committed(decision_id, candidate.version)
-            _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
+            warnings = _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
         else:
             kept = keep_rejected(project.state_path, candidate_bytes)
     seconds["commit"] = time.perf_counter() - clock
@@ -209,6 +217,8 @@ def promote(
         decision_id=decision_id,
         approved=policy.approved,
         cached=tuple(cached),
+        incumbent_version=active.version,
+        warnings=warnings,
     )
 
 
@@ -244,7 +254,7 @@ def _judge(
         build_id: ledger.evidence(build_id, seed, fingerprint)
         for build_id in (active.build_id, built.build_id)
     }
-    cached = [build_id for build_id, found in known.items() if found is not None]
+    cached = [b for b in (active.build_id, built.build_id) if known[b] is not None]
     dirs = {active.build_id: incumbent_dir, built.build_id: built.path}
     evaluation = Evaluation(
         data=data,
@@ -305,7 +315,7 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
             for v in ledger.versions()
             if ledger.state(v).build_id == record.incumbent
         }
-        _write_state_file(project.state_path, before, data)
+        warnings = _write_state_file(project.state_path, before, data)
     logger.info("promotion of %s was already committed; state file synced", record.candidate)
     decision = Decision(
         Verdict(record.verdict),
@@ -324,6 +334,7 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
         waived=record.waived,
         seconds={},
         decision_id=record.id,
+        warnings=warnings,
     )
 
 
@@ -357,19 +368,25 @@ def _check_unchanged(project: Project, before: Active) -> None:
         )
 
 
-def _write_state_file(path: Path, replaceable: Collection[bytes], candidate: bytes) -> None:
-    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit."""
+def _write_state_file(
+    path: Path, replaceable: Collection[bytes], candidate: bytes
+) -> tuple[str, ...]:
+    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit.
+
+    Returns the warning (one line) when the file held another edit and was left alone.
+    """
     try:
         current = read_state_file(path)
     except StateError:
         current = b""
     if current == candidate:
-        return
+        return ()
     if current != b"" and current not in replaceable:
-        logger.warning(
-            "%s was edited during the promotion; the promoted state is committed and active, "
-            "the file keeps the edit",
-            path.name,
+        warning = (
+            f"{path.name} was edited during the promotion; the promoted state is committed "
+            "and active, the file keeps the edit (run `rsi status` to compare)"
         )
-        return
+        logger.warning("%s", warning)
+        return (warning,)
     atomic_write(path, candidate)
+    return ()

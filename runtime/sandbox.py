@@ -27,9 +27,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.gate import Evidence, LatencySamples, SplitOutcome
+if TYPE_CHECKING:  # the gate imports scipy: the CLI imports this module for its defaults
+    from runtime.gate import Evidence, LatencySamples, SplitOutcome
 
 __all__ = [
     "SandboxReport",
@@ -142,6 +143,8 @@ def first_run(
         last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         reason = f"build {build_id} failed its first run ({phase}): {last}"
         return _failed(build_id, reason, phase, start)
+    from runtime.gate import LatencySamples
+
     results = [line for line in out.splitlines() if line.startswith(_RESULT)]
     result = json.loads(results[-1].removeprefix(_RESULT))
     seconds = time.perf_counter() - start
@@ -195,6 +198,8 @@ def _evidence_json(evidence: Evidence) -> dict[str, Any]:
 
 
 def _evidence_from(raw: Mapping[str, Any]) -> Evidence:
+    from runtime.gate import Evidence, SplitOutcome
+
     def split(part: Mapping[str, Any]) -> SplitOutcome:
         return SplitOutcome(
             split=str(part["split"]),

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import runtime.promote
 from runtime.cli import main
 from runtime.project import Project
+from runtime.sandbox import SandboxReport
 from tests.conftest import copy_state
 
 
@@ -85,12 +88,61 @@ def test_promote_and_history(
     assert state.with_name("rsi_state.rejected.json").read_text() == cand.read_text()
     assert main(["promote", str(cand), "--json", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("promoted v2 (build ") and out[0].endswith(
-        "; p=1; changes no answer on held-out or hidden: not worse"
+    assert out[0] == (
+        f"promoted v2: same build {report['candidate']} as v1, no code changed; p=1; "
+        "changes no answer on held-out or hidden: not worse"
     )
+    assert json.loads(out[-1])["same_build"] is True
     assert json.loads(out[-1])["cached"] == [report["incumbent"], report["candidate"]]
     assert json.loads(state.read_text())["benchmark"]["mean"] == 0.5
     assert main(["history", "--state", str(state)]) == 0
     newest, oldest = capsys.readouterr().out.splitlines()
     assert " promote " in newest and "committed v2  not-worse  p=1  changes no answer" in newest
     assert " not significant " in oldest and "committed -  better  p=1  " in oldest
+
+
+def test_promote_warns_when_the_state_file_was_edited_meanwhile(
+    make_project: Callable[..., Project],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = make_project(templates=None)
+    state = project.state_path
+    args = ["--state", str(state), "--backend", "python"]
+    assert main(["build", *args]) == 0
+    data = json.loads(state.read_text())
+    data["version"] = 2
+    data["scoring"]["rag"] = 5.5
+    cand = state.with_name("cand.json")
+    cand.write_text(json.dumps(data))
+    edit = state.read_text().replace('"version": 1', '"version": 3')
+    real_first_run = runtime.promote.first_run
+
+    def edited_meanwhile(build_dir: Path, **kwargs: Any) -> SandboxReport:
+        state.write_text(edit)  # a person saves an edit while the candidate is evaluated
+        return real_first_run(build_dir, **kwargs)
+
+    monkeypatch.setattr(runtime.promote, "first_run", edited_meanwhile)
+    capsys.readouterr()
+    assert main(["promote", str(cand), "--json", *args]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "rsi: warning: rsi_state.json was edited during the promotion; the promoted state is "
+        "committed and active, the file keeps the edit (run `rsi status` to compare)\n"
+    )
+    assert json.loads(captured.out.splitlines()[-1])["warnings"] == [captured.err[14:-1]]
+    assert state.read_text() == edit
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "1e9"])
+def test_promote_timeout_out_of_range_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    cand = tmp_path / "cand.json"
+    assert (
+        main(["promote", str(cand), "--state", str(tmp_path / "s.json"), "--timeout-s", value]) == 2
+    )
+    shown = f"{float(value):g}"
+    assert capsys.readouterr().err == (
+        f"rsi: error: --timeout-s {shown}: give a number of seconds from 1 to 86400\n"
+    )
