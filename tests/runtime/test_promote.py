@@ -47,7 +47,7 @@ def test_promote_reject_and_cached_evidence(make_project: Callable[..., Project]
     project.build(PYTHON)
     tuned = candidate(REPO / "rsi_state.json", 2)
 
-    with pytest.raises(PolicyError, match=r"\(\+\d+ more\)$"):
+    with pytest.raises(PolicyError, match=r"\(\+\d+ more: .+\); approve all with --approve "):
         promote(project, tuned, settings=PYTHON, require="better")
     report = promote(project, tuned, settings=PYTHON, require="better", approve=["*"])
     assert report.promoted and report.decision.verdict is Verdict.PROMOTE
