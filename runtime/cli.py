@@ -163,9 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_promote)
 
-    p = sub.add_parser("history", parents=[common], help="the gate's decisions, newest first")
+    p = sub.add_parser(
+        "history",
+        parents=[common],
+        help="the gate's decisions, newest first",
+        description="The gate's decisions, newest first, one line each, numbered. --show N "
+        "prints decision N in full; --candidate N writes the candidate state it judged "
+        "(a rejected edit is kept in the ledger, not only in <state>.rejected.json).",
+    )
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    p.add_argument("--json", action="store_true", help="one JSON list on the last line")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--show", type=int, metavar="N", help="decision N in full: every statistic and sample"
+    )
+    shown.add_argument(
+        "--candidate", type=int, metavar="N", help="the candidate state bytes decision N judged"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="with --candidate: write FILE, not stdout"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON list (object) on the last line")
     p.set_defaults(handler=_history)
 
     _register_extensions(sub, common)
@@ -371,6 +388,12 @@ def _history(args: argparse.Namespace) -> int:
 
     from runtime.promote import format_p, p_value
 
+    if args.output is not None and args.candidate is None:
+        raise RSIError(f"--output {args.output}: only with --candidate N (what to write)")
+    if args.candidate is not None:
+        return _history_candidate(args)
+    if args.show is not None:
+        return _history_show(args)
     if args.limit < 1:
         raise RSIError(f"--limit {args.limit}: give a number of decisions, 1 or more")
     records = project_from(args).ledger.decisions(args.limit)
@@ -381,12 +404,51 @@ def _history(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
         committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
         print(
-            f"{when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over {d.incumbent}  "
+            f"{d.id:>4}  {when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over "
+            f"{d.incumbent}  "
             f"committed {committed}  {d.require}  "
             f"{format_p(p)}  {d.reason}"
         )
     if args.json:
         print(json.dumps([asdict(d) for d in records], sort_keys=True))
+    return 0
+
+
+def _history_show(args: argparse.Namespace) -> int:
+    import time
+
+    d = project_from(args).ledger.decision(args.show)
+    when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(d.at))
+    committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
+    lines = [
+        f"decision {d.id}  {when}",
+        f"verdict      {d.verdict} ({d.require})",
+        f"reason       {d.reason}",
+        f"candidate    v{d.candidate_version} build {d.candidate} sha256 {d.candidate_sha256}",
+        f"incumbent    build {d.incumbent}",
+        f"committed    {committed}",
+        *(f"waived       {line}" for line in d.waived),
+        *(f"stat         {key} = {d.stats[key]}" for key in sorted(d.stats)),
+    ]
+    for build, samples in sorted((d.latency or {}).items()):
+        lines.append(f"latency      {build}: " + " ".join(f"{x:.6f}" for x in samples))
+    lines.append(f"candidate bytes: rsi history --candidate {d.id} -o FILE")
+    print("\n".join(lines))
+    if args.json:
+        print(json.dumps(asdict(d), sort_keys=True))
+    return 0
+
+
+def _history_candidate(args: argparse.Namespace) -> int:
+    from codegen.state import atomic_write
+
+    data = project_from(args).ledger.decision_candidate(args.candidate)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        atomic_write(args.output, data, mode=0o600)  # as private as the state it was to replace
+        print(f"wrote the candidate of decision {args.candidate} to {args.output}")
     return 0
 
 

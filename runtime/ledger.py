@@ -511,6 +511,20 @@ class Ledger:
         A promotion killed after its commit but before :meth:`mark_committed` still reads as
         committed: its candidate's bytes are a committed state.
         """
+        return self._decisions(None, limit)
+
+    def decision(self, decision_id: int) -> DecisionRecord:
+        """Decision ``decision_id`` (the number ``rsi history`` shows first)."""
+        found = self._decisions(decision_id, 1)
+        if not found:
+            raise LedgerError(
+                f"decision {decision_id} is not in the ledger; `rsi history` lists the "
+                "decisions with their numbers"
+            )
+        return found[0]
+
+    def _decisions(self, decision_id: int | None, limit: int) -> list[DecisionRecord]:
+        """The newest ``limit`` decisions, or only ``decision_id``'s when given."""
         with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT id, at, candidate, incumbent, require, verdict, reason, stats, latency, "
@@ -518,8 +532,8 @@ class Ledger:
                 "(SELECT version FROM states WHERE decisions.verdict = 'promote' AND "
                 "states.sha256 = decisions.candidate_sha256 AND "
                 "states.version = decisions.candidate_version)) FROM decisions "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                "WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC LIMIT ?2",
+                (decision_id, limit),
             ).fetchall()
         return [
             DecisionRecord(
@@ -547,7 +561,10 @@ class Ledger:
                 "SELECT candidate_data FROM decisions WHERE id = ?", (decision_id,)
             ).fetchone()
         if row is None:
-            raise LedgerError(f"decision {decision_id} is not in the ledger")
+            raise LedgerError(
+                f"decision {decision_id} is not in the ledger; `rsi history` lists the "
+                "decisions with their numbers"
+            )
         data: bytes = row[0]
         return data
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,58 @@ def test_promote_and_history(
     newest, oldest = capsys.readouterr().out.splitlines()
     assert " promote " in newest and "committed v2  not-worse  p=1  changes no answer" in newest
     assert " not significant " in oldest and "committed -  better  p=1  " in oldest
+    assert (newest.split()[0], oldest.split()[0]) == ("2", "1")
+
+
+def test_history_shows_a_decision_and_its_candidate(
+    make_project: Callable[..., Project], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A rejected candidate is retrievable from the ledger, not only the newest on disk."""
+    project = make_project(templates=None)
+    state = project.state_path
+    args = ["--state", str(state), "--backend", "python"]
+    assert main(["build", *args]) == 0
+    data = json.loads(state.read_text())
+    data["version"] = 2
+    data["benchmark"]["mean"] = 0.25
+    cand = state.with_name("cand.json")
+    cand.write_text(json.dumps(data))
+    first = cand.read_bytes()
+    assert main(["promote", str(cand), "--require", "better", *args]) == 1
+    data["benchmark"]["mean"] = 0.5
+    cand.write_text(json.dumps(data))
+    assert main(["promote", str(cand), "--require", "better", *args]) == 1
+    assert state.with_name("rsi_state.rejected.json").read_bytes() == cand.read_bytes()
+    capsys.readouterr()
+
+    assert main(["history", "--state", str(state), "--show", "1"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    record = project.ledger.decision(1)
+    assert shown[1:5] == [
+        "verdict      not significant (better)",
+        f"reason       {record.reason}",
+        f"candidate    v2 build {record.candidate} sha256 {hashlib.sha256(first).hexdigest()}",
+        f"incumbent    build {record.incumbent}",
+    ]
+    assert "stat         heldout_p_gain = 1.0" in shown
+    assert sum(line.startswith("stat ") for line in shown) == len(record.stats)
+    assert shown[-1] == "candidate bytes: rsi history --candidate 1 -o FILE"
+
+    out = tmp_path / "first.json"
+    assert main(["history", "--state", str(state), "--candidate", "1", "-o", str(out)]) == 0
+    assert out.read_bytes() == first
+    assert main(["history", "--state", str(state), "--candidate", "1"]) == 0
+    assert capsys.readouterr().out.endswith(first.decode())
+
+    assert main(["history", "--state", str(state), "--show", "9"]) == 2
+    assert capsys.readouterr().err == (
+        "rsi: error: decision 9 is not in the ledger; `rsi history` lists the decisions "
+        "with their numbers\n"
+    )
+    assert main(["history", "--state", str(state), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"rsi: error: --output {out}: only with --candidate N (what to write)\n"
+    )
 
 
 def test_promote_warns_when_the_state_file_was_edited_meanwhile(

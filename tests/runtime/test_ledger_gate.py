@@ -123,5 +123,10 @@ def test_torn_records_are_found(tmp_path: Path) -> None:
 
 
 def test_missing_decision_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match=r"^decision 7 is not in the ledger$"):
+    message = (
+        r"^decision 7 is not in the ledger; `rsi history` lists the decisions with their numbers$"
+    )
+    with pytest.raises(LedgerError, match=message):
         Ledger(tmp_path / "ledger.sqlite3").decision_candidate(7)
+    with pytest.raises(LedgerError, match=message):
+        Ledger(tmp_path / "ledger.sqlite3").decision(7)
