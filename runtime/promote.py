@@ -159,52 +159,52 @@ def promote(
     policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
 
     clock = time.perf_counter()
-    built = project.build_candidate(candidate, candidate_bytes, settings)
-    seconds["build"] = time.perf_counter() - clock
+    with project.pinned_candidate(candidate, candidate_bytes, settings) as built:
+        seconds["build"] = time.perf_counter() - clock
 
-    decision, latency, cached = _judge(
-        project,
-        active,
-        built,
-        hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
-        require=require,
-        data=data,
-        seed=seed,
-        gate=gate or GateSettings(),
-        evaluate_timeout_s=evaluate_timeout_s,
-        seconds=seconds,
-    )
-
-    clock = time.perf_counter()
-    with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
-        _check_unchanged(project, active)
-        if decision.promoted and not (built.path / MANIFEST).exists():
-            raise LedgerError(
-                f"build {built.build_id} was deleted during the promotion (rsi gc?); "
-                "run rsi promote again"
-            )
-        decision_id = ledger.record_decision(
-            decision,
-            candidate_data=candidate_bytes,
-            candidate_version=candidate.version,
-            waived=policy.waived,
-            latency=latency,
+        decision, latency, cached = _judge(
+            project,
+            active,
+            built,
+            hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
+            require=require,
+            data=data,
+            seed=seed,
+            gate=gate or GateSettings(),
+            evaluate_timeout_s=evaluate_timeout_s,
+            seconds=seconds,
         )
-        kept: Path | None = None
-        warnings: tuple[str, ...] = ()
-        if decision.promoted:
-            ledger.commit(
-                candidate.version,
-                candidate_bytes,
-                built.build_id,
-                built.tier,
-                limit=candidate.safety.history_limit,
+
+        clock = time.perf_counter()
+        with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
+            _check_unchanged(project, active)
+            if decision.promoted and not (built.path / MANIFEST).exists():
+                raise LedgerError(
+                    f"build {built.build_id} was deleted during the promotion (rsi gc?); "
+                    "run rsi promote again"
+                )
+            decision_id = ledger.record_decision(
+                decision,
+                candidate_data=candidate_bytes,
+                candidate_version=candidate.version,
+                waived=policy.waived,
+                latency=latency,
             )
-            ledger.mark_committed(decision_id, candidate.version)
-            warnings = _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
-        else:
-            kept = keep_rejected(project.state_path, candidate_bytes)
-    seconds["commit"] = time.perf_counter() - clock
+            kept: Path | None = None
+            warnings: tuple[str, ...] = ()
+            if decision.promoted:
+                ledger.commit(
+                    candidate.version,
+                    candidate_bytes,
+                    built.build_id,
+                    built.tier,
+                    limit=candidate.safety.history_limit,
+                )
+                ledger.mark_committed(decision_id, candidate.version)
+                warnings = _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
+            else:
+                kept = keep_rejected(project.state_path, candidate_bytes)
+        seconds["commit"] = time.perf_counter() - clock
     logger.info("promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason)
     return PromotionReport(
         decision=decision,
