@@ -116,6 +116,13 @@ CREATE TABLE IF NOT EXISTS decisions (
     candidate_data BLOB NOT NULL,
     committed_version INTEGER
 );
+CREATE TABLE IF NOT EXISTS calibrations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    latency_noise_floor REAL,
+    latency_changes TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
 """
 
 
@@ -567,6 +574,37 @@ class Ledger:
             )
         data: bytes = row[0]
         return data
+
+    def record_calibration(
+        self,
+        *,
+        latency_noise_floor: float | None,
+        latency_changes: Sequence[float],
+        summary: Mapping[str, object],
+    ) -> int:
+        """Keep a run of ``rsi gate calibrate``: the latency noise floor (None when latency
+        was not measured), its raw A/A changes and the whole summary. Returns its id."""
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO calibrations (at, latency_noise_floor, latency_changes, summary) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    time.time(),
+                    latency_noise_floor,
+                    json.dumps(list(latency_changes)),
+                    json.dumps(summary, sort_keys=True),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def latency_noise_floor(self) -> float | None:
+        """The noise floor of the latest calibration that measured latency, if any."""
+        with self._db(write=False) as db:
+            row = db.execute(
+                "SELECT latency_noise_floor FROM calibrations WHERE latency_noise_floor "
+                "IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return float(row[0]) if row is not None else None
 
     def check_gate_records(self) -> None:
         """Raise :class:`LedgerError` unless every evaluation and decision is whole.

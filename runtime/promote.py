@@ -31,7 +31,7 @@ import logging
 import stat
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codegen.build import MANIFEST, BuildResult
@@ -158,6 +158,7 @@ def promote(
     _check_newer(ledger, candidate, source)
     policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
 
+    gate = _with_noise_floor(gate or GateSettings(), ledger)
     clock = time.perf_counter()
     with project.pinned_candidate(candidate, candidate_bytes, settings) as built:
         seconds["build"] = time.perf_counter() - clock
@@ -170,7 +171,7 @@ def promote(
             require=require,
             data=data,
             seed=seed,
-            gate=gate or GateSettings(),
+            gate=gate,
             evaluate_timeout_s=evaluate_timeout_s,
             seconds=seconds,
         )
@@ -356,6 +357,14 @@ def _check_newer(ledger: Ledger, candidate: RSIState, source: str) -> None:
             f"{source}: version {candidate.version} is not newer than the committed "
             f'{newest}; set "version" to {newest + 1}'
         )
+
+
+def _with_noise_floor(gate: GateSettings, ledger: Ledger) -> GateSettings:
+    """``gate`` with the latency noise floor of the latest ``rsi gate calibrate`` (if higher)."""
+    measured = ledger.latency_noise_floor()
+    if measured is None or measured <= gate.latency_noise_floor:
+        return gate
+    return replace(gate, latency_noise_floor=measured)
 
 
 def _check_unchanged(project: Project, before: Active) -> None:

@@ -144,8 +144,11 @@ def test_neither_build_is_imported_by_the_promoting_process(
     project = make_project(templates=None)
     project.build(PYTHON)
     edit = candidate(project.state_path, 2, architecture__heads=2)
+    # The latest calibration's noise floor (here absurdly high) is the minimum effect.
+    project.ledger.record_calibration(latency_noise_floor=0.5, latency_changes=[0.5], summary={})
     report = promote(project, edit, settings=PYTHON, approve=["architecture.heads"])
     assert report.decision.stats["latency_repeats"] == 9  # hot path: timed in the child
+    assert report.decision.stats["latency_min_effect"] == 0.5
     assert report.seconds["evaluate"] > 0 and report.cached == ()
     for build_id in (report.build_id, report.decision.incumbent):
         assert project.generated_dir.joinpath(build_id).resolve() not in loaded_builds()
