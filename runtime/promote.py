@@ -265,6 +265,13 @@ def _judge(
         repeats=gate.latency_repeats,
         template_dir=project.template_dir,
     )
+    logger.info(
+        "judging %s in a sandbox child: first run, evidence of %d build(s)%s, limit %g s",
+        built.build_id,
+        len(evaluation.gather),
+        ", latency A/B" if hot_path else "",
+        evaluate_timeout_s,
+    )
     clock = time.perf_counter()
     sandbox = first_run(built.path, timeout_s=evaluate_timeout_s, evaluation=evaluation)
     elapsed = time.perf_counter() - clock
