@@ -23,6 +23,11 @@ evidence (:func:`runtime.sandbox.first_run` with an :class:`~runtime.sandbox.Eva
 and the same pair with the interleaved latency A/B added (a hot-path change). The
 ratios after/before are of medians; raw samples are in the JSON.
 
+``--worst-case`` times the slowest legitimate sandbox run, which sets the default of
+``rsi promote --timeout-s`` (:data:`runtime.sandbox.DEFAULT_EVALUATE_TIMEOUT_S`): pure-tier
+builds of ``--state`` and ``states/uniform.json`` (the heaviest model), neither's evidence
+cached, and the latency A/B, in one sandbox child.
+
 ``--trials N`` then runs ``rsi gate calibrate`` on the same state and data.
 """
 
@@ -64,6 +69,9 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=0, help="calibration trials (0: none)")
     parser.add_argument(
         "--sandboxed", type=int, default=0, help="rounds of in-process vs sandboxed (0: none)"
+    )
+    parser.add_argument(
+        "--worst-case", action="store_true", help="time the slowest legitimate sandbox run"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -140,6 +148,8 @@ def main() -> int:
         report["sandboxed"] = _sandboxed(
             incumbent, candidate, inc_ev, data=data, gate=gate, rounds=args.sandboxed
         )
+    if args.worst_case:
+        report["worst_case"] = _worst_case(args.state, args.generated, data, gate)
     if args.trials:
         cal = calibrate(
             load_state(args.state),
@@ -217,6 +227,33 @@ def _sandboxed(
         "ratio_after_before": round(med["after"] / med["before"], 3),
         "ratio_after_before_ab": round(med["after_ab"] / med["before_ab"], 3),
     }
+
+
+def _worst_case(
+    state: Path, generated: Path, data: Path | None, gate: GateSettings
+) -> dict[str, object]:
+    """Seconds of a pure-tier sandbox run with nothing cached and the latency A/B."""
+    incumbent = build_model(load_state(state), generated, "python").build.path
+    heavy = build_model(load_state(Path("states/uniform.json")), generated, "python").build.path
+    evaluation = Evaluation(
+        data=data,
+        seed=0,
+        gather=(incumbent, heavy),
+        latency=(incumbent, heavy),
+        repeats=gate.latency_repeats,
+    )
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    sandbox = first_run(heavy, timeout_s=4 * DEFAULT_EVALUATE_TIMEOUT_S, evaluation=evaluation)
+    seconds = time.perf_counter() - t0
+    assert sandbox.ok, sandbox.reason
+    print(
+        f"worst case (pure tier, 2 builds uncached, latency A/B): {seconds:.1f} s, of which "
+        f"evaluation {sandbox.evaluate_s:.1f} s; load average {load:.1f} at start; default "
+        f"limit {DEFAULT_EVALUATE_TIMEOUT_S:g} s, limit/run "
+        f"{DEFAULT_EVALUATE_TIMEOUT_S / seconds:.2f}"
+    )
+    return {"seconds": round(seconds, 1), "evaluate_s": round(sandbox.evaluate_s, 1), "load": load}
 
 
 def _with(state: RSIState, assignment: str) -> RSIState:
