@@ -23,8 +23,12 @@ checks the kernel against its reference and times the build). They still need ap
 
 Approval patterns name paths with shell-style ``*`` and ``?`` (``architecture.attention``,
 ``'scoring.*'``, ``'*'``); a pattern also approves everything below the path it names. An
-approved path is exempt from the step bound too. ``version`` and ``benchmark`` change
-freely (they never reach generated code).
+approved path is exempt from the step bound too. A pattern that names no field of the
+schema (nor of either state: expert names, list positions) is refused with the closest
+field, so a typo never approves nothing silently; one that names fields no change touches
+is fine. A refusal names every path that needs approval and the ``--approve`` arguments
+that approve them all. ``version`` and ``benchmark`` change freely (they never reach
+generated code).
 
 Paths are written as the state's error messages write them: ``scoring.rag``,
 ``experts.tracker.weight``, ``routing[0].boosts.deducer``. Lists compare by position.
@@ -32,12 +36,16 @@ Paths are written as the state's error messages write them: ``scoring.rag``,
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+import shlex
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel
 
 from codegen.errors import RSIError
 from codegen.state import RSIState
@@ -109,9 +117,11 @@ def check_policy(
     """
     safety = incumbent.safety
     required = (*safety.approval_required, SELF_GUARDED)
+    before, after = _leaves(incumbent), _leaves(candidate)
+    _check_patterns(approve, [*before, *after])
     changes: list[Change] = []
     approved: list[str] = []
-    for path, old, new in _diff(_leaves(incumbent), _leaves(candidate)):
+    for path, old, new in _diff(before, after):
         step = _relative_step(old, new)
         violation = None
         if any(approves(pattern, path) for pattern in approve):
@@ -120,7 +130,7 @@ def check_policy(
             why = "changes the safety policy" if approves(SELF_GUARDED, path) else "needs approval"
             violation = (
                 f"{path}: {_show(old)} -> {_show(new)} {why} (safety.approval_required); "
-                f"approve with --approve {path}"
+                f"approve with --approve {shlex.quote(path)}"
             )
         elif (
             step is not None
@@ -130,15 +140,15 @@ def check_policy(
         ):
             violation = (
                 f"{path}: {_show(old)} -> {_show(new)} exceeds max_relative_step "
-                f"{safety.max_relative_step:g}; approve with --approve {path}"
+                f"{safety.max_relative_step:g}; approve with --approve {shlex.quote(path)}"
             )
         changes.append(Change(path, _plain(old), _plain(new), step, violation))
-    refusals = [c.violation for c in changes if c.violation is not None]
+    refused = [c for c in changes if c.violation is not None]
     # Approval refusals first: they name the larger decision.
-    refusals.sort(key=lambda line: "exceeds max_relative_step" in line)
+    refused.sort(key=lambda c: "exceeds max_relative_step" in str(c.violation))
+    refusals = [str(c.violation) for c in refused]
     if refusals and not waive:
-        more = f" (+{len(refusals) - 1} more)" if len(refusals) > 1 else ""
-        raise PolicyError(refusals[0] + more)
+        raise PolicyError(_refusal(refused))
     for line in refusals:
         logger.info("policy waived: %s", line)
     return PolicyReport(tuple(changes), tuple(approved), tuple(refusals) if waive else ())
@@ -153,6 +163,48 @@ def approves(pattern: str, path: str) -> bool:
     """True when ``pattern`` (``*`` and ``?`` wildcards) names ``path`` or a path above it."""
     regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
     return re.fullmatch(f"{regex}(?:[.\\[].*)?", path, flags=re.DOTALL) is not None
+
+
+def _check_patterns(patterns: Sequence[str], paths: Iterable[str]) -> None:
+    """Refuse an approval pattern that names no schema field and no path of either state."""
+    known = {*paths, *_field_paths(RSIState, "")}
+    for pattern in patterns:
+        if any(approves(pattern, path) for path in known):
+            continue
+        names = sorted(known | {a for path in known for a in _ancestors(path)})
+        close = difflib.get_close_matches(pattern, names, n=1)
+        hint = f"did you mean {close[0]}?" if close else "see `rsi schema` for the fields"
+        raise PolicyError(
+            f"--approve {shlex.quote(pattern)}: matches no field of the state schema; {hint}"
+        )
+
+
+def _field_paths(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """Dotted paths of the schema's fields, through nested models (not dict keys)."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        yield path
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            yield from _field_paths(nested, path)
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``experts.tracker.weight`` -> ``experts``, ``experts.tracker``."""
+    for match in re.finditer(r"[.\[]", path):
+        if match.start():
+            yield path[: match.start()]
+
+
+def _refusal(refused: Sequence[Change]) -> str:
+    """One line: the first refusal, every other path refused, and the approval for all."""
+    first = str(refused[0].violation)
+    if len(refused) == 1:
+        return first
+    head = first.rsplit("; approve with ", 1)[0]
+    others = ", ".join(c.path for c in refused[1:])
+    args = " ".join(f"--approve {shlex.quote(c.path)}" for c in refused)
+    return f"{head} (+{len(refused) - 1} more: {others}); approve all with {args}"
 
 
 def _leaves(state: RSIState) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from codegen.errors import RSIError
 from codegen.toolchain import BACKENDS, CompileSettings
+from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from codegen.manifest import Manifest
@@ -163,12 +164,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $RSI_BACKEND or cython",
     )
     p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=DEFAULT_EVALUATE_TIMEOUT_S,
+        help="limit on the candidate's first run, evidence and latency together; past it the "
+        f"candidate is killed and rejected (default {DEFAULT_EVALUATE_TIMEOUT_S:g})",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_promote)
 
-    p = sub.add_parser("history", parents=[common], help="the gate's decisions, newest first")
+    p = sub.add_parser(
+        "history",
+        parents=[common],
+        help="the gate's decisions, newest first",
+        description="The gate's decisions, newest first, one line each, numbered. --show N "
+        "prints decision N in full; --candidate N writes the candidate state it judged "
+        "(a rejected edit is kept in the ledger, not only in <state>.rejected.json).",
+    )
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    p.add_argument("--json", action="store_true", help="one JSON list on the last line")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--show", type=int, metavar="N", help="decision N in full: every statistic and sample"
+    )
+    shown.add_argument(
+        "--candidate", type=int, metavar="N", help="the candidate state bytes decision N judged"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="with --candidate: write FILE, not stdout"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON list (object) on the last line")
     p.set_defaults(handler=_history)
 
     _register_extensions(sub, common)
@@ -346,6 +371,11 @@ def _promote(args: argparse.Namespace) -> int:
     from codegen.state import read_state_file
     from runtime.promote import format_p, p_value, promote
 
+    timeout = args.timeout_s
+    if not (math.isfinite(timeout) and 1 <= timeout <= MAX_LOCK_TIMEOUT_S):
+        raise RSIError(
+            f"--timeout-s {timeout:g}: give a number of seconds from 1 to {MAX_LOCK_TIMEOUT_S:g}"
+        )
     r = promote(
         project_from(args),
         read_state_file(args.candidate),
@@ -355,16 +385,22 @@ def _promote(args: argparse.Namespace) -> int:
         approve=tuple(args.approve),
         seed=args.seed,
         source=args.candidate.name,
+        evaluate_timeout_s=timeout,
     )
     d = r.decision
     p = p_value(d.stats, d.require)
-    if r.promoted:
+    if r.promoted and r.same_build:
+        was = f"v{r.incumbent_version}" if r.incumbent_version is not None else "the incumbent"
+        summary = f"promoted v{r.state_version}: same build {r.build_id} as {was}, no code changed"
+    elif r.promoted:
         summary = f"promoted v{r.state_version} (build {r.build_id}) over build {d.incumbent}"
     else:
         summary = f"{d.verdict}: kept build {d.incumbent}; candidate kept in {r.rejected_path}"
     print(f"{summary}; {format_p(p)}; {d.reason}")
     for line in r.waived:
         print(f"waived: {line}")
+    for line in r.warnings:
+        print(f"rsi: warning: {line}", file=sys.stderr)
     if args.json:
         report = {
             "promoted": r.promoted,
@@ -382,6 +418,8 @@ def _promote(args: argparse.Namespace) -> int:
             "cached": list(r.cached),
             "seconds": dict(r.seconds),
             "decision_id": r.decision_id,
+            "same_build": r.same_build,
+            "warnings": list(r.warnings),
         }
         print(json.dumps(report, sort_keys=True))
     return 0 if r.promoted else 1
@@ -392,6 +430,12 @@ def _history(args: argparse.Namespace) -> int:
 
     from runtime.promote import format_p, p_value
 
+    if args.output is not None and args.candidate is None:
+        raise RSIError(f"--output {args.output}: only with --candidate N (what to write)")
+    if args.candidate is not None:
+        return _history_candidate(args)
+    if args.show is not None:
+        return _history_show(args)
     if args.limit < 1:
         raise RSIError(f"--limit {args.limit}: give a number of decisions, 1 or more")
     records = project_from(args).ledger.decisions(args.limit)
@@ -402,12 +446,51 @@ def _history(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
         committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
         print(
-            f"{when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over {d.incumbent}  "
+            f"{d.id:>4}  {when}  {d.verdict:<15}  v{d.candidate_version} {d.candidate} over "
+            f"{d.incumbent}  "
             f"committed {committed}  {d.require}  "
             f"{format_p(p)}  {d.reason}"
         )
     if args.json:
         print(json.dumps([asdict(d) for d in records], sort_keys=True))
+    return 0
+
+
+def _history_show(args: argparse.Namespace) -> int:
+    import time
+
+    d = project_from(args).ledger.decision(args.show)
+    when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(d.at))
+    committed = f"v{d.committed_version}" if d.committed_version is not None else "-"
+    lines = [
+        f"decision {d.id}  {when}",
+        f"verdict      {d.verdict} ({d.require})",
+        f"reason       {d.reason}",
+        f"candidate    v{d.candidate_version} build {d.candidate} sha256 {d.candidate_sha256}",
+        f"incumbent    build {d.incumbent}",
+        f"committed    {committed}",
+        *(f"waived       {line}" for line in d.waived),
+        *(f"stat         {key} = {d.stats[key]}" for key in sorted(d.stats)),
+    ]
+    for build, samples in sorted((d.latency or {}).items()):
+        lines.append(f"latency      {build}: " + " ".join(f"{x:.6f}" for x in samples))
+    lines.append(f"candidate bytes: rsi history --candidate {d.id} -o FILE")
+    print("\n".join(lines))
+    if args.json:
+        print(json.dumps(asdict(d), sort_keys=True))
+    return 0
+
+
+def _history_candidate(args: argparse.Namespace) -> int:
+    from codegen.fsutil import atomic_write
+
+    data = project_from(args).ledger.decision_candidate(args.candidate)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        atomic_write(args.output, data, mode=0o600)  # as private as the state it was to replace
+        print(f"wrote the candidate of decision {args.candidate} to {args.output}")
     return 0
 
 

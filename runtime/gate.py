@@ -23,7 +23,9 @@ Checks, in order (the first failing one is the reason):
    measured drop must also exceed the tolerance);
 4. latency (only when samples are given, i.e. code on the hot path changed): interleaved
    A/B repetitions, one-sided Mann-Whitney U plus a minimum effect size (relative change of
-   the medians) that must exceed ``latency_tolerance``, set above the measured noise floor.
+   the medians): the larger of ``latency_tolerance`` and ``latency_noise_floor``, the
+   largest A/A change the latest ``rsi gate calibrate`` measured (kept in the ledger and
+   passed in by :func:`runtime.promote.promote`); both are in the decision's statistics.
 
 Why ``alpha = 0.01``: the loop proposes many candidates per run, and every "better" decision
 is a chance of a false promotion; false promotions accumulate (20 candidates at 0.05 make
@@ -107,6 +109,9 @@ class GateSettings:
       on; it must exceed the noise floor ``rsi gate calibrate`` measures (a few percent on a
       quiet machine; a shared machine is noisier: re-check there).
     * ``latency_alpha = 0.01``: as ``alpha``.
+    * ``latency_noise_floor = 0.0``: the largest relative median change between A/A timings
+      that ``rsi gate calibrate`` measured (0: never measured). A latency change must exceed
+      :attr:`latency_min_effect`, the larger of the two, before it is acted on.
     """
 
     alpha: float = 0.01
@@ -115,6 +120,12 @@ class GateSettings:
     latency_repeats: int = 9
     latency_tolerance: float = 0.10
     latency_alpha: float = 0.01
+    latency_noise_floor: float = 0.0
+
+    @property
+    def latency_min_effect(self) -> float:
+        """The relative latency change below which nothing is acted on."""
+        return max(self.latency_tolerance, self.latency_noise_floor)
 
     def __post_init__(self) -> None:
         _bounded("alpha", self.alpha, 1e-6, 0.2)
@@ -123,6 +134,7 @@ class GateSettings:
         _bounded("latency_repeats", self.latency_repeats, 9, 1000)
         _bounded("latency_tolerance", self.latency_tolerance, 0.0, 1.0)
         _bounded("latency_alpha", self.latency_alpha, 1e-6, 0.2)
+        _bounded("latency_noise_floor", self.latency_noise_floor, 0.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -266,6 +278,8 @@ def decide(
         "hidden_mean_tolerance": s.hidden_mean_tolerance,
         "pass_mark": s.pass_mark,
         "latency_tolerance": s.latency_tolerance,
+        "latency_noise_floor": s.latency_noise_floor,
+        "latency_min_effect": s.latency_min_effect,
         "latency_alpha": s.latency_alpha,
     }
     verdict, record["decided_by"], reason = _verdict(record, require, s, latency is not None)
@@ -326,16 +340,13 @@ def _verdict(
             f"{_ms(r['latency_median_candidate_s'])}"
         )
         p_slow, p_fast = float(_num(r["latency_p_slower"])), float(_num(r["latency_p_faster"]))
-        slower = p_slow < s.latency_alpha and change > s.latency_tolerance
-        faster = p_fast < s.latency_alpha and -change > s.latency_tolerance
+        slower = p_slow < s.latency_alpha and change > s.latency_min_effect
+        faster = p_fast < s.latency_alpha and -change > s.latency_min_effect
         if slower:
             return (
                 Verdict.REJECT,
                 "latency",
-                (
-                    f"{lat}, Mann-Whitney p={p_slow:.3g} < {s.latency_alpha:g}, beyond the "
-                    f"tolerance {s.latency_tolerance * 100:.0f}%): slower"
-                ),
+                f"{lat}, Mann-Whitney p={p_slow:.3g} < {s.latency_alpha:g}, {_beyond(s)}): slower",
             )
     if require == "better":
         if p_gain < s.alpha:
@@ -447,6 +458,16 @@ def _same_questions(inc: SplitOutcome, cand: SplitOutcome, cand_id: str, inc_id:
             f"{inc.data_fingerprint[:16]}, {len(inc.tasks)} questions); gather both with the "
             "same data and seed"
         )
+
+
+def _beyond(s: GateSettings) -> str:
+    """Which minimum effect a latency change exceeded: the tolerance or the noise floor."""
+    if s.latency_noise_floor > s.latency_tolerance:
+        return (
+            f"beyond the noise floor {s.latency_noise_floor * 100:.1f}% (rsi gate calibrate; "
+            f"tolerance {s.latency_tolerance * 100:.0f}%)"
+        )
+    return f"beyond the tolerance {s.latency_tolerance * 100:.0f}%"
 
 
 def _bounded(name: str, value: float, lo: float, hi: float) -> None:

@@ -12,6 +12,7 @@ from codegen.state import load_state
 from codegen.toolchain import BACKENDS
 from runtime.calibrate import CalibrationReport, CalibrationSettings, calibrate
 from runtime.gate import GateSettings
+from runtime.ledger import Ledger, ledger_path
 
 __all__ = ["register", "run_calibrate"]
 
@@ -75,7 +76,19 @@ def _calibrate(args: argparse.Namespace) -> int:
     report = run_calibrate(
         args.state, args.data, settings, GateSettings(), Console(stderr=True, log_path=False)
     )
+    summary = report.to_json()
+    kept = Ledger(ledger_path(args.state)).record_calibration(
+        latency_noise_floor=report.latency_noise_floor if report.latency_changes else None,
+        latency_changes=report.latency_changes,
+        summary=summary,
+    )
     print(report.table())
+    if report.latency_changes:
+        print(
+            f"kept as calibration {kept} in the ledger: `rsi promote` acts on a latency change "
+            f"only beyond {max(report.latency_noise_floor, report.gate.latency_tolerance):.1%} "
+            "(the larger of the noise floor and the tolerance)"
+        )
     if args.json:
-        print(json.dumps(report.to_json(), sort_keys=True))
+        print(json.dumps(summary, sort_keys=True))
     return 0

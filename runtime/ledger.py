@@ -122,6 +122,13 @@ CREATE TABLE IF NOT EXISTS decisions (
     candidate_data BLOB NOT NULL,
     committed_version INTEGER
 );
+CREATE TABLE IF NOT EXISTS calibrations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    latency_noise_floor REAL,
+    latency_changes TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
 """
 
 
@@ -540,6 +547,20 @@ class Ledger:
         A promotion killed after its commit but before :meth:`mark_committed` still reads as
         committed: its candidate's bytes are a committed state.
         """
+        return self._decisions(None, limit)
+
+    def decision(self, decision_id: int) -> DecisionRecord:
+        """Decision ``decision_id`` (the number ``rsi history`` shows first)."""
+        found = self._decisions(decision_id, 1)
+        if not found:
+            raise LedgerError(
+                f"decision {decision_id} is not in the ledger; `rsi history` lists the "
+                "decisions with their numbers"
+            )
+        return found[0]
+
+    def _decisions(self, decision_id: int | None, limit: int) -> list[DecisionRecord]:
+        """The newest ``limit`` decisions, or only ``decision_id``'s when given."""
         with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT id, at, candidate, incumbent, require, verdict, reason, stats, latency, "
@@ -547,8 +568,8 @@ class Ledger:
                 "(SELECT version FROM states WHERE decisions.verdict = 'promote' AND "
                 "states.sha256 = decisions.candidate_sha256 AND "
                 "states.version = decisions.candidate_version)) FROM decisions "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                "WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC LIMIT ?2",
+                (decision_id, limit),
             ).fetchall()
         return [
             DecisionRecord(
@@ -576,9 +597,43 @@ class Ledger:
                 "SELECT candidate_data FROM decisions WHERE id = ?", (decision_id,)
             ).fetchone()
         if row is None:
-            raise LedgerError(f"decision {decision_id} is not in the ledger")
+            raise LedgerError(
+                f"decision {decision_id} is not in the ledger; `rsi history` lists the "
+                "decisions with their numbers"
+            )
         data: bytes = row[0]
         return data
+
+    def record_calibration(
+        self,
+        *,
+        latency_noise_floor: float | None,
+        latency_changes: Sequence[float],
+        summary: Mapping[str, object],
+    ) -> int:
+        """Keep a run of ``rsi gate calibrate``: the latency noise floor (None when latency
+        was not measured), its raw A/A changes and the whole summary. Returns its id."""
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO calibrations (at, latency_noise_floor, latency_changes, summary) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    time.time(),
+                    latency_noise_floor,
+                    json.dumps(list(latency_changes)),
+                    json.dumps(summary, sort_keys=True),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def latency_noise_floor(self) -> float | None:
+        """The noise floor of the latest calibration that measured latency, if any."""
+        with self._db(write=False) as db:
+            row = db.execute(
+                "SELECT latency_noise_floor FROM calibrations WHERE latency_noise_floor "
+                "IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return float(row[0]) if row is not None else None
 
     def check_gate_records(self) -> None:
         """Raise :class:`LedgerError` unless every evaluation and decision is whole.

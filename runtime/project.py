@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ from codegen.state import RSIState, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger, check_version_jump, ledger_path, ledger_paths
 from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
+from runtime.pins import pin, pinned_builds
 
 __all__ = ["Project", "BuildReport", "StatusReport", "RollbackReport", "GcReport"]
 
@@ -141,6 +144,18 @@ class Project:
         """Build ``state`` without committing or activating it (for gates and the RSI loop)."""
         return build_state(state, data, settings, self.generated_dir, self.template_dir)
 
+    @contextmanager
+    def pinned_candidate(
+        self, state: RSIState, data: bytes, settings: CompileSettings
+    ) -> Iterator[BuildResult]:
+        """:meth:`build_candidate`, with the build pinned until the block ends: ``gc`` in
+        any process keeps it while it is judged and committed (:mod:`runtime.pins`)."""
+        with ExitStack() as pinned:
+            with builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s):
+                result = self.build_candidate(state, data, settings)
+                pinned.enter_context(pin(self.state_path, result.build_id))
+            yield result
+
     def status(self) -> StatusReport:
         """What the project serves and whether the state file matches it.
 
@@ -234,7 +249,7 @@ class Project:
             builds_lock(self.state_path, exclusive=True, timeout_s=self.lock_timeout_s),
         ):
             self._remove_leftovers()
-            keep = {p.name for p in loaded_builds()}
+            keep = {p.name for p in loaded_builds()} | pinned_builds(self.state_path)
             for path in {self.ledger.path, *ledger_paths(self.state_path.parent)}:
                 # Every state file of this directory shares generated/: keep what any uses.
                 keep |= Ledger(path).builds_in_use()

@@ -5,12 +5,14 @@
 1. validates it (schema, and a version newer than every committed one);
 2. enforces the incumbent's safety policy (:mod:`codegen.policy`) before anything is built;
 3. builds it (:meth:`Project.build_candidate`; nothing is committed or activated);
-4. runs the build first in a sandbox child process (:mod:`runtime.sandbox`): a crash, a
-   hang or a failed self-test rejects it, and this process never imports it;
-5. gathers evidence on the held-out and hidden splits for both builds (the incumbent's, and
-   any build's, comes from the ledger's cache when it was measured before with the same
-   seed and data), and interleaved latency when code on the hot path changed;
-6. asks the gate (:func:`runtime.gate.decide`), then under the project lock either records
+4. runs the build first in a sandbox child process (:mod:`runtime.sandbox`), which then
+   gathers evidence on the held-out and hidden splits for each build whose evidence the
+   ledger has not cached (by build id, seed and data fingerprint: the incumbent's usually
+   is), and times both builds interleaved when code on the hot path changed. A crash, a
+   hang past ``evaluate_timeout_s`` (the child's process group is killed) or a failed
+   self-test rejects the candidate with the phase; this process never imports it, and
+   stores the evidence the child sent back in the ledger;
+5. asks the gate (:func:`runtime.gate.decide`), then under the project lock either records
    the decision, commits and activates the candidate and writes it to the state file, or
    records the decision and keeps the candidate (ledger, and ``<state>.rejected.json``).
 
@@ -29,7 +31,7 @@ import logging
 import stat
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codegen.build import MANIFEST, BuildResult
@@ -39,10 +41,9 @@ from codegen.locking import project_lock
 from codegen.policy import approves, check_policy
 from codegen.state import RSIState, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
-from runtime.evidence import data_fingerprint, gather, measure_latency
+from runtime.evidence import data_fingerprint
 from runtime.gate import (
     Decision,
-    Evidence,
     GateSettings,
     LatencySamples,
     Require,
@@ -51,9 +52,8 @@ from runtime.gate import (
     decide,
 )
 from runtime.ledger import Active, Ledger, check_version_jump
-from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
-from runtime.sandbox import DEFAULT_TIMEOUT_S, first_run
+from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S, Evaluation, first_run
 
 __all__ = [
     "PromotionReport",
@@ -86,6 +86,13 @@ class PromotionReport:
     decision_id: int = 0  # the decision's row in the ledger
     approved: tuple[str, ...] = ()  # changed paths an --approve pattern let through
     cached: tuple[str, ...] = ()  # build ids whose evidence came from the ledger's cache
+    incumbent_version: int | None = None  # the state version active before the promotion
+    warnings: tuple[str, ...] = ()  # one line each, e.g. the state file edited meanwhile
+
+    @property
+    def same_build(self) -> bool:
+        """True when the candidate's build is the incumbent's: no generated code changed."""
+        return self.build_id == self.decision.incumbent
 
 
 def rejected_path(state_path: Path) -> Path:
@@ -131,7 +138,7 @@ def promote(
     gate: GateSettings | None = None,
     seed: int = 0,
     source: str = "candidate",
-    sandbox_timeout_s: float = DEFAULT_TIMEOUT_S,
+    evaluate_timeout_s: float = DEFAULT_EVALUATE_TIMEOUT_S,
 ) -> PromotionReport:
     """Gate ``candidate_bytes`` against the project's active build; promote or keep it.
 
@@ -152,52 +159,54 @@ def promote(
     _check_newer(ledger, candidate, source)
     policy = check_policy(incumbent, candidate, approve=approve, waive=waive_policy)
 
+    gate = _with_noise_floor(gate or GateSettings(), ledger)
     clock = time.perf_counter()
-    built = project.build_candidate(candidate, candidate_bytes, settings)
-    seconds["build"] = time.perf_counter() - clock
+    with project.pinned_candidate(candidate, candidate_bytes, settings) as built:
+        seconds["build"] = time.perf_counter() - clock
 
-    decision, latency, cached = _judge(
-        project,
-        active,
-        built,
-        hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
-        require=require,
-        data=data,
-        seed=seed,
-        gate=gate or GateSettings(),
-        sandbox_timeout_s=sandbox_timeout_s,
-        seconds=seconds,
-    )
-
-    clock = time.perf_counter()
-    with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
-        _check_unchanged(project, active)
-        if decision.promoted and not (built.path / MANIFEST).exists():
-            raise LedgerError(
-                f"build {built.build_id} was deleted during the promotion (rsi gc?); "
-                "run rsi promote again"
-            )
-        decision_id = ledger.record_decision(
-            decision,
-            candidate_data=candidate_bytes,
-            candidate_version=candidate.version,
-            waived=policy.waived,
-            latency=latency,
+        decision, latency, cached = _judge(
+            project,
+            active,
+            built,
+            hot_path=any(approves(section, p) for section in HOT_PATH for p in policy.paths),
+            require=require,
+            data=data,
+            seed=seed,
+            gate=gate,
+            evaluate_timeout_s=evaluate_timeout_s,
+            seconds=seconds,
         )
-        kept: Path | None = None
-        if decision.promoted:
-            ledger.commit(
-                candidate.version,
-                candidate_bytes,
-                built.build_id,
-                built.tier,
-                limit=candidate.safety.history_limit,
+
+        clock = time.perf_counter()
+        with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
+            _check_unchanged(project, active)
+            if decision.promoted and not (built.path / MANIFEST).exists():
+                raise LedgerError(
+                    f"build {built.build_id} was deleted during the promotion (rsi gc?); "
+                    "run rsi promote again"
+                )
+            decision_id = ledger.record_decision(
+                decision,
+                candidate_data=candidate_bytes,
+                candidate_version=candidate.version,
+                waived=policy.waived,
+                latency=latency,
             )
-            ledger.mark_committed(decision_id, candidate.version)
-            _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
-        else:
-            kept = keep_rejected(project.state_path, candidate_bytes)
-    seconds["commit"] = time.perf_counter() - clock
+            kept: Path | None = None
+            warnings: tuple[str, ...] = ()
+            if decision.promoted:
+                ledger.commit(
+                    candidate.version,
+                    candidate_bytes,
+                    built.build_id,
+                    built.tier,
+                    limit=candidate.safety.history_limit,
+                )
+                ledger.mark_committed(decision_id, candidate.version)
+                warnings = _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
+            else:
+                kept = keep_rejected(project.state_path, candidate_bytes)
+        seconds["commit"] = time.perf_counter() - clock
     logger.info("promotion of %s: %s (%s)", built.build_id, decision.verdict, decision.reason)
     return PromotionReport(
         decision=decision,
@@ -210,6 +219,8 @@ def promote(
         decision_id=decision_id,
         approved=policy.approved,
         cached=tuple(cached),
+        incumbent_version=active.version,
+        warnings=warnings,
     )
 
 
@@ -223,14 +234,50 @@ def _judge(
     data: Path | None,
     seed: int,
     gate: GateSettings,
-    sandbox_timeout_s: float,
+    evaluate_timeout_s: float,
     seconds: dict[str, float],
 ) -> tuple[Decision, LatencySamples | None, list[str]]:
     """Sandbox, evidence and gate: the decision, latency samples, builds whose evidence was
-    cached. Adds the time of each step to ``seconds``."""
+    cached. Adds the time of each step to ``seconds``.
+
+    Nothing of the candidate runs in this process: its first run, the evidence of every
+    build not cached in the ledger and the interleaved latency run in one child process
+    under ``evaluate_timeout_s`` (:func:`runtime.sandbox.first_run`).
+    """
+    ledger = project.ledger
+    incumbent_dir = project.generated_dir / active.build_id
+    if not (incumbent_dir / MANIFEST).exists():
+        raise LedgerError(
+            f"active build {active.build_id} of v{active.version} is missing from "
+            f"{project.generated_dir}; run `rsi rollback --to {active.version}` to rebuild it"
+        )
+    fingerprint = data_fingerprint(data, seed)
+    known = {
+        build_id: ledger.evidence(build_id, seed, fingerprint)
+        for build_id in (active.build_id, built.build_id)
+    }
+    cached = [b for b in (active.build_id, built.build_id) if known[b] is not None]
+    dirs = {active.build_id: incumbent_dir, built.build_id: built.path}
+    evaluation = Evaluation(
+        data=data,
+        seed=seed,
+        gather=tuple(dirs[b] for b, found in known.items() if found is None),
+        latency=(incumbent_dir, built.path) if hot_path else None,
+        repeats=gate.latency_repeats,
+        template_dir=project.template_dir,
+    )
+    logger.info(
+        "judging %s in a sandbox child: first run, evidence of %d build(s)%s, limit %g s",
+        built.build_id,
+        len(evaluation.gather),
+        ", latency A/B" if hot_path else "",
+        evaluate_timeout_s,
+    )
     clock = time.perf_counter()
-    sandbox = first_run(built.path, timeout_s=sandbox_timeout_s)
-    seconds["sandbox"] = time.perf_counter() - clock
+    sandbox = first_run(built.path, timeout_s=evaluate_timeout_s, evaluation=evaluation)
+    elapsed = time.perf_counter() - clock
+    seconds["sandbox"] = elapsed - sandbox.evaluate_s
+    seconds["evaluate"] = sandbox.evaluate_s
     if not sandbox.ok:
         stats: dict[str, Stat] = {
             "sandbox_phase": sandbox.phase,
@@ -242,26 +289,19 @@ def _judge(
             None,
             [],
         )
-    clock = time.perf_counter()
-    incumbent_build = project.load_active()
-    candidate_build = load_build(built.path)
-    cached: list[str] = []
-    before = _evidence(project.ledger, incumbent_build, data, seed, cached)
-    after = _evidence(project.ledger, candidate_build, data, seed, cached)
-    latency = None
-    if hot_path:
-        latency = measure_latency(
-            incumbent_build,
-            candidate_build,
-            repeats=gate.latency_repeats,
-            data=data,
-            seed=seed,
+    for measured in sandbox.evidence:
+        ledger.record_evidence(measured)
+        known[measured.build_id] = measured
+    before, after = known[active.build_id], known[built.build_id]
+    if before is None or after is None:
+        raise LedgerError(
+            f"sandbox of {built.build_id} returned no evidence for "
+            f"{active.build_id if before is None else built.build_id}"
         )
-    seconds["evaluate"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    decision = decide(before, after, require=require, settings=gate, latency=latency)
+    decision = decide(before, after, require=require, settings=gate, latency=sandbox.latency)
     seconds["gate"] = time.perf_counter() - clock
-    return decision, latency, cached
+    return decision, sandbox.latency, cached
 
 
 def _resume(project: Project, data: bytes) -> PromotionReport | None:
@@ -288,7 +328,7 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
             for v in ledger.versions()
             if ledger.state(v).build_id == record.incumbent
         }
-        _write_state_file(project.state_path, before, data)
+        warnings = _write_state_file(project.state_path, before, data)
     logger.info("promotion of %s was already committed; state file synced", record.candidate)
     decision = Decision(
         Verdict(record.verdict),
@@ -307,6 +347,7 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
         waived=record.waived,
         seconds={},
         decision_id=record.id,
+        warnings=warnings,
     )
 
 
@@ -331,17 +372,12 @@ def _check_newer(ledger: Ledger, candidate: RSIState, source: str) -> None:
     check_version_jump(source, candidate.version, newest)
 
 
-def _evidence(
-    ledger: Ledger, build: LoadedBuild, data: Path | None, seed: int, cached: list[str]
-) -> Evidence:
-    """The build's evidence from the ledger's cache, or measured now and stored."""
-    found = ledger.evidence(build.build_id, seed, data_fingerprint(data, seed))
-    if found is not None:
-        cached.append(build.build_id)
-        return found
-    measured = gather(build, data=data, seed=seed)
-    ledger.record_evidence(measured)
-    return measured
+def _with_noise_floor(gate: GateSettings, ledger: Ledger) -> GateSettings:
+    """``gate`` with the latency noise floor of the latest ``rsi gate calibrate`` (if higher)."""
+    measured = ledger.latency_noise_floor()
+    if measured is None or measured <= gate.latency_noise_floor:
+        return gate
+    return replace(gate, latency_noise_floor=measured)
 
 
 def _check_unchanged(project: Project, before: Active) -> None:
@@ -354,19 +390,25 @@ def _check_unchanged(project: Project, before: Active) -> None:
         )
 
 
-def _write_state_file(path: Path, replaceable: Collection[bytes], candidate: bytes) -> None:
-    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit."""
+def _write_state_file(
+    path: Path, replaceable: Collection[bytes], candidate: bytes
+) -> tuple[str, ...]:
+    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit.
+
+    Returns the warning (one line) when the file held another edit and was left alone.
+    """
     try:
         current = read_state_file(path)
     except StateError:
         current = b""
     if current == candidate:
-        return
+        return ()
     if current != b"" and current not in replaceable:
-        logger.warning(
-            "%s was edited during the promotion; the promoted state is committed and active, "
-            "the file keeps the edit",
-            path.name,
+        warning = (
+            f"{path.name} was edited during the promotion; the promoted state is committed "
+            "and active, the file keeps the edit (run `rsi status` to compare)"
         )
-        return
+        logger.warning("%s", warning)
+        return (warning,)
     atomic_write(path, candidate)
+    return ()

@@ -15,6 +15,19 @@ the state with one loop-sized step; the evaluation's cost is the model's, so a h
 candidate (``states/uniform.json`` computes attention and similarity evidence for every
 question) takes longer.
 
+``--sandboxed N`` then times what ``rsi promote`` pays for the same decision since the
+candidate runs only in the sandbox child, against the old in-process way, interleaved in
+the same run (N rounds): *before* = the first run in a child, then the candidate's
+evidence gathered in this process; *after* = one child doing the first run and the
+evidence (:func:`runtime.sandbox.first_run` with an :class:`~runtime.sandbox.Evaluation`);
+and the same pair with the interleaved latency A/B added (a hot-path change). The
+ratios after/before are of medians; raw samples are in the JSON.
+
+``--worst-case`` times the slowest legitimate sandbox run, which sets the default of
+``rsi promote --timeout-s`` (:data:`runtime.sandbox.DEFAULT_EVALUATE_TIMEOUT_S`): pure-tier
+builds of ``--state`` and ``states/uniform.json`` (the heaviest model), neither's evidence
+cached, and the latency A/B, in one sandbox child.
+
 ``--trials N`` then runs ``rsi gate calibrate`` on the same state and data.
 """
 
@@ -32,7 +45,9 @@ from runtime.babi.builds import build_model, model_of
 from runtime.babi.evaluate import evaluate
 from runtime.calibrate import CalibrationSettings, calibrate
 from runtime.evidence import gather, measure_latency, stories_of
-from runtime.gate import GateSettings, decide
+from runtime.gate import Evidence, GateSettings, decide
+from runtime.loader import LoadedBuild
+from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S, Evaluation, first_run
 
 TARGET_S = 2.0
 
@@ -52,6 +67,12 @@ def main() -> int:
     parser.add_argument("--generated", type=Path, default=Path("generated"))
     parser.add_argument("--repeats", type=int, default=5, help="warm decisions timed")
     parser.add_argument("--trials", type=int, default=0, help="calibration trials (0: none)")
+    parser.add_argument(
+        "--sandboxed", type=int, default=0, help="rounds of in-process vs sandboxed (0: none)"
+    )
+    parser.add_argument(
+        "--worst-case", action="store_true", help="time the slowest legitimate sandbox run"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = args.data or (
@@ -123,6 +144,12 @@ def main() -> int:
         "evaluation_alone_s": [round(x, 3) for x in plain],
         "latency_ab_s": round(latency_s, 3),
     }
+    if args.sandboxed:
+        report["sandboxed"] = _sandboxed(
+            incumbent, candidate, inc_ev, data=data, gate=gate, rounds=args.sandboxed
+        )
+    if args.worst_case:
+        report["worst_case"] = _worst_case(args.state, args.generated, data, gate)
     if args.trials:
         cal = calibrate(
             load_state(args.state),
@@ -136,6 +163,97 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, sort_keys=True))
     return 0
+
+
+def _sandboxed(
+    incumbent: LoadedBuild,
+    candidate: LoadedBuild,
+    inc_ev: Evidence,
+    *,
+    data: Path | None,
+    gate: GateSettings,
+    rounds: int,
+) -> dict[str, object]:
+    """Before (evidence and latency in this process) against after (in the sandbox child),
+    interleaved; with the incumbent's evidence cached, as ``rsi promote`` has it."""
+
+    def before(latency: bool) -> float:
+        t0 = time.perf_counter()
+        assert first_run(candidate.path, timeout_s=DEFAULT_EVALUATE_TIMEOUT_S).ok
+        cand_ev = gather(candidate, data=data)
+        samples = (
+            measure_latency(incumbent, candidate, repeats=gate.latency_repeats, data=data)
+            if latency
+            else None
+        )
+        decide(inc_ev, cand_ev, require="not-worse", settings=gate, latency=samples)
+        return time.perf_counter() - t0
+
+    def after(latency: bool) -> float:
+        t0 = time.perf_counter()
+        evaluation = Evaluation(
+            data=data,
+            seed=0,
+            gather=(candidate.path,),
+            latency=(incumbent.path, candidate.path) if latency else None,
+            repeats=gate.latency_repeats,
+        )
+        sandbox = first_run(
+            candidate.path, timeout_s=DEFAULT_EVALUATE_TIMEOUT_S, evaluation=evaluation
+        )
+        assert sandbox.ok, sandbox.reason
+        (cand_ev,) = sandbox.evidence
+        decide(inc_ev, cand_ev, require="not-worse", settings=gate, latency=sandbox.latency)
+        return time.perf_counter() - t0
+
+    samples: dict[str, list[float]] = {k: [] for k in ("before", "after", "before_ab", "after_ab")}
+    for r in range(rounds):
+        order = ((before, "before"), (after, "after"))
+        for fn, name in order if r % 2 == 0 else order[::-1]:
+            samples[name].append(fn(False))
+            samples[f"{name}_ab"].append(fn(True))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(
+        f"promote's decision (first run + candidate evidence + gate), {rounds} interleaved "
+        f"rounds: in-process median {med['before']:.2f} s, sandboxed {med['after']:.2f} s, "
+        f"after/before {med['after'] / med['before']:.2f}"
+    )
+    print(
+        f"with the latency A/B: in-process median {med['before_ab']:.2f} s, sandboxed "
+        f"{med['after_ab']:.2f} s, after/before {med['after_ab'] / med['before_ab']:.2f}"
+    )
+    return {
+        "samples_s": {k: [round(x, 3) for x in v] for k, v in samples.items()},
+        "ratio_after_before": round(med["after"] / med["before"], 3),
+        "ratio_after_before_ab": round(med["after_ab"] / med["before_ab"], 3),
+    }
+
+
+def _worst_case(
+    state: Path, generated: Path, data: Path | None, gate: GateSettings
+) -> dict[str, object]:
+    """Seconds of a pure-tier sandbox run with nothing cached and the latency A/B."""
+    incumbent = build_model(load_state(state), generated, "python").build.path
+    heavy = build_model(load_state(Path("states/uniform.json")), generated, "python").build.path
+    evaluation = Evaluation(
+        data=data,
+        seed=0,
+        gather=(incumbent, heavy),
+        latency=(incumbent, heavy),
+        repeats=gate.latency_repeats,
+    )
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    sandbox = first_run(heavy, timeout_s=4 * DEFAULT_EVALUATE_TIMEOUT_S, evaluation=evaluation)
+    seconds = time.perf_counter() - t0
+    assert sandbox.ok, sandbox.reason
+    print(
+        f"worst case (pure tier, 2 builds uncached, latency A/B): {seconds:.1f} s, of which "
+        f"evaluation {sandbox.evaluate_s:.1f} s; load average {load:.1f} at start; default "
+        f"limit {DEFAULT_EVALUATE_TIMEOUT_S:g} s, limit/run "
+        f"{DEFAULT_EVALUATE_TIMEOUT_S / seconds:.2f}"
+    )
+    return {"seconds": round(seconds, 1), "evaluate_s": round(sandbox.evaluate_s, 1), "load": load}
 
 
 def _with(state: RSIState, assignment: str) -> RSIState:

@@ -26,8 +26,9 @@ after ``kill -9 <pid>``) or its whole process group.
 The ``gate`` kind runs ``rsi promote -v cand.json`` (pure-Python tier, generated stories;
 the incumbent's evidence cached in the ledger). Its kill is aimed at a phase by the
 command's log: a random time after start (start-up, build, sandbox), after the sandbox
-passed (the candidate's evaluation), after the evidence was measured (the gate), or within
-0.3 s of the decision (recording it, the commit, the state file). Alternate trials use a
+child started (its first run and the candidate's evaluation), after it passed (storing the
+evidence, the gate), or within 0.3 s of the decision (recording it, the commit, the state
+file). Alternate trials use a
 candidate the gate promotes and one it rejects (the tracking expert zeroed, with
 ``--approve '*'``). Besides the invariants above: every evaluation and decision in the
 ledger is whole (``Ledger.check_gate_records``), an active candidate has its promotion
@@ -86,8 +87,8 @@ CANDIDATE = "cand.json"
 #: from the start), plus a random delay of up to the seconds given.
 GATE_PHASES = {
     "start": ("", 20.0),
-    "evaluate": ("INFO:runtime.sandbox:", 6.0),
-    "gate": ("INFO:runtime.evidence:", 1.0),
+    "evaluate": ("INFO:runtime.promote:judging", 6.0),
+    "gate": ("INFO:runtime.sandbox:", 1.0),
     "commit": ("INFO:runtime.gate:", 0.3),
 }
 REJECTED = "rsi_state.rejected.json"

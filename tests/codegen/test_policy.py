@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import pytest
@@ -70,7 +71,7 @@ def test_an_added_rule_counts_from_zero() -> None:
     rule = {"when_all": ["afraid"], "boosts": {"deducer": 3.0}}
     assert refusal(state(), state(routing=[rule])) == (
         "routing[0].boosts.deducer: (absent) -> 3.0 exceeds max_relative_step 0.5; "
-        "approve with --approve routing[0].boosts.deducer"
+        "approve with --approve 'routing[0].boosts.deducer'"  # quoted: [ ] are shell globs
     )
     small = {"when_all": ["afraid"], "boosts": {"deducer": 0.4}}
     assert check_policy(state(), state(routing=[small])).paths == (
@@ -94,13 +95,58 @@ def test_the_incumbents_policy_decides_and_guards_itself() -> None:
     looser = state(safety__max_relative_step=10.0, scoring__rag=0.1)
     assert refusal(old, looser) == (
         "safety.max_relative_step: 0.5 -> 10.0 changes the safety policy "
-        "(safety.approval_required); approve with --approve safety.max_relative_step (+1 more)"
+        "(safety.approval_required) (+1 more: scoring.rag); approve all with "
+        "--approve safety.max_relative_step --approve scoring.rag"
     )
     strict = state(safety__approval_required=["scoring"])
     assert refusal(strict, state(scoring__rag=4.9, safety__approval_required=["scoring"])) == (
         "scoring.rag: 5.0 -> 4.9 needs approval (safety.approval_required); "
         "approve with --approve scoring.rag"
     )
+
+
+def test_a_refusal_names_every_path_and_the_arguments_that_approve_them() -> None:
+    rule = {"when_all": ["afraid"], "boosts": {"deducer": 3.0}}
+    new = state(routing=[rule], scoring__rag=0.1, architecture__attention="linear")
+    line = refusal(state(), new)
+    assert line == (
+        "architecture.attention: sdpa -> linear needs approval (safety.approval_required) "
+        "(+2 more: routing[0].boosts.deducer, scoring.rag); approve all with "
+        "--approve architecture.attention --approve 'routing[0].boosts.deducer' "
+        "--approve scoring.rag"
+    )
+    approvals = tuple(shlex.split(line.split("approve all with ")[1])[1::2])
+    assert check_policy(state(), new, approve=approvals).approved == (
+        "architecture.attention",
+        "routing[0].boosts.deducer",
+        "scoring.rag",
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hint"),
+    [
+        ("scoring.atention", "did you mean scoring.attention?"),
+        ("experts.trackr", "did you mean experts.tracker?"),
+        ("zzzz", "see `rsi schema` for the fields"),
+        ("routing[7]", "did you mean routing?"),
+    ],
+)
+def test_an_approval_that_names_no_field_is_refused_with_the_closest(
+    pattern: str, hint: str
+) -> None:
+    assert refusal(state(), state(scoring__rag=0.1), (pattern,)) == (
+        f"--approve {shlex.quote(pattern)}: matches no field of the state schema; {hint}"
+    )
+
+
+def test_an_approval_of_fields_nothing_changed_is_fine() -> None:
+    report = check_policy(
+        state(),
+        state(scoring__rag=4.9),
+        approve=["architecture.heads", "safety.approval_required", "experts.tracker", "version"],
+    )
+    assert report.paths == ("scoring.rag",) and report.approved == ()
 
 
 def test_globs_approve_and_lift_the_step_bound() -> None:

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import runtime.promote
 from runtime.cli import main
 from runtime.project import Project
+from runtime.sandbox import SandboxReport
 from tests.conftest import REPO, copy_state
 
-RUN = {
-    "capture_output": True,
-    "text": True,
-    "cwd": REPO,
-    "timeout": 300,
-    "check": False,
-}
+RUN = {"capture_output": True, "text": True, "cwd": REPO, "timeout": 300, "check": False}
 
 
 def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
@@ -123,12 +121,113 @@ def test_promote_and_history(
     assert state.with_name("rsi_state.rejected.json").read_text() == cand.read_text()
     assert main(["promote", str(cand), "--json", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("promoted v2 (build ") and out[0].endswith(
-        "; p=1; changes no answer on held-out or hidden: not worse"
+    assert out[0] == (
+        f"promoted v2: same build {report['candidate']} as v1, no code changed; p=1; "
+        "changes no answer on held-out or hidden: not worse"
     )
+    assert json.loads(out[-1])["same_build"] is True
     assert json.loads(out[-1])["cached"] == [report["incumbent"], report["candidate"]]
     assert json.loads(state.read_text())["benchmark"]["mean"] == 0.5
     assert main(["history", "--state", str(state)]) == 0
     newest, oldest = capsys.readouterr().out.splitlines()
     assert " promote " in newest and "committed v2  not-worse  p=1  changes no answer" in newest
     assert " not significant " in oldest and "committed -  better  p=1  " in oldest
+    assert (newest.split()[0], oldest.split()[0]) == ("2", "1")
+
+
+def test_history_shows_a_decision_and_its_candidate(
+    make_project: Callable[..., Project], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A rejected candidate is retrievable from the ledger, not only the newest on disk."""
+    project = make_project(templates=None)
+    state = project.state_path
+    args = ["--state", str(state), "--backend", "python"]
+    assert main(["build", *args]) == 0
+    data = json.loads(state.read_text())
+    data["version"] = 2
+    data["benchmark"]["mean"] = 0.25
+    cand = state.with_name("cand.json")
+    cand.write_text(json.dumps(data))
+    first = cand.read_bytes()
+    assert main(["promote", str(cand), "--require", "better", *args]) == 1
+    data["benchmark"]["mean"] = 0.5
+    cand.write_text(json.dumps(data))
+    assert main(["promote", str(cand), "--require", "better", *args]) == 1
+    assert state.with_name("rsi_state.rejected.json").read_bytes() == cand.read_bytes()
+    capsys.readouterr()
+
+    assert main(["history", "--state", str(state), "--show", "1"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    record = project.ledger.decision(1)
+    assert shown[1:5] == [
+        "verdict      not significant (better)",
+        f"reason       {record.reason}",
+        f"candidate    v2 build {record.candidate} sha256 {hashlib.sha256(first).hexdigest()}",
+        f"incumbent    build {record.incumbent}",
+    ]
+    assert "stat         heldout_p_gain = 1.0" in shown
+    assert sum(line.startswith("stat ") for line in shown) == len(record.stats)
+    assert shown[-1] == "candidate bytes: rsi history --candidate 1 -o FILE"
+
+    out = tmp_path / "first.json"
+    assert main(["history", "--state", str(state), "--candidate", "1", "-o", str(out)]) == 0
+    assert out.read_bytes() == first
+    assert main(["history", "--state", str(state), "--candidate", "1"]) == 0
+    assert capsys.readouterr().out.endswith(first.decode())
+
+    assert main(["history", "--state", str(state), "--show", "9"]) == 2
+    assert capsys.readouterr().err == (
+        "rsi: error: decision 9 is not in the ledger; `rsi history` lists the decisions "
+        "with their numbers\n"
+    )
+    assert main(["history", "--state", str(state), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"rsi: error: --output {out}: only with --candidate N (what to write)\n"
+    )
+
+
+def test_promote_warns_when_the_state_file_was_edited_meanwhile(
+    make_project: Callable[..., Project],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = make_project(templates=None)
+    state = project.state_path
+    args = ["--state", str(state), "--backend", "python"]
+    assert main(["build", *args]) == 0
+    data = json.loads(state.read_text())
+    data["version"] = 2
+    data["scoring"]["rag"] = 5.5
+    cand = state.with_name("cand.json")
+    cand.write_text(json.dumps(data))
+    edit = state.read_text().replace('"version": 1', '"version": 3')
+    real_first_run = runtime.promote.first_run
+
+    def edited_meanwhile(build_dir: Path, **kwargs: Any) -> SandboxReport:
+        state.write_text(edit)  # a person saves an edit while the candidate is evaluated
+        return real_first_run(build_dir, **kwargs)
+
+    monkeypatch.setattr(runtime.promote, "first_run", edited_meanwhile)
+    capsys.readouterr()
+    assert main(["promote", str(cand), "--json", *args]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "rsi: warning: rsi_state.json was edited during the promotion; the promoted state is "
+        "committed and active, the file keeps the edit (run `rsi status` to compare)\n"
+    )
+    assert json.loads(captured.out.splitlines()[-1])["warnings"] == [captured.err[14:-1]]
+    assert state.read_text() == edit
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "1e9"])
+def test_promote_timeout_out_of_range_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    cand = tmp_path / "cand.json"
+    assert (
+        main(["promote", str(cand), "--state", str(tmp_path / "s.json"), "--timeout-s", value]) == 2
+    )
+    shown = f"{float(value):g}"
+    assert capsys.readouterr().err == (
+        f"rsi: error: --timeout-s {shown}: give a number of seconds from 1 to 86400\n"
+    )

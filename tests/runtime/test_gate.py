@@ -231,6 +231,38 @@ def test_significantly_slower_within_tolerance_is_not_acted_on() -> None:
     assert d.stats["latency_p_slower"] is not None and float(d.stats["latency_p_slower"]) < 0.01
 
 
+def test_the_noise_floor_raises_the_minimum_effect() -> None:
+    noisy = replace(GATE, latency_noise_floor=0.25)
+    d = decide(
+        evidence("i", BASE),
+        evidence("c", BASE),
+        require="not-worse",
+        settings=noisy,
+        latency=_latency(10.0, 12.0),
+    )
+    assert d.verdict is Verdict.PROMOTE and d.stats["decided_by"] == "unchanged"
+    assert (d.stats["latency_noise_floor"], d.stats["latency_min_effect"]) == (0.25, 0.25)
+    slower = decide(
+        evidence("i", BASE),
+        evidence("c", BASE),
+        require="not-worse",
+        settings=replace(GATE, latency_noise_floor=0.15),
+        latency=_latency(10.0, 12.0),
+    )
+    assert slower.reason == (
+        "latency +20.0% (median 10.04 ms -> 12.05 ms, Mann-Whitney p=2.06e-05 < 0.01, beyond "
+        "the noise floor 15.0% (rsi gate calibrate; tolerance 10%)): slower"
+    )
+    quiet = decide(
+        evidence("i", BASE),
+        evidence("c", BASE),
+        require="not-worse",
+        settings=replace(GATE, latency_noise_floor=0.03),
+        latency=_latency(10.0, 12.0),
+    )
+    assert quiet.verdict is Verdict.REJECT and quiet.stats["latency_min_effect"] == 0.10
+
+
 def test_faster_and_not_worse_is_a_gain_for_better() -> None:
     d = decide(
         evidence("i", BASE),

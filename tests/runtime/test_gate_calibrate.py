@@ -20,6 +20,7 @@ from runtime.calibrate import (
 )
 from runtime.cli import main
 from runtime.gate import REQUIRES, GateSettings, SplitOutcome
+from runtime.ledger import Ledger, ledger_path
 
 REPO = Path(__file__).resolve().parents[2]
 ABLATE = ("experts.tracker.weight", "experts.counter.weight", "experts.embedder.weight")
@@ -148,6 +149,8 @@ def test_cli_prints_the_table_and_json(
     assert summary["trials"]["worse/not-worse"] == {"wrong": 0, "trials": 1, "decided_by": {}}
     assert summary["latency_changes"] == []
     assert out[0].startswith("trial")
+    ledger = Ledger(ledger_path(project / "rsi_state.json"))
+    assert ledger.latency_noise_floor() is None  # --no-latency: nothing measured, none kept
 
 
 def test_cli_refuses_zero_trials(capsys: pytest.CaptureFixture[str]) -> None:

@@ -123,5 +123,22 @@ def test_torn_records_are_found(tmp_path: Path) -> None:
 
 
 def test_missing_decision_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match=r"^decision 7 is not in the ledger$"):
+    message = (
+        r"^decision 7 is not in the ledger; `rsi history` lists the decisions with their numbers$"
+    )
+    with pytest.raises(LedgerError, match=message):
         Ledger(tmp_path / "ledger.sqlite3").decision_candidate(7)
+    with pytest.raises(LedgerError, match=message):
+        Ledger(tmp_path / "ledger.sqlite3").decision(7)
+
+
+def test_the_latest_measured_noise_floor_is_kept(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    assert ledger.latency_noise_floor() is None
+    first = ledger.record_calibration(
+        latency_noise_floor=0.04, latency_changes=[0.01, -0.04], summary={"trials": 2}
+    )
+    ledger.record_calibration(latency_noise_floor=None, latency_changes=[], summary={})
+    assert ledger.latency_noise_floor() == 0.04  # a run without latency measures no floor
+    second = ledger.record_calibration(latency_noise_floor=0.02, latency_changes=[0.02], summary={})
+    assert second > first and ledger.latency_noise_floor() == 0.02

@@ -19,6 +19,7 @@ from runtime.loader import loaded_builds
 from runtime.project import Project
 from runtime.promote import format_p, promote, rejected_path
 from tests.conftest import REPO
+from tests.runtime.test_sandbox import HANG_AFTER_50_STORIES
 
 PYTHON = CompileSettings(backend="python")
 UNIFORM = REPO / "states" / "uniform.json"
@@ -46,7 +47,7 @@ def test_promote_reject_and_cached_evidence(make_project: Callable[..., Project]
     project.build(PYTHON)
     tuned = candidate(REPO / "rsi_state.json", 2)
 
-    with pytest.raises(PolicyError, match=r"\(\+\d+ more\)$"):
+    with pytest.raises(PolicyError, match=r"\(\+\d+ more: .+\); approve all with --approve "):
         promote(project, tuned, settings=PYTHON, require="better")
     report = promote(project, tuned, settings=PYTHON, require="better", approve=["*"])
     assert report.promoted and report.decision.verdict is Verdict.PROMOTE
@@ -124,7 +125,7 @@ def test_a_candidate_that_hangs_is_rejected_unloaded(
     project.build(PYTHON)
     before = project.state_path.read_bytes()
     bad = candidate(before, 2, scoring__temperature=1.25)
-    report = promote(project, bad, settings=PYTHON, sandbox_timeout_s=12.0)
+    report = promote(project, bad, settings=PYTHON, evaluate_timeout_s=12.0)
     assert not report.promoted and report.decision.verdict is Verdict.REJECT
     assert report.decision.reason == (
         f"sandbox: build {report.build_id} did not finish its first run within 12 s "
@@ -134,6 +135,54 @@ def test_a_candidate_that_hangs_is_rejected_unloaded(
     assert project.state_path.read_bytes() == before
     assert rejected_path(project.state_path).read_bytes() == bad
     assert project.ledger.decisions()[0].stats["sandbox_phase"] == "import"
+
+
+def test_neither_build_is_imported_by_the_promoting_process(
+    make_project: Callable[..., Project],
+) -> None:
+    """Evidence and latency are measured in the sandbox child, never here."""
+    project = make_project(templates=None)
+    project.build(PYTHON)
+    edit = candidate(project.state_path, 2, architecture__heads=2)
+    # The latest calibration's noise floor (here absurdly high) is the minimum effect.
+    project.ledger.record_calibration(latency_noise_floor=0.5, latency_changes=[0.5], summary={})
+    report = promote(project, edit, settings=PYTHON, approve=["architecture.heads"])
+    assert report.decision.stats["latency_repeats"] == 9  # hot path: timed in the child
+    assert report.decision.stats["latency_min_effect"] == 0.5
+    assert report.seconds["evaluate"] > 0 and report.cached == ()
+    for build_id in (report.build_id, report.decision.incumbent):
+        assert project.generated_dir.joinpath(build_id).resolve() not in loaded_builds()
+        assert project.ledger.evidence(build_id, 0, "generated:0") is not None
+
+
+def test_a_candidate_that_hangs_in_evaluation_is_rejected_and_kept(
+    make_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "codegen" / "templates", templates)
+    scoring = templates / "scoring.py.j2"
+    scoring.write_text(
+        scoring.read_text()
+        + "\n{% if state.scoring.temperature == 1.25 %}\n"
+        + HANG_AFTER_50_STORIES
+        + "\n{% endif %}\n"
+    )
+    project = make_project(templates=templates)
+    project.build(PYTHON)
+    before = project.state_path.read_bytes()
+    bad = candidate(before, 2, scoring__temperature=1.25)
+    report = promote(project, bad, settings=PYTHON, evaluate_timeout_s=30.0)
+    assert not report.promoted and report.decision.verdict is Verdict.REJECT
+    phase = f"evidence of {report.build_id}"
+    assert report.decision.reason == (
+        f"sandbox: build {report.build_id} did not finish its first run within 30 s "
+        f"(hung in {phase}); killed"
+    )
+    assert project.state_path.read_bytes() == before
+    assert rejected_path(project.state_path).read_bytes() == bad
+    (decision,) = project.ledger.decisions()
+    assert decision.stats["sandbox_phase"] == phase and decision.verdict == "reject"
+    assert project.ledger.decision_candidate(decision.id) == bad
 
 
 def test_refusals_before_anything_is_built(make_project: Callable[..., Project]) -> None:

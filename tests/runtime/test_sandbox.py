@@ -13,8 +13,9 @@ import pytest
 from codegen.build import build_state
 from codegen.state import load_state
 from codegen.toolchain import CompileSettings
-from runtime.loader import loaded_builds
-from runtime.sandbox import first_run
+from runtime.evidence import gather
+from runtime.loader import load_build, loaded_builds
+from runtime.sandbox import Evaluation, first_run
 from tests.conftest import SHIPPED_STATE
 
 
@@ -138,3 +139,53 @@ def test_compiled_tiers_that_disagree_are_rejected(tmp_path: Path, module_cache:
         f"scoring: cython tier of build {copy.name} disagrees with the python tier on "
         "rsi_selftest()"
     )
+
+
+#: Appended to scoring: answers the first run's few stories, then hangs (the gate's splits
+#: have many more stories than the first run answers).
+HANG_AFTER_50_STORIES = """
+_rsi_calls: list[int] = [0]
+_rsi_decide_story = decide_story
+
+
+def decide_story(*args: object) -> None:  # type: ignore[no-redef]
+    _rsi_calls[0] += 1
+    while _rsi_calls[0] > 50:
+        pass
+    _rsi_decide_story(*args)
+"""
+
+
+def test_the_child_gathers_the_evidence_the_gate_needs(pure_build: Path, tmp_path: Path) -> None:
+    evaluation = Evaluation(data=None, seed=0, gather=(pure_build,), latency=None)
+    report = first_run(pure_build, evaluation=evaluation)
+    assert report.ok and report.phase == "done" and report.latency is None
+    (evidence,) = report.evidence
+    assert pure_build.resolve() not in loaded_builds()
+    copy = tmp_path / pure_build.name  # imported here; the module's build stays unimported
+    shutil.copytree(pure_build, copy)
+    here = gather(load_build(copy), data=None, seed=0)
+    assert evidence == here
+    assert 0 < report.evaluate_s < report.seconds
+
+
+def test_the_child_times_both_builds_interleaved(pure_build: Path) -> None:
+    evaluation = Evaluation(data=None, seed=0, latency=(pure_build, pure_build), repeats=9)
+    report = first_run(pure_build, evaluation=evaluation)
+    assert report.ok and report.evidence == () and report.latency is not None
+    assert len(report.latency.incumbent_s) == len(report.latency.candidate_s) == 9
+    assert min(report.latency.incumbent_s + report.latency.candidate_s) > 0
+
+
+def test_a_hang_while_gathering_evidence_is_killed_with_its_phase(
+    pure_build: Path, tmp_path: Path
+) -> None:
+    bad = tampered(pure_build, tmp_path, "scoring", HANG_AFTER_50_STORIES)
+    evaluation = Evaluation(data=None, seed=0, gather=(bad,))
+    report = first_run(bad, timeout_s=30.0, evaluation=evaluation)
+    assert not report.ok and report.phase == f"evidence of {bad.name}"
+    assert report.reason == (
+        f"build {bad.name} did not finish its first run within 30 s "
+        f"(hung in evidence of {bad.name}); killed"
+    )
+    assert bad.resolve() not in loaded_builds()
