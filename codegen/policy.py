@@ -31,7 +31,9 @@ that approve them all. ``version`` and ``benchmark`` change freely (they never r
 generated code).
 
 Paths are written as the state's error messages write them: ``scoring.rag``,
-``experts.tracker.weight``, ``routing[0].boosts.deducer``. Lists compare by position.
+``experts.tracker.weight``; a routing boost by its rule's sorted condition words,
+``routing[afraid,what].boosts.deducer``: rules on one condition add up (as the generated code
+applies them), and their order in the list changes nothing. Other lists compare by position.
 """
 
 from __future__ import annotations
@@ -209,11 +211,31 @@ def _refusal(refused: Sequence[Change]) -> str:
 
 def _leaves(state: RSIState) -> dict[str, Any]:
     data = state.model_dump(mode="json", exclude=set(FREE_FIELDS))
+    data["routing"] = _routing_by_condition(data.get("routing", []))
     return dict(_walk(data, ""))
 
 
+def _routing_by_condition(rules: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Routing rules as the generated code applies them: keyed by their sorted condition
+    words (``routing[afraid,what]``), with the boosts of rules on the same condition summed.
+
+    So a rule moved in the list is no change, and a rule repeated four times is one boost
+    four times as large, bounded like any other.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for rule in rules:
+        key = ",".join(sorted(rule["when_all"]))
+        boosts = merged.setdefault(key, {"boosts": {}})["boosts"]
+        for expert, boost in rule["boosts"].items():
+            boosts[expert] = boosts.get(expert, 0.0) + boost
+    return merged
+
+
 def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
+    if path == "routing":
+        for key, item in value.items():
+            yield from _walk(item, f"routing[{key}]")
+    elif isinstance(value, dict):
         for key, item in value.items():
             yield from _walk(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):

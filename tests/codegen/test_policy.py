@@ -70,13 +70,33 @@ def test_an_integer_may_always_move_by_one() -> None:
 def test_an_added_rule_counts_from_zero() -> None:
     rule = {"when_all": ["afraid"], "boosts": {"deducer": 3.0}}
     assert refusal(state(), state(routing=[rule])) == (
-        "routing[0].boosts.deducer: (absent) -> 3.0 exceeds max_relative_step 0.5; "
-        "approve with --approve 'routing[0].boosts.deducer'"  # quoted: [ ] are shell globs
+        "routing[afraid].boosts.deducer: (absent) -> 3.0 exceeds max_relative_step 0.5; "
+        "approve with --approve 'routing[afraid].boosts.deducer'"  # quoted: [ ] are shell globs
     )
     small = {"when_all": ["afraid"], "boosts": {"deducer": 0.4}}
     assert check_policy(state(), state(routing=[small])).paths == (
-        "routing[0].boosts.deducer",
-        "routing[0].when_all[0]",
+        "routing[afraid].boosts.deducer",
+    )
+
+
+def test_a_rule_repeated_is_one_boost_as_large_as_their_sum() -> None:
+    rule = {"when_all": ["afraid"], "boosts": {"motive": 0.45}}
+    assert refusal(state(), state(routing=[rule] * 4)) == (
+        "routing[afraid].boosts.motive: (absent) -> 1.8 exceeds max_relative_step 0.5; "
+        "approve with --approve 'routing[afraid].boosts.motive'"
+    )
+
+
+def test_a_rule_moved_in_the_list_is_no_change() -> None:
+    afraid = {"when_all": ["afraid"], "boosts": {"motive": 0.45}}
+    bored = {"when_all": ["bored", "is"], "boosts": {"tracker": 0.2}}
+    reordered = {"when_all": ["is", "bored"], "boosts": {"tracker": 0.2}}
+    old = state(routing=[afraid])
+    assert check_policy(old, state(routing=[bored, afraid])).paths == (
+        "routing[bored,is].boosts.tracker",
+    )
+    assert (
+        check_policy(state(routing=[afraid, bored]), state(routing=[reordered, afraid])).paths == ()
     )
 
 
@@ -111,14 +131,14 @@ def test_a_refusal_names_every_path_and_the_arguments_that_approve_them() -> Non
     line = refusal(state(), new)
     assert line == (
         "architecture.attention: sdpa -> linear needs approval (safety.approval_required) "
-        "(+2 more: routing[0].boosts.deducer, scoring.rag); approve all with "
-        "--approve architecture.attention --approve 'routing[0].boosts.deducer' "
+        "(+2 more: routing[afraid].boosts.deducer, scoring.rag); approve all with "
+        "--approve architecture.attention --approve 'routing[afraid].boosts.deducer' "
         "--approve scoring.rag"
     )
     approvals = tuple(shlex.split(line.split("approve all with ")[1])[1::2])
     assert check_policy(state(), new, approve=approvals).approved == (
         "architecture.attention",
-        "routing[0].boosts.deducer",
+        "routing[afraid].boosts.deducer",
         "scoring.rag",
     )
 
