@@ -45,6 +45,7 @@ __all__ = [
     "ledger_paths",
     "LEDGER_DIR",
     "DecisionRecord",
+    "CommitRequest",
     "MAX_VERSION_JUMP",
     "check_version_jump",
 ]
@@ -130,6 +131,16 @@ CREATE TABLE IF NOT EXISTS calibrations (
     summary TEXT NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """What :meth:`Ledger.record_decision` needs to commit a promoted candidate."""
+
+    build_id: str
+    tier: str
+    limit: int  # the candidate's safety.history_limit
+    specialized: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,38 +289,8 @@ class Ledger:
         version already committed with a different one. ``specialized``: the user functions
         (``module:function``) the build carries specialized copies of, named in its note.
         """
-        digest = hashlib.sha256(data).hexdigest()
-        now = time.time()
         with self._db() as db:
-            row = db.execute("SELECT sha256 FROM states WHERE version = ?", (version,)).fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?)",
-                    (version, digest, data, build_id, tier, now),
-                )
-                db.execute(
-                    "INSERT INTO builds VALUES (?, ?, ?, ?)",
-                    (version, build_id, tier, now),
-                )
-                added = False
-            elif row[0] != digest:
-                raise LedgerError(
-                    f"ledger {self.path}: version {version} is already committed with "
-                    "different content; bump the state's version"
-                )
-            else:
-                added = _record_build(db, version, build_id, tier, specialized)
-            _activate(db, version, build_id, tier, "commit")
-            keep = {version}
-            target = _default_target(db)
-            if target is not None:
-                keep.add(target.version)
-            others = [v for (v,) in db.execute("SELECT version FROM states ORDER BY version DESC")]
-            keep.update([v for v in others if v not in keep][: max(0, limit - len(keep))])
-            for old in set(others) - keep:
-                db.execute("DELETE FROM states WHERE version = ?", (old,))
-                db.execute("DELETE FROM builds WHERE version = ?", (old,))
-        return added
+            return _commit(db, version, data, build_id, tier, limit, specialized)
 
     def activate(self, version: int, build_id: str, tier: str, kind: str = "activate") -> bool:
         """Point the project at a committed state's build; return whether it is a new build.
@@ -493,10 +474,13 @@ class Ledger:
         candidate_version: int,
         waived: Sequence[str] = (),
         latency: LatencySamples | None = None,
+        commit_as: CommitRequest | None = None,
     ) -> int:
         """Record ``decision`` and the candidate's exact bytes; return the decision's id.
 
-        A promotion then calls :meth:`commit` and :meth:`mark_committed`.
+        With ``commit_as`` (a promotion), the candidate is committed and activated as
+        :meth:`commit` does, in the same transaction: a kill leaves either no decision or a
+        committed one, never a promotion decided but not committed.
         """
         samples = (
             None
@@ -526,10 +510,20 @@ class Ledger:
                     candidate_version,
                     hashlib.sha256(candidate_data).hexdigest(),
                     candidate_data,
-                    None,
+                    None if commit_as is None else candidate_version,
                 ),
             )
             decision_id = cursor.lastrowid
+            if commit_as is not None:
+                _commit(
+                    db,
+                    candidate_version,
+                    candidate_data,
+                    commit_as.build_id,
+                    commit_as.tier,
+                    commit_as.limit,
+                    commit_as.specialized,
+                )
         assert decision_id is not None
         return decision_id
 
@@ -665,6 +659,49 @@ class Ledger:
                         f"ledger: decision {decision_id} promoted version {committed}, "
                         "which holds other bytes"
                     )
+
+
+def _commit(
+    db: sqlite3.Connection,
+    version: int,
+    data: bytes,
+    build_id: str,
+    tier: str,
+    limit: int,
+    specialized: tuple[str, ...],
+) -> bool:
+    """:meth:`Ledger.commit` inside the caller's transaction."""
+    digest = hashlib.sha256(data).hexdigest()
+    now = time.time()
+    row = db.execute("SELECT sha256 FROM states WHERE version = ?", (version,)).fetchone()
+    if row is None:
+        db.execute(
+            "INSERT INTO states VALUES (?, ?, ?, ?, ?, ?)",
+            (version, digest, data, build_id, tier, now),
+        )
+        db.execute(
+            "INSERT INTO builds VALUES (?, ?, ?, ?)",
+            (version, build_id, tier, now),
+        )
+        added = False
+    elif row[0] != digest:
+        raise LedgerError(
+            f"version {version} is already committed with different content; "
+            "bump the state's version"
+        )
+    else:
+        added = _record_build(db, version, build_id, tier, specialized)
+    _activate(db, version, build_id, tier, "commit")
+    keep = {version}
+    target = _default_target(db)
+    if target is not None:
+        keep.add(target.version)
+    others = [v for (v,) in db.execute("SELECT version FROM states ORDER BY version DESC")]
+    keep.update([v for v in others if v not in keep][: max(0, limit - len(keep))])
+    for old in set(others) - keep:
+        db.execute("DELETE FROM states WHERE version = ?", (old,))
+        db.execute("DELETE FROM builds WHERE version = ?", (old,))
+    return added
 
 
 def _builds(db: sqlite3.Connection, version: int) -> list[BuildRecord]:

@@ -51,7 +51,7 @@ from runtime.gate import (
     Verdict,
     decide,
 )
-from runtime.ledger import Active, Ledger, check_version_jump
+from runtime.ledger import Active, CommitRequest, Ledger, check_version_jump
 from runtime.project import Project
 from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S, Evaluation, first_run
 
@@ -191,18 +191,15 @@ def promote(
                 candidate_version=candidate.version,
                 waived=policy.waived,
                 latency=latency,
+                commit_as=(
+                    CommitRequest(built.build_id, built.tier, candidate.safety.history_limit)
+                    if decision.promoted
+                    else None
+                ),
             )
             kept: Path | None = None
             warnings: tuple[str, ...] = ()
             if decision.promoted:
-                ledger.commit(
-                    candidate.version,
-                    candidate_bytes,
-                    built.build_id,
-                    built.tier,
-                    limit=candidate.safety.history_limit,
-                )
-                ledger.mark_committed(decision_id, candidate.version)
                 warnings = _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
             else:
                 kept = keep_rejected(project.state_path, candidate_bytes)

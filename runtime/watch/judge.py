@@ -20,6 +20,7 @@ from codegen.state import RSIState, dump_state, parse_state, read_state_file, st
 from codegen.toolchain import CompileSettings, content_key
 from runtime.evidence import data_fingerprint, gather
 from runtime.gate import Decision, Evidence, decide
+from runtime.ledger import CommitRequest
 from runtime.loader import LoadedBuild, load_build
 from runtime.promote import keep_rejected, promote, rejected_path
 from runtime.watch.changes import Change, ChangeFeed
@@ -221,12 +222,10 @@ def _settle(
         previous = ctx.live.slot.swap(pure)
     live_at = time.monotonic()
     try:
-        decision_id = _record_decision(ctx, good, decision, waived)
-        with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
-            limit = good.state.safety.history_limit
-            ledger = project.ledger
-            ledger.commit(good.state.version, good.data, pure.build_id, pure.tier, limit=limit)
-            ledger.mark_committed(decision_id, good.state.version)
+        limit = good.state.safety.history_limit
+        _record_decision(
+            ctx, good, decision, waived, CommitRequest(pure.build_id, pure.tier, limit)
+        )
     except RSIError:
         with ctx.swap_lock:
             ctx.live.slot.swap(previous)
@@ -327,8 +326,13 @@ def _collect(ctx: WatchContext, build: LoadedBuild, good: Good) -> Screen:
 
 
 def _record_decision(
-    ctx: WatchContext, good: Good, decision: Decision, waived: tuple[str, ...]
+    ctx: WatchContext,
+    good: Good,
+    decision: Decision,
+    waived: tuple[str, ...],
+    commit_as: CommitRequest | None = None,
 ) -> int:
+    """Record the decision; with ``commit_as``, commit the state in the same transaction."""
     project = ctx.project
     with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
         return project.ledger.record_decision(
@@ -336,6 +340,7 @@ def _record_decision(
             candidate_data=good.data,
             candidate_version=good.state.version,
             waived=waived,
+            commit_as=commit_as,
         )
 
 

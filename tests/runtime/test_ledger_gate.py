@@ -10,7 +10,7 @@ import pytest
 
 from codegen.errors import LedgerError
 from runtime.gate import Decision, Evidence, LatencySamples, SplitOutcome, Stat, Verdict
-from runtime.ledger import Ledger
+from runtime.ledger import Active, CommitRequest, Ledger
 
 
 def outcome(
@@ -103,6 +103,29 @@ def test_a_commit_not_yet_marked_still_reads_as_committed(tmp_path: Path) -> Non
     ledger.commit(3, b"v3", "c" * 16, "python", limit=10)
     # Only the promotion reads as committed, not the earlier decision about the same bytes.
     assert [d.committed_version for d in ledger.decisions()] == [3, None]
+
+
+def test_a_promotion_is_decided_and_committed_in_one_transaction(tmp_path: Path) -> None:
+    """No instant exists where the promotion is decided but not committed: a kill there left
+    a decision that the rerun of `rsi promote` decided a second time (red team, gate)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.commit(1, b"v1", "i" * 16, "python", limit=10)
+    promoted = ledger.record_decision(
+        decision(Verdict.PROMOTE),
+        candidate_data=b"v2",
+        candidate_version=2,
+        commit_as=CommitRequest("c" * 16, "python", limit=10),
+    )
+    assert ledger.decision(promoted).committed_version == 2
+    assert ledger.active() == Active(2, "c" * 16, "python")
+    with pytest.raises(LedgerError, match="version 2 is already committed with different"):
+        ledger.record_decision(
+            decision(Verdict.PROMOTE),
+            candidate_data=b"other v2",
+            candidate_version=2,
+            commit_as=CommitRequest("d" * 16, "python", limit=10),
+        )
+    assert [d.id for d in ledger.decisions()] == [promoted]  # the failed one left nothing
 
 
 def test_torn_records_are_found(tmp_path: Path) -> None:
