@@ -17,7 +17,15 @@ from pathlib import Path
 
 from codegen.errors import LockTimeout, RSIError, StateError
 
-__all__ = ["project_lock", "builds_lock", "lock_path_for", "check_state_path", "LockError"]
+__all__ = [
+    "project_lock",
+    "builds_lock",
+    "lock_path_for",
+    "check_state_path",
+    "rejected_path",
+    "REJECTED_SUFFIX",
+    "LockError",
+]
 
 _POLL_S = 0.02
 _registry_guard = threading.Lock()
@@ -36,6 +44,16 @@ def lock_path_for(state_path: Path) -> Path:
 #: Names of the files ``.rsi/`` keeps for every state file of a directory; a state file's own
 #: history is ``.rsi/<state file name>/``, so a state file may not take one of these names.
 RESERVED_NAMES = frozenset({"builds.lock", "ledger.sqlite3"})
+#: A candidate the gate did not promote is kept beside its state file under this suffix.
+REJECTED_SUFFIX = ".rejected.json"
+
+
+def rejected_path(state_path: Path) -> Path:
+    """Where a candidate that was not promoted is kept: ``m.json`` -> ``m.rejected.json``,
+    ``m.txt`` -> ``m.txt.rejected.json`` (so two state files never share one)."""
+    name = state_path.name
+    base = name.removesuffix(".json") if name.endswith(".json") else name
+    return state_path.with_name(base + REJECTED_SUFFIX)
 
 
 def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
@@ -52,6 +70,11 @@ def check_state_path(state_path: Path, *, must_exist: bool) -> Path:
     if state_path.name in RESERVED_NAMES:
         raise StateError(
             f"{state_path.name}: a name rsi keeps for itself in .rsi/; rename the state file"
+        )
+    if state_path.name.endswith(REJECTED_SUFFIX):
+        raise StateError(
+            f"{state_path.name}: a name rsi keeps for rejected candidates (the next rejection "
+            "would overwrite it); copy it to another name to use it as a state file"
         )
     try:
         # The directory resolved (one project, one lock, however it is reached), the file not.

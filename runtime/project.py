@@ -29,7 +29,7 @@ from codegen.build import (
 )
 from codegen.errors import LedgerError, StateError
 from codegen.fsutil import atomic_write, discard, remove_stale_staging
-from codegen.locking import builds_lock, check_state_path, project_lock
+from codegen.locking import builds_lock, check_state_path, project_lock, rejected_path
 from codegen.manifest import ManifestError
 from codegen.state import RSIState, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings
@@ -426,7 +426,9 @@ class Project:
 
         remove_stale_mypy_dirs()
         name, stem = self.state_path.name, self.state_path.stem
-        for pattern in (f".{name}.*.tmp", f".{stem}.uncommitted-*.json.*.tmp"):
+        rejected = rejected_path(self.state_path).name
+        patterns = (f".{name}.*.tmp", f".{stem}.uncommitted-*.json.*.tmp", f".{rejected}.*.tmp")
+        for pattern in patterns:
             for tmp in self.state_path.parent.glob(pattern):
                 tmp.unlink(missing_ok=True)
 

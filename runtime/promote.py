@@ -35,9 +35,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codegen.build import MANIFEST, BuildResult
-from codegen.errors import LedgerError, StateError
+from codegen.errors import LedgerError, StateError, StorageError
 from codegen.fsutil import atomic_write
-from codegen.locking import project_lock
+from codegen.locking import project_lock, rejected_path
 from codegen.policy import approves, check_policy
 from codegen.state import RSIState, parse_state, read_state_file
 from codegen.toolchain import CompileSettings
@@ -95,11 +95,6 @@ class PromotionReport:
         return self.build_id == self.decision.incumbent
 
 
-def rejected_path(state_path: Path) -> Path:
-    """Where a candidate that was not promoted is kept: ``<stem>.rejected.json`` beside it."""
-    return state_path.with_name(f"{state_path.stem}.rejected.json")
-
-
 def keep_rejected(state_path: Path, data: bytes) -> Path:
     """Write a candidate that was not promoted beside the state file, with the state file's
     permission bits (0600 when it is gone): a rejected edit is no more readable than the
@@ -109,7 +104,13 @@ def keep_rejected(state_path: Path, data: bytes) -> Path:
     except FileNotFoundError:
         mode = 0o600
     kept = rejected_path(state_path)
-    atomic_write(kept, data, mode=mode)
+    try:
+        atomic_write(kept, data, mode=mode)
+    except OSError as exc:
+        raise StorageError(
+            f"{kept.name}: cannot keep the rejected candidate there ({exc.strerror}); it is in "
+            "the ledger: rsi history --candidate N -o FILE"
+        ) from None
     return kept
 
 
