@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from codegen.manifest import Manifest
     from runtime.project import Project
 
-__all__ = ["main", "build_parser", "emit", "project_from", "settings_from"]
+__all__ = [
+    "main",
+    "build_parser",
+    "emit",
+    "project_from",
+    "settings_from",
+    "int_in",
+    "SEED",
+    "JOBS",
+]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,6 +72,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE
 
 
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]``, refused in one line otherwise
+    (an unbounded one overflowed SQLite and NumPy deep inside a command)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    return parse
+
+
+#: Seeds of splits, generators and searches: what NumPy's generators take.
+SEED = int_in(0, 2**32 - 1)
+#: Counts of parallel jobs and workers.
+JOBS = int_in(1, 64)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="rsi", description=DESCRIPTION)
@@ -90,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: $RSI_BACKEND or cython",
     )
-    p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument("--jobs", type=JOBS, default=2, help="modules compiled in parallel")
     p.add_argument(
         "--specialize",
         action="append",
@@ -149,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="bAbI directory (default: generated stories)",
     )
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="split seed (default 0)")
     p.add_argument(
         "--approve",
         action="append",
@@ -163,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: $RSI_BACKEND or cython",
     )
-    p.add_argument("--jobs", type=int, default=2, help="modules compiled in parallel")
+    p.add_argument("--jobs", type=JOBS, default=2, help="modules compiled in parallel")
     p.add_argument(
         "--timeout-s",
         type=float,
@@ -182,13 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
         "prints decision N in full; --candidate N writes the candidate state it judged "
         "(a rejected edit is kept in the ledger, not only in <state>.rejected.json).",
     )
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--limit", type=int_in(1, 1_000_000), default=20, help="how many (default 20)")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument(
-        "--show", type=int, metavar="N", help="decision N in full: every statistic and sample"
+        "--show",
+        type=int_in(1, 2**62),
+        metavar="N",
+        help="decision N in full: every statistic and sample",
     )
     shown.add_argument(
-        "--candidate", type=int, metavar="N", help="the candidate state bytes decision N judged"
+        "--candidate",
+        type=int_in(1, 2**62),
+        metavar="N",
+        help="the candidate state bytes decision N judged",
     )
     p.add_argument(
         "-o", "--output", type=Path, metavar="FILE", help="with --candidate: write FILE, not stdout"

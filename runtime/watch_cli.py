@@ -14,7 +14,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from runtime.cli import project_from, settings_from
+from runtime.cli import JOBS, project_from, settings_from
 
 __all__ = ["register", "JsonFormatter"]
 
@@ -42,7 +42,7 @@ def register(
     p.add_argument("--max-wait-ms", type=float, help="judge a file that never settles after")
     p.add_argument("--rescan-ms", type=float, help="compare content hashes this often")
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
-    p.add_argument("--jobs", type=int, default=2, help="compiler worker processes")
+    p.add_argument("--jobs", type=JOBS, default=2, help="compiler worker processes")
     p.add_argument("--compile-nice", type=int, default=0, help="niceness added to compiler workers")
     p.add_argument("--templates", type=Path, default=None, help="template folder to watch")
     p.add_argument(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from codegen.toolchain import BACKENDS, Backend
 from runtime.babi.data import SPLITS, Split
+from runtime.cli import SEED
 
 if TYPE_CHECKING:
     from runtime.babi.evaluate import EvalResult
@@ -49,7 +50,7 @@ def register(
     p.add_argument(
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
-    p.add_argument("--seed", type=int, default=0, help="split and generator seed")
+    p.add_argument("--seed", type=SEED, default=0, help="split and generator seed")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_eval)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from codegen.errors import StateError
 from codegen.locking import project_lock
 from codegen.toolchain import BACKENDS
+from runtime.cli import JOBS, int_in
 
 if TYPE_CHECKING:
     from runtime.kernels.tune import TuneReport
@@ -46,12 +47,16 @@ def register(
         choices=MECHANISMS,
         help="tune only these (repeatable; default: all)",
     )
-    p.add_argument("--rows", type=int, default=None, help="sequence length timed (default: N)")
-    p.add_argument("--repeats", type=int, default=25, help="timed calls per candidate")
+    p.add_argument(
+        "--rows", type=int_in(1, 1_000_000), default=None, help="sequence length timed (default: N)"
+    )
+    p.add_argument(
+        "--repeats", type=int_in(1, 10_000), default=25, help="timed calls per candidate"
+    )
     p.add_argument(
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--jobs", type=JOBS, default=2)
     p.add_argument("--dry-run", action="store_true", help="measure but leave the state as is")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_tune_kernels)

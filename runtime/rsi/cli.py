@@ -17,6 +17,7 @@ from rich.table import Table
 
 from codegen.errors import RSIError
 from codegen.toolchain import BACKENDS
+from runtime.cli import SEED
 
 __all__ = ["register", "NoRunError", "EXECUTORS"]
 
@@ -35,7 +36,7 @@ def register(
     """Add ``rsi analyse``, ``rsi loop`` and ``rsi report``."""
     p = sub.add_parser("analyse", parents=[common], help="group train failures; propose fixes")
     p.add_argument("--data", type=Path, default=None, help="bAbI dir (default: generated data)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
     )
@@ -52,7 +53,7 @@ def register(
     p.add_argument("--from", dest="start", type=Path, default=None, metavar="STATE")
     p.add_argument("--budget-s", type=float, default=None)
     p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data", type=Path, default=None, help="bAbI dir (default: generated data)")
     p.add_argument("--executor", choices=EXECUTORS, default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (ray://host:10001)")

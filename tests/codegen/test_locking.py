@@ -8,8 +8,8 @@ import pytest
 
 from codegen.errors import StateError, StorageError
 from codegen.locking import check_state_path, rejected_path
-from runtime.promote import keep_rejected
 from runtime.project import Project
+from runtime.promote import keep_rejected
 
 
 @pytest.mark.parametrize(

@@ -231,3 +231,21 @@ def test_promote_timeout_out_of_range_is_refused(
     assert capsys.readouterr().err == (
         f"rsi: error: --timeout-s {shown}: give a number of seconds from 1 to 86400\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["history", "--limit", "99999999999999999999"], "argument --limit: 99999999999999999999"),
+        (["promote", "c.json", "--seed", "-1"], "argument --seed: -1 is not in [0, 4294967295]"),
+        (["build", "--jobs", "x"], "argument --jobs: 'x' is not an integer"),
+    ],
+)
+def test_integers_out_of_range_are_refused_by_the_parser(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unbounded integers used to overflow SQLite or NumPy deep inside a command."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
