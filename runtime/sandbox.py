@@ -57,6 +57,8 @@ STORIES_PER_TASK = 1
 _PHASE = "phase "
 _RESULT = "result "
 _REPO = Path(__file__).resolve().parents[1]
+#: The pid of the process that started a sandbox child (the child dies with it).
+_PARENT_ENV = "RSI_SANDBOX_PARENT"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def first_run(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])),
+        _PARENT_ENV: str(os.getpid()),
     }
     cmd = [sys.executable, "-m", "runtime.sandbox", str(build_dir)]
     if evaluation is not None:
@@ -240,6 +243,11 @@ def _child(build_dir: Path, request: Mapping[str, Any] | None) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file behind
+    parent = os.environ.get(_PARENT_ENV)
+    if parent is not None:  # a kill -9 of the promotion takes its sandbox with it
+        from codegen.compile import die_with_parent
+
+        die_with_parent(int(parent))
     from runtime.babi.builds import model_of
     from runtime.babi.evaluate import compare_tiers
     from runtime.babi.generate import generate_stories

@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from codegen.toolchain import CompileSettings
 from runtime.evidence import gather
 from runtime.loader import load_build, loaded_builds
 from runtime.sandbox import Evaluation, first_run
-from tests.conftest import SHIPPED_STATE
+from tests.conftest import REPO, SHIPPED_STATE
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +82,42 @@ def test_a_hang_is_killed_at_the_time_limit(pure_build: Path, tmp_path: Path) ->
         f"build {bad.name} did not finish its first run within 12 s (hung in import); killed"
     )
     assert report.seconds < 40
+
+
+def test_the_child_dies_with_a_killed_parent(pure_build: Path, tmp_path: Path) -> None:
+    """kill -9 of the promoting process must not leave its sandbox child running (red team)."""
+    bad = tampered(pure_build, tmp_path, "scoring", "while True:\n    pass")
+    code = (
+        "import sys; from pathlib import Path; from runtime.sandbox import first_run; "
+        "first_run(Path(sys.argv[1]), timeout_s=600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code, str(bad)], cwd=REPO)
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.2)
+        children = _children(parent.pid)
+    assert children, "the sandbox child never started"
+    time.sleep(2.0)  # past its start: it has asked to die with its parent
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_a_failing_selftest_is_rejected_with_its_message(pure_build: Path, tmp_path: Path) -> None:
