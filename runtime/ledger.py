@@ -239,6 +239,13 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect(write)) as conn, conn:  # one transaction
                 yield conn
+        except sqlite3.DatabaseError as exc:
+            if "malformed" in str(exc) or "not a database" in str(exc):
+                raise LedgerError(
+                    f"ledger {self.path}: {exc}; the history is damaged: restore the file from "
+                    "a backup, or move it aside to start a new history (the builds are kept)"
+                ) from None
+            raise LedgerError(f"ledger {self.path}: {exc}") from None
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: {exc}") from None
         except OSError as exc:

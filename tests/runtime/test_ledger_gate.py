@@ -165,3 +165,14 @@ def test_the_latest_measured_noise_floor_is_kept(tmp_path: Path) -> None:
     assert ledger.latency_noise_floor() == 0.04  # a run without latency measures no floor
     second = ledger.record_calibration(latency_noise_floor=0.02, latency_changes=[0.02], summary={})
     assert second > first and ledger.latency_noise_floor() == 0.02
+
+
+def test_a_damaged_ledger_says_how_to_recover(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"this is not SQLite at all" * 100)
+    with pytest.raises(LedgerError) as caught:
+        Ledger(path).versions()
+    assert str(caught.value) == (
+        f"ledger {path}: file is not a database; the history is damaged: restore the file "
+        "from a backup, or move it aside to start a new history (the builds are kept)"
+    )
