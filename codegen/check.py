@@ -262,9 +262,10 @@ MYPY_TMP_PREFIX = "rsi-mypy-"
 _MYPY_TMP_NAME = re.compile(rf"{MYPY_TMP_PREFIX}(\d+)-[A-Za-z0-9_]+")
 
 
-#: ruff rules every rendered module must pass: pyflakes (unused imports and names, undefined
-#: names, shadowing). Generated code should read like code written by hand.
-LINT_RULES = "F"
+#: ruff rules every rendered module must pass: ruff's defaults (E4, E7, E9: imports at the
+#: top, statements, syntax) and pyflakes (unused imports and names, undefined names,
+#: shadowing). Generated code should read like code written by hand.
+LINT_RULES = "E4,E7,E9,F"
 
 
 def lint_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
