@@ -43,8 +43,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     stories = load_split(args.data, "train")
-    models = [model_of(load_build(path)) for path in args.build]
-    names = [f"{path.name} ({model.tier})" for path, model in zip(args.build, models, strict=True)]
+    builds = [load_build(path) for path in args.build]
+    models = [model_of(build) for build in builds]
+    names = [f"{build.build_id} ({build.tier})" for build in builds]
     answers = [_answer(model, stories) for model in models]  # warm-up, and the answers
     samples: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds):
