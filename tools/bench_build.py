@@ -34,8 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from codegen.build import read_manifest  # noqa: E402
 from codegen.compile import compile_modules  # noqa: E402
+from codegen.manifest import read_manifest  # noqa: E402
 from codegen.render import render_sources  # noqa: E402
 from codegen.state import load_state  # noqa: E402
 from codegen.toolchain import CompileSettings  # noqa: E402
@@ -174,10 +174,8 @@ def _edit_kinds(root: Path, runs: int) -> dict[str, dict[str, object]]:
             report = live.rebuild(CompileSettings()).final
             live.current()
             compiled_s.append(time.perf_counter() - start)
-            modules = read_manifest(Path(report.path))["modules"]
-            recompiled.append(
-                sorted(n for n, m in modules.items() if not m["cache_hit"])  # type: ignore[attr-defined]
-            )
+            modules = read_manifest(Path(report.path), None).modules
+            recompiled.append(sorted(n for n, m in modules.items() if not m.cache_hit))
             _apply(project, kind, edit)
             start = time.perf_counter()
             live.rebuild(CompileSettings(backend="python"))
