@@ -261,6 +261,9 @@ _SELFTEST_ERRORS = (
 )
 
 
+_STATIC_PACKAGE = "codegen.templates"
+
+
 def _pure_tier_problem(name: str, source: str) -> str:
     """Why the pure-Python tier of a module that failed to compile cannot serve, or ``""``.
 
@@ -268,6 +271,8 @@ def _pure_tier_problem(name: str, source: str) -> str:
     namespace (never ``sys.modules``) and its ``rsi_selftest()``, if any, must run.
     """
     module = types.ModuleType(f"rsi_fallback_{name}")
+    # ``from . import reasoning`` reaches the static modules in their package.
+    module.__package__ = _STATIC_PACKAGE
     try:
         exec(compile(source, f"{name}.py", "exec"), module.__dict__)  # noqa: S102
         selftest = getattr(module, "rsi_selftest", None)

@@ -188,14 +188,20 @@ def check_sources(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
         for name, source in sources.items()
         if not (ok_dir / f"src-{_sha(source)}").exists()
     }
-    checked = type_check(fresh, ok_dir)
+    checked = type_check(fresh, ok_dir, siblings=sources)
     for source in fresh.values():
         (ok_dir / f"src-{_sha(source)}").touch()
     return checked
 
 
-def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
-    """Parse-check all ``sources`` and mypy those whose skeleton is not known good."""
+def type_check(
+    sources: Mapping[str, str], ok_dir: Path, siblings: Mapping[str, str] | None = None
+) -> list[str]:
+    """Parse-check all ``sources`` and mypy those whose skeleton is not known good.
+
+    ``siblings`` are the other modules of the same build: mypy reads them (for
+    ``from . import x``) without reporting on them.
+    """
     ok_dir.mkdir(parents=True, exist_ok=True)
     pending: dict[str, str] = {}
     for name, source in sources.items():
@@ -208,16 +214,19 @@ def type_check(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
         return []
     # The pid in the name lets a later command remove a dir this process leaves if killed.
     with tempfile.TemporaryDirectory(prefix=f"{MYPY_TMP_PREFIX}{os.getpid()}-") as tmp:
-        paths = []
-        for name in pending:
-            path = Path(tmp) / f"{name}.py"
-            path.write_text(sources[name])
-            paths.append(str(path))
+        # Every module sits in one package, as in a build, so that ``from . import x``
+        # resolves; mypy reports on the pending ones and reads the others.
+        package = Path(tmp) / "build"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        for name, source in {**(siblings or {}), **sources}.items():
+            (package / f"{name}.py").write_text(source)
+        paths = [str(package / f"{name}.py") for name in pending]
         cache = ok_dir.parent / "mypy_cache"
         stdout, stderr, status = mypy_api.run([*MYPY_FLAGS, f"--cache-dir={cache}", *paths])
     if status != 0:
         first = (stdout.strip() or stderr.strip()).splitlines()[0]
-        raise CheckError(f"mypy: {first.replace(tmp + '/', '')}")
+        raise CheckError(f"mypy: {first.replace(str(package) + '/', '')}")
     for digest in pending.values():
         (ok_dir / digest).touch()
     logger.debug("mypy checked %s", sorted(pending))
@@ -253,9 +262,10 @@ MYPY_TMP_PREFIX = "rsi-mypy-"
 _MYPY_TMP_NAME = re.compile(rf"{MYPY_TMP_PREFIX}(\d+)-[A-Za-z0-9_]+")
 
 
-#: ruff rules every rendered module must pass: pyflakes (unused imports and names, undefined
-#: names, shadowing). Generated code should read like code written by hand.
-LINT_RULES = "F"
+#: ruff rules every rendered module must pass: ruff's defaults (E4, E7, E9: imports at the
+#: top, statements, syntax) and pyflakes (unused imports and names, undefined names,
+#: shadowing). Generated code should read like code written by hand.
+LINT_RULES = "E4,E7,E9,F"
 
 
 def lint_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
@@ -345,8 +355,12 @@ class _Guard:
                     return f"imports {alias.name!r}, which is not allowed"
                 self.aliases[alias.asname or alias.name] = alias.name
         elif isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module is None:
+                # ``from . import reasoning``: a sibling module of the same build (a build is
+                # imported as a package whose only path is its own verified directory).
+                return None
             if node.level or node.module is None:
-                return "uses a relative import, which is not allowed"
+                return "uses a relative import other than 'from . import <module>'"
             allowed = FROM_IMPORTS.get(node.module)
             if allowed is None:
                 return f"imports {node.module!r}, which is not allowed"

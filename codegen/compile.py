@@ -35,7 +35,6 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from codegen.diagnostics import c_line_origin, parse_compiler_message
 from codegen.errors import CompileError
 from codegen.fsutil import discard, staging
 from codegen.toolchain import (
@@ -357,6 +356,9 @@ def _compile_with_feedback(
 ) -> CompiledModule:
     """Compile, reading each failure's diagnostic to pick the next try; at most
     ``settings.max_attempts`` tries, then the pure-Python tier."""
+    # jinja2 and the renderer come with it: not for commands that only read builds.
+    from codegen.diagnostics import parse_compiler_message
+
     start = time.perf_counter()
     failed: list[Attempt] = []
     for flags in _flag_plans(name, source, settings)[: max(1, settings.max_attempts)]:
@@ -457,6 +459,8 @@ def _cythonize(py_file: Path, c_file: Path, name: str, settings: CompileSettings
 def _cc_mapped(settings: CompileSettings, flags: tuple[str, ...], c_file: Path, out: Path) -> None:
     """:func:`_cc`; a C error's line is mapped to the ``.py`` line Cython generated it from,
     so the diagnostic can be traced on to the template line and the state field."""
+    from codegen.diagnostics import c_line_origin
+
     try:
         _cc(settings, flags, c_file, out)
     except CompileError as exc:

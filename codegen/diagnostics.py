@@ -22,6 +22,7 @@ import jinja2
 
 from codegen import render
 from codegen.errors import RSIError
+from codegen.plan import plan
 from codegen.state import BenchmarkSummary, RSIState
 
 __all__ = [
@@ -213,7 +214,9 @@ def _marked_render(
     """``(code, template, template line)`` per output line of the raw render."""
     root = template_dir or render.TEMPLATE_DIR
     env = render._environment(str(root)).overlay(loader=_MarkingLoader(str(root)), cache_size=0)
-    raw = env.get_template(f"{module}.py.j2").render(state=_neutral(state), module=module)
+    neutral = _neutral(state)
+    template = env.get_template(f"{module}.py.j2")
+    raw = template.render(state=neutral, plan=plan(neutral), module=module)
     out: list[tuple[str, str, int]] = []
     for text in raw.split("\n"):
         match = _MARK.search(text)

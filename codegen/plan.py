@@ -13,6 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codegen.state import AttentionMechanism, ExpertKind, KernelChoice, RSIState
+from codegen.templates.opcodes import (
+    COMPOSITE_WIDTH,
+    EXPERT_CODES,
+    FACT_OPS,
+    MAX_COMPOSITE,
+    QUESTION_OPS,
+)
 
 __all__ = [
     "CHANNELS",
@@ -44,45 +51,8 @@ CHANNELS: dict[ExpertKind, tuple[str, ...]] = {
     ExpertKind.embedding: ("embedding_similarity", "attention", "rag"),
 }
 
-#: Composite answers (lists, paths) a question may make, and the words each holds.
-MAX_COMPOSITE = 8
-COMPOSITE_WIDTH = 4
 #: Rows of the experts' integer work buffer (one int per word each).
 WORK_ROWS = 15
-
-#: Fact operations of an encoded story row ``(op, a, b, c, time, sentence, 0, 0)``.
-FACT_OPS: tuple[tuple[str, int], ...] = (
-    ("F_MOVE", 1),
-    ("F_NOTIN", 2),
-    ("F_EITHER", 3),
-    ("F_TAKE", 4),
-    ("F_DROP", 5),
-    ("F_GIVE", 6),
-    ("F_DIR", 7),
-    ("F_SMALLER", 8),
-    ("F_ISA", 9),
-    ("F_REL", 10),
-    ("F_ATTR", 11),
-)
-
-#: Question operations of an encoded query row ``(qop, a, b, c, facts, sentences, 0, 0)``.
-QUESTION_OPS: tuple[tuple[str, int], ...] = (
-    ("Q_UNKNOWN", 0),
-    ("Q_WHERE", 1),
-    ("Q_BEFORE", 2),
-    ("Q_IS_IN", 3),
-    ("Q_COUNT", 4),
-    ("Q_CARRY", 5),
-    ("Q_GIVE", 6),
-    ("Q_DIR", 7),
-    ("Q_DIR_YN", 8),
-    ("Q_SIZE_YN", 9),
-    ("Q_PATH", 10),
-    ("Q_REL", 11),
-    ("Q_ATTR", 12),
-    ("Q_WILL_GO", 13),
-    ("Q_WHY", 14),
-)
 
 
 @dataclass(frozen=True)
@@ -104,6 +74,11 @@ class ExpertPlan:
     kind: str
     weight: float
     first_row: int
+
+    @property
+    def code(self) -> int:
+        """The code of ``kind`` in the experts' roster table (``opcodes.EXPERT_CODES``)."""
+        return EXPERT_CODES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -159,7 +134,7 @@ class Plan:
     no_id: int
     maybe_id: int
     nothing_id: int
-    number_ids: tuple[tuple[int, int], ...]  # (number, fixed id) for numbers in vocabulary
+    number_ids: tuple[int, ...]  # by number n: the fixed id of its word (-1: not in vocabulary)
     directions: tuple[DirectionPlan, ...]
     associations: tuple[AssociationPlan, ...]
     association_rows: tuple[int, ...]  # the commonsense row of every motivation expert
@@ -211,7 +186,7 @@ def plan(state: RSIState) -> Plan:
         no_id=fixed.get("no", -1),
         maybe_id=fixed.get("maybe", -1),
         nothing_id=fixed.get("nothing", -1),
-        number_ids=tuple((n, fixed[w]) for n, w in enumerate(state.lexicon.numbers) if w in fixed),
+        number_ids=tuple(fixed.get(w, -1) for w in state.lexicon.numbers),
         directions=_directions(state, fixed),
         associations=tuple(
             AssociationPlan(fixed[a.cue], fixed[a.answer], a.weight) for a in state.associations

@@ -30,6 +30,7 @@ __all__ = [
     "module_names",
     "render_sources",
     "render_module",
+    "static_sources",
     "templates_digest",
 ]
 
@@ -72,23 +73,37 @@ def build_modules(state: RSIState, template_dir: Path | None = None) -> tuple[st
 
 
 def module_names(template_dir: Path | None = None) -> tuple[str, ...]:
-    """Generated modules: one per ``<name>.py.j2`` in the template dir, sorted.
+    """A build's modules: one per ``<name>.py.j2`` and per static ``<name>.py``, sorted.
 
-    Files starting with ``_`` are includes and macros, not modules.
+    Files starting with ``_`` are includes, macros and the package marker, not modules.
     """
     root = template_dir or TEMPLATE_DIR
-    names = sorted(p.name.removesuffix(".py.j2") for p in root.glob("*.py.j2"))
-    found = tuple(n for n in names if not n.startswith("_"))
+    templates = sorted(p.name.removesuffix(".py.j2") for p in root.glob("*.py.j2"))
+    found = tuple(n for n in templates if not n.startswith("_"))
     if not found:
         raise RenderError(f"{root}: no templates (*.py.j2)")
-    return found
+    return tuple(sorted((*found, *static_sources(template_dir))))
+
+
+def static_sources(template_dir: Path | None = None) -> dict[str, str]:
+    """The template dir's static modules (``<name>.py``): ``{module name: source}``.
+
+    Ordinary Python that no state value changes: every build carries it verbatim, and its
+    compiled artifact comes from the compile cache after the first build with a toolchain.
+    """
+    root = template_dir or TEMPLATE_DIR
+    return {
+        path.name.removesuffix(".py"): path.read_text()
+        for path in sorted(root.glob("*.py"))
+        if not path.name.startswith("_")
+    }
 
 
 def templates_digest(template_dir: Path | None = None) -> str:
-    """Hash of every template file: part of the key of a cached render."""
+    """Hash of every template and static module: part of the key of a cached render."""
     root = template_dir or TEMPLATE_DIR
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.j2")):
+    for path in sorted([*root.rglob("*.j2"), *root.glob("*.py")]):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -96,7 +111,10 @@ def templates_digest(template_dir: Path | None = None) -> str:
 def render_module(
     name: str, state: RSIState, template_dir: Path | None = None, memo_dir: Path | None = None
 ) -> str:
-    """Render and black-format one module."""
+    """Render and black-format one module; a static module's source is its file."""
+    static = (template_dir or TEMPLATE_DIR) / f"{name}.py"
+    if not name.startswith("_") and static.is_file():
+        return static.read_text()
     env = _environment(str(template_dir or TEMPLATE_DIR))
     template_name = f"{name}.py.j2"
     try:

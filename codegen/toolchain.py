@@ -16,8 +16,6 @@ import sysconfig
 from dataclasses import dataclass, field
 from typing import Literal
 
-from Cython import __version__ as cython_version  # type: ignore[attr-defined]
-
 from codegen.errors import CompileError
 
 __all__ = [
@@ -115,6 +113,9 @@ def toolchain_fingerprint(settings: CompileSettings) -> dict[str, str]:
     }
     if settings.backend == "python":
         return info
+    # Imported here: `rsi --help` and `rsi status` need this module but not Cython.
+    from Cython import __version__ as cython_version  # type: ignore[attr-defined]
+
     info.update(
         cython=cython_version,
         cc=_compiler_version(settings.cc),

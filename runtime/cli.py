@@ -50,9 +50,10 @@ starting with "rsi: error:" and exit with status 2.
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsi`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         # Inside the try: Ctrl-C while the feature modules import is an interrupt too.
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         _configure_logging(verbose=args.verbose)
         _check_common(args)
         handler: Handler = args.handler
@@ -94,8 +95,12 @@ SEED = int_in(0, 2**32 - 1)
 JOBS = int_in(1, 64)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand.
+
+    Given the command line ``argv``, feature subcommands it does not name are listed (name
+    and help) without importing their modules: ``rsi --help`` and ``rsi status`` stay quick.
+    """
     parser = argparse.ArgumentParser(prog="rsi", description=DESCRIPTION)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -233,18 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON list (object) on the last line")
     p.set_defaults(handler=_history)
 
-    _register_extensions(sub, common)
+    _register_extensions(sub, common, argv)
     return parser
 
 
 def _register_extensions(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
 ) -> None:
     """Subcommands owned by other modules (evaluation, the loop, watch) register here."""
     from runtime.cli_extensions import register_all
 
-    register_all(sub, common)
+    register_all(sub, common, argv)
 
 
 MAX_LOCK_TIMEOUT_S = 86400.0

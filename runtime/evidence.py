@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import sys
 import threading
 import time
 import types
@@ -303,7 +304,14 @@ def _stamp(data: Path) -> tuple[tuple[str, int, int], ...]:
 def _import_sources(build: LoadedBuild) -> LoadedBuild:
     package = f"rsi_pure_{build.build_id}"
     modules: dict[str, types.ModuleType] = {}
-    for name, info in build.manifest.modules.items():
+
+    def sibling(name: str) -> types.ModuleType:
+        # ``from . import reasoning`` in a module of this build imports that one first.
+        if name in modules:
+            return modules[name]
+        info = build.manifest.modules.get(name)
+        if info is None:
+            raise AttributeError(f"build {build.build_id} has no module {name!r}")
         source = build.path / f"{name}.py"
         try:
             raw = source.read_bytes()
@@ -317,6 +325,15 @@ def _import_sources(build: LoadedBuild) -> LoadedBuild:
         if digest not in _pure_modules:  # the same source is the same pure module
             _pure_modules[digest] = exec_artifact(f"{package}.{name}", source)
         modules[name] = _pure_modules[digest]
+        setattr(pkg, name, modules[name])
+        return modules[name]
+
+    pkg = types.ModuleType(package)
+    pkg.__path__ = []
+    setattr(pkg, "__getattr__", sibling)  # noqa: B010 - module __getattr__ (PEP 562)
+    sys.modules[package] = pkg
+    for name in build.manifest.modules:
+        sibling(name)
     return LoadedBuild(
         build.build_id,
         "python",

@@ -117,15 +117,27 @@ def _import(build_dir: Path, allowed_modules: Collection[str]) -> LoadedBuild:
         exec_artifact(shared.name, build_dir / shared.artifact)
     package = f"rsi_build_{build_id}"
     pkg = types.ModuleType(package)
-    pkg.__path__ = [str(build_dir)]
-    sys.modules[package] = pkg
+    # No search path: a module of this build reaches a sibling (``from . import reasoning``)
+    # only through ``sibling`` below, which imports it from the manifest first.
+    pkg.__path__ = []
     modules: dict[str, types.ModuleType] = {}
-    for name, info in manifest.modules.items():
-        digest = (name, info.artifact_sha256)
-        if digest not in _by_artifact:
-            _by_artifact[digest] = exec_artifact(f"{package}.{name}", build_dir / info.artifact)
-        modules[name] = _by_artifact[digest]
-        setattr(pkg, name, modules[name])
+
+    def sibling(name: str) -> types.ModuleType:
+        if name not in modules:
+            info = manifest.modules.get(name)
+            if info is None:
+                raise AttributeError(f"build {build_id} has no module {name!r}")
+            digest = (name, info.artifact_sha256)
+            if digest not in _by_artifact:
+                _by_artifact[digest] = exec_artifact(f"{package}.{name}", build_dir / info.artifact)
+            modules[name] = _by_artifact[digest]
+            setattr(pkg, name, modules[name])
+        return modules[name]
+
+    setattr(pkg, "__getattr__", sibling)  # noqa: B010 - module __getattr__ (PEP 562)
+    sys.modules[package] = pkg
+    for name in manifest.modules:
+        sibling(name)
     return LoadedBuild(
         build_id, manifest.tier, build_dir, manifest, types.MappingProxyType(modules), state
     )
@@ -137,6 +149,7 @@ def exec_artifact(fullname: str, path: Path) -> types.ModuleType:
         # Interpreted tier: exec the source without writing __pycache__ into the build.
         module = types.ModuleType(fullname)
         module.__file__ = str(path)
+        module.__package__ = fullname.rpartition(".")[0]  # for ``from . import sibling``
         sys.modules[fullname] = module
         exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)  # noqa: S102
         return module

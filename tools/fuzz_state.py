@@ -39,6 +39,7 @@ from codegen import render  # noqa: E402
 from codegen.build import build_state  # noqa: E402
 from codegen.check import ALLOWED_IMPORTS, FORBIDDEN_NAMES, parse_checked  # noqa: E402
 from codegen.errors import StateError  # noqa: E402
+from codegen.plan import plan  # noqa: E402
 from codegen.state import BenchmarkSummary, RSIState, parse_state  # noqa: E402
 from codegen.toolchain import CompileSettings  # noqa: E402
 from runtime.loader import load_build  # noqa: E402
@@ -290,6 +291,8 @@ class _Guard(ast.NodeVisitor):
                 self._flag(f"imports {alias.name!r}")
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level == 1 and node.module is None:
+            return  # ``from . import reasoning``: a static module of the same build
         if node.level or node.module not in ALLOWED_IMPORTS:
             self._flag(f"imports from {node.module!r}")
 
@@ -319,9 +322,13 @@ def _guard(name: str, source: str) -> None:
 def _raw_render(state: RSIState) -> dict[str, str]:
     neutral = state.model_copy(update={"version": 1, "benchmark": BenchmarkSummary()})
     env = render._environment(str(render.TEMPLATE_DIR))
+    static = render.static_sources()
     return {
-        name: env.get_template(f"{name}.py.j2").render(state=neutral, module=name)
+        name: env.get_template(f"{name}.py.j2").render(
+            state=neutral, plan=plan(neutral), module=name
+        )
         for name in render.module_names()
+        if name not in static
     }
 
 

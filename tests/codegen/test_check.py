@@ -43,12 +43,19 @@ class TestAllowlist:
         ):
             parse_checked("m", "import math\nf = math.exec\n")
 
-    def test_relative_import_is_refused(self) -> None:
+    @pytest.mark.parametrize("source", ["from .experts import run\n", "from .. import x\n"])
+    def test_relative_import_is_refused(self, source: str) -> None:
         with pytest.raises(
             CheckError,
-            match=r"^m.py:1: generated code uses a relative import, which is not allowed$",
+            match=(
+                r"^m.py:1: generated code uses a relative import other than "
+                r"'from \. import <module>'$"
+            ),
         ):
-            parse_checked("m", "from . import experts\n")
+            parse_checked("m", source)
+
+    def test_sibling_module_import_is_allowed(self) -> None:
+        parse_checked("m", "from . import reasoning\n\nf = reasoning.run\n")
 
     def test_syntax_error(self) -> None:
         with pytest.raises(CheckError, match=r"^m.py:1: does not parse"):

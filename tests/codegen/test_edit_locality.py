@@ -37,12 +37,18 @@ def _new_association(d: dict[str, Any]) -> None:
     d["associations"].append({"cue": "sleepy", "answer": "bedroom", "weight": 0.5})
 
 
+def _lexicon_word(d: dict[str, Any]) -> None:
+    d.setdefault("lexicon", {})["move"] = ["went", "moved", "journeyed", "travelled", "strolled"]
+
+
 EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "scoring coefficient": (_coefficient, "scoring"),
     "expert weight": (_weight, "scoring"),
     "routing rule": (_add_rule, "scoring"),
     "association weight": (_association, "knowledge"),
     "new association": (_new_association, "knowledge"),
+    # The parser is the static ``parsing`` module's: a lexicon edit changes its tables only.
+    "lexicon word": (_lexicon_word, "encoding"),
 }
 
 

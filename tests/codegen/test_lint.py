@@ -1,7 +1,8 @@
-"""ruff's F rules on rendered sources: the build's lint step."""
+"""ruff's default rules and F rules on rendered sources: the build's lint step."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def test_an_unused_local_fails(tmp_path: Path) -> None:
         lint_sources({"k": source}, tmp_path)
 
 
+def test_an_import_below_code_fails(tmp_path: Path) -> None:
+    source = "import math\n\nX = 1\nimport cython  # noqa: F401\n\nY = math.pi\n"
+    with pytest.raises(CheckError, match="E402 Module level import not at top of file"):
+        lint_sources({"k": source}, tmp_path)
+
+
 def test_clean_sources_pass_and_are_remembered(tmp_path: Path) -> None:
     lint_sources({"m": CLEAN}, tmp_path)
     assert len(list(tmp_path.glob("lint-*"))) == 1
@@ -46,17 +53,18 @@ def test_every_module_of_a_build_is_clean(state_file: str, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_every_attention_mechanism_is_clean(tmp_path: Path) -> None:
-    """Every mechanism's kernel, causal or not (the kernel tooling renders them all)."""
+    """Every mechanism's kernel, causal or not, multi-head with one head and with two (the
+    kernel tooling renders them all)."""
     data = load_state(REPO / "rsi_state.json").model_dump(mode="json")
+    variants = [(m, 1) for m in AttentionMechanism] + [(AttentionMechanism.multihead, 2)]
     sources = {}
-    for mechanism in AttentionMechanism:
-        for causal in (False, True):
-            data["architecture"].update(attention=mechanism.value, causal=causal)
-            variant = parse_state(json.dumps(data).encode())
-            name = f"{MECHANISM_FAMILY}{mechanism.value}"
-            if name not in module_names():
-                name = "attention"  # sdpa: the template every build carries
-            sources[f"{name}_{mechanism.value}_{causal}"] = render_module(name, variant)
+    for (mechanism, heads), causal in itertools.product(variants, (False, True)):
+        data["architecture"].update(attention=mechanism.value, causal=causal, heads=heads)
+        variant = parse_state(json.dumps(data).encode())
+        name = f"{MECHANISM_FAMILY}{mechanism.value}"
+        if name not in module_names():
+            name = "attention"  # sdpa: the template every build carries
+        sources[f"{name}_{mechanism.value}_{heads}_{causal}"] = render_module(name, variant)
     lint_sources(sources, tmp_path)
 
 

@@ -42,7 +42,7 @@ def test_fixed_ids_are_vocabulary_then_association_words(shipped: RSIState) -> N
     assert p.vocabulary[len(shipped.answer_vocabulary) :] == ("bored", "hungry", "thirsty", "tired")
     assert (p.yes_id, p.no_id, p.maybe_id, p.nothing_id) == (0, 1, 12, 8)
     assert p.fixed_id("four") == -1
-    assert dict(p.number_ids) == {0: 6, 1: 4, 2: 16, 3: 17}
+    assert p.number_ids == (6, 4, 16, 17, -1, -1, -1, -1, -1, -1, -1)  # by number: none..ten
     first = p.associations[0]
     assert (p.vocabulary[first.cue_id], p.vocabulary[first.answer_id]) == ("bored", "garden")
 

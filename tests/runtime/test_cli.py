@@ -57,7 +57,7 @@ def test_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_interrupt_while_the_commands_load_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted() -> None:
+    def interrupted(argv: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("runtime.cli.build_parser", interrupted)

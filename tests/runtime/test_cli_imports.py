@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +13,25 @@ from pathlib import Path
 import pytest
 
 from codegen.state import AttentionMechanism
+from codegen.toolchain import CompileSettings
+from runtime.cli_extensions import COMMANDS, MODULES
 from runtime.kernels.cli import MECHANISMS
+from runtime.project import Project
 
-HEAVY = ("libcst", "jinja2", "numpy", "black", "mypy", "runtime.babi.model", "codegen.render")
+REPO = Path(__file__).resolve().parents[2]
+
+HEAVY = (
+    "libcst",
+    "jinja2",
+    "numpy",
+    "black",
+    "mypy",
+    "scipy",
+    "matplotlib",
+    "runtime.babi.model",
+    "codegen.render",
+    "codegen.diagnostics",
+)
 
 PROBE = """
 import json, sys
@@ -54,3 +73,26 @@ def test_help_describes_rsi_for_users(tmp_path: Path) -> None:
 
 def test_tune_mechanism_choices_are_the_schema_enum() -> None:
     assert MECHANISMS == tuple(m.value for m in AttentionMechanism)
+
+
+def test_status_of_a_built_project_imports_no_heavy_module(tmp_path: Path) -> None:
+    state = Path(shutil.copy(REPO / "rsi_state.json", tmp_path / "rsi_state.json"))
+    Project(state).build(CompileSettings(backend="python"))
+    loaded = _imported("status", "--state", str(state), cwd=tmp_path)
+    assert "runtime.project" in loaded
+    assert sorted(m for m in HEAVY if m in loaded) == []
+
+
+def test_a_feature_command_imports_its_module(tmp_path: Path) -> None:
+    loaded = _imported("watch", "--help", cwd=tmp_path)
+    assert "runtime.watch_cli" in loaded
+    assert "runtime.rsi.cli" not in loaded
+
+
+def test_the_command_table_lists_what_each_module_registers() -> None:
+    listed: dict[str, tuple[str, str]] = {}
+    for module in MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub, argparse.ArgumentParser(add_help=False))
+        listed.update({a.dest: (module, str(a.help)) for a in sub._choices_actions})
+    assert listed == COMMANDS
