@@ -16,8 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from codegen.errors import StateError
+
 __all__ = [
+    "MAX_STATE_BYTES",
     "STAGING_PREFIX",
+    "read_state_file",
     "atomic_write",
     "discard",
     "process_alive",
@@ -26,6 +30,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The largest state file read: a state is a few kilobytes; this bounds a hostile one.
+MAX_STATE_BYTES = 1 << 20
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -55,6 +62,29 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_state_file(path: Path) -> bytes:
+    """The bytes of ``path``; refuse anything that is not a small regular file."""
+    name = path.name
+    if path.is_symlink():
+        raise StateError(f"{name}: is a symlink; rsi reads only regular files")
+    if not path.exists():
+        raise StateError(f"{name}: no such file ({path})")
+    # Check the file we opened, not the path: it may be swapped between a check and the read
+    # (O_NOFOLLOW refuses a symlink put in its place, O_NONBLOCK a FIFO that would block).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise StateError(f"{name}: cannot open: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StateError(f"{name}: is not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_STATE_BYTES + 1)  # bounded even if the file grows meanwhile
+    if len(data) > MAX_STATE_BYTES:
+        raise StateError(f"{name}: file is larger than the limit of {MAX_STATE_BYTES} bytes")
+    return data
 
 
 @contextmanager

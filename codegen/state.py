@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import keyword
-import os
 import re
-import stat
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,7 +25,7 @@ from pydantic import (
 )
 
 from codegen.errors import StateError
-from codegen.fsutil import atomic_write
+from codegen.fsutil import MAX_STATE_BYTES, atomic_write, read_state_file
 from codegen.locking import project_lock
 
 __all__ = [
@@ -57,7 +55,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-MAX_STATE_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 _MAX_INT_DIGITS = 19
 
@@ -513,29 +510,6 @@ def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         msg = first["msg"].removeprefix("Value error, ")
         raise StateError(f"{source}: {_format_loc(first['loc'])}: {msg}{more}") from None
-
-
-def read_state_file(path: Path) -> bytes:
-    """The bytes of ``path``; refuse anything that is not a small regular file."""
-    name = path.name
-    if path.is_symlink():
-        raise StateError(f"{name}: is a symlink; rsi reads only regular files")
-    if not path.exists():
-        raise StateError(f"{name}: no such file ({path})")
-    # Check the file we opened, not the path: it may be swapped between a check and the read
-    # (O_NOFOLLOW refuses a symlink put in its place, O_NONBLOCK a FIFO that would block).
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise StateError(f"{name}: cannot open: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise StateError(f"{name}: is not a regular file")
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_STATE_BYTES + 1)  # bounded even if the file grows meanwhile
-    if len(data) > MAX_STATE_BYTES:
-        raise StateError(f"{name}: file is larger than the limit of {MAX_STATE_BYTES} bytes")
-    return data
 
 
 def load_state(path: Path) -> RSIState:

@@ -23,7 +23,6 @@ from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from codegen.manifest import Manifest
     from runtime.project import Project
 
 __all__ = [
@@ -315,8 +314,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    project = project_from(args)
-    r = project.status()
+    # Not through Project: status imports no code generator or schema (it answers at once).
+    from codegen.locking import check_state_path
+    from runtime.ledger import Ledger, ledger_path
+    from runtime.status import shown_manifest, status_of
+
+    state_path = check_state_path(args.state, must_exist=False)
+    r = status_of(state_path, Ledger(ledger_path(state_path)))
     if r.active_build is None:
         return emit(args, f"{args.state}: never built", r)
     if r.state_file_problem is not None:
@@ -336,7 +340,7 @@ def _status(args: argparse.Namespace) -> int:
         f"active build {r.active_build} ({r.tier}) of state v{r.state_version}{rebuilt}; "
         f"{file}; history {r.history}; rollback target {target}"
     )
-    manifest = _shown_manifest(project.generated_dir / r.active_build) if r.active_build else None
+    manifest = shown_manifest(state_path.parent / "generated" / r.active_build)
     degraded = _degraded(manifest)
     for name, why in degraded.items():
         summary += f"\ndegraded: {name} runs as pure Python ({why})"
@@ -346,34 +350,25 @@ def _status(args: argparse.Namespace) -> int:
     return emit(args, summary, {**asdict(r), "degraded": degraded, "specialized": specialized})
 
 
-def _shown_manifest(build_dir: Path) -> Manifest | None:
-    """A build's manifest to show (never to import anything by), or None if unreadable."""
-    from codegen.manifest import ManifestError, read_manifest
-
-    try:
-        return read_manifest(build_dir, None)
-    except ManifestError:
-        return None
-
-
-def _specialized(manifest: Manifest | None) -> dict[str, str]:
+def _specialized(manifest: dict[str, Any] | None) -> dict[str, str]:
     """User functions a build carries specialized copies of: the copy and what it baked in."""
     found: dict[str, str] = {}
-    for target, entry in manifest.specialized.items() if manifest is not None else ():
-        source = f"; from {entry.source_file}" if entry.source_file else ""
-        found[target] = f"{entry.module} (state sections {', '.join(entry.sections)}{source})"
+    for target, entry in (manifest or {}).get("specialized", {}).items():
+        source = f"; from {entry['source_file']}" if entry.get("source_file") else ""
+        sections = ", ".join(entry.get("sections", ()))
+        found[target] = f"{entry.get('module')} (state sections {sections}{source})"
     return found
 
 
-def _degraded(manifest: Manifest | None) -> dict[str, str]:
+def _degraded(manifest: dict[str, Any] | None) -> dict[str, str]:
     """Modules of a build that fell back to pure Python, with their last compiler diagnostic."""
-    if manifest is None:
-        return {}
     found: dict[str, str] = {}
-    for name in manifest.degraded:
-        failed = [a for a in manifest.modules[name].attempts if a.outcome == "failed"]
-        last = failed[-1].diagnostic if failed else "no diagnostic"
-        where = f" [{failed[-1].origin}]" if failed and failed[-1].origin else ""
+    modules = (manifest or {}).get("modules", {})
+    for name in (manifest or {}).get("degraded", ()):
+        attempts = modules.get(name, {}).get("attempts", ())
+        failed = [a for a in attempts if a.get("outcome") == "failed"]
+        last = failed[-1].get("diagnostic") if failed else "no diagnostic"
+        where = f" [{failed[-1]['origin']}]" if failed and failed[-1].get("origin") else ""
         found[name] = f"{len(failed)} failed attempts; {last}{where}"
     return found
 

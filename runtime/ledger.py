@@ -363,9 +363,15 @@ class Ledger:
 
     def is_committed(self, data: bytes) -> bool:
         """Whether ``data`` is byte for byte a committed state."""
+        return self.committed_version(data) is not None
+
+    def committed_version(self, data: bytes) -> int | None:
+        """The version ``data`` is committed as, byte for byte, or None."""
         digest = hashlib.sha256(data).hexdigest()
         with self._db(write=False) as db:
-            return bool(db.execute("SELECT 1 FROM states WHERE sha256 = ?", (digest,)).fetchone())
+            row = db.execute("SELECT MAX(version) FROM states WHERE sha256 = ?", (digest,))
+            version: int | None = row.fetchone()[0]
+        return version
 
     def versions(self) -> list[int]:
         """Committed versions, oldest first."""

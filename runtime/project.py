@@ -36,6 +36,7 @@ from codegen.toolchain import CompileSettings
 from runtime.ledger import Active, Ledger, check_version_jump, ledger_path, ledger_paths
 from runtime.loader import LoadedBuild, LoadError, load_build, loaded_builds
 from runtime.pins import pin, pinned_builds
+from runtime.status import StatusReport, status_of
 
 __all__ = ["Project", "BuildReport", "StatusReport", "RollbackReport", "GcReport"]
 
@@ -55,21 +56,6 @@ class BuildReport:
     version_builds: list[str]  # every build recorded for this version, oldest first
     new_build_of_committed: bool  # a committed version got another build (visible, not swapped)
     specialized: list[str]  # user functions (module:function) the build carries copies of
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """Result of ``rsi status``."""
-
-    active_build: str | None
-    state_version: int | None
-    tier: str | None
-    state_file_version: int | None
-    state_file_committed: bool
-    history: list[int]
-    state_file_problem: str | None  # why the state file could not be read, if it could not
-    active_version_builds: list[str]  # every build recorded for the active version
-    rollback_target: int | None  # what `rsi rollback` would restore
 
 
 @dataclass(frozen=True)
@@ -157,36 +143,9 @@ class Project:
             yield result
 
     def status(self) -> StatusReport:
-        """What the project serves and whether the state file matches it.
-
-        A state file that cannot be read is an error for a project never built, and is
-        reported (``state_file_problem``) for one that has a history.
-        """
-        active = self.ledger.active()  # reading creates nothing, wherever the path points
-        problem: str | None = None
-        try:
-            check_state_path(self.state_path, must_exist=True)
-            data = self._read_state_bytes()
-            file_version: int | None = parse_state(data, self.state_path.name).version
-            committed = self.ledger.is_committed(data)
-        except StateError as exc:
-            if active is None:
-                raise
-            file_version, committed, problem = None, False, str(exc)
-        target = self.ledger.rollback_target() if active else None
-        return StatusReport(
-            active_build=active.build_id if active else None,
-            state_version=active.version if active else None,
-            tier=active.tier if active else None,
-            state_file_version=file_version,
-            state_file_committed=committed,
-            history=self.ledger.versions(),
-            state_file_problem=problem,
-            active_version_builds=(
-                [b.build_id for b in self.ledger.builds(active.version)] if active else []
-            ),
-            rollback_target=target.version if target else None,
-        )
+        """What the project serves and whether the state file matches it
+        (:func:`runtime.status.status_of`)."""
+        return status_of(self.state_path, self.ledger)
 
     def rollback(self, to: int | None = None) -> RollbackReport:
         """Restore a committed state byte for byte and re-activate its recorded build.
