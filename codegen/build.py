@@ -154,7 +154,8 @@ def _build_state(
     except RenderError as exc:
         raise with_origin(exc, state, template_dir, None) from None
     specialized = tuple(specialize_target(target, state) for target in settings.specialize)
-    sources.update({copy.module: copy.source for copy in specialized})
+    copies = {copy.module: copy.source for copy in specialized}
+    sources.update(copies)
     build_id = plan_build_id(state, sources, settings)
     final = generated_dir / build_id
     try:
@@ -162,7 +163,10 @@ def _build_state(
         guard_sources(sources, cache / "checked")
         with ThreadPoolExecutor(1) as checker:
             checking = checker.submit(check_sources, sources, cache / "checked")
-            linting = checker.submit(lint_sources, sources, cache / "checked")
+            # The lint holds rendered code to hand-written standards; a specialized copy is
+            # the user's own code (an unused local there is theirs to keep).
+            rendered = {n: src for n, src in sources.items() if n not in copies}
+            linting = checker.submit(lint_sources, rendered, cache / "checked")
             compiled = (
                 {}
                 if verified_or_discarded(final, allowed) is not None
@@ -362,6 +366,7 @@ def _publish_build(
                     "state_hash": copy.state_hash,
                     "source_file": copy.source_file,
                     "lines": list(copy.lines),
+                    "source_sha256": copy.source_sha256,
                 }
                 for copy in published.specialized
             },

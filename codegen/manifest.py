@@ -85,6 +85,8 @@ class SpecializedEntry(_Strict):
     #: The user's source file, and its line behind each line of the copy (0: none).
     source_file: str = ""
     lines: tuple[Annotated[int, Field(ge=0)], ...] = ()
+    #: sha256 of the user's source file the copy was made from ("" in older builds).
+    source_sha256: str = ""
 
 
 class SharedEntry(_Strict):

@@ -33,6 +33,7 @@ membership test, a read outside ``target``, a name imported from another module.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import importlib.util
 import logging
 import math
@@ -68,6 +69,7 @@ __all__ = [
     "UnrollAllAnyOverLiterals",
     "PropagateLocalConstants",
     "module_name_for",
+    "source_sha256",
     "specialize_source",
     "specialize_target",
     "state_fingerprint",
@@ -125,6 +127,7 @@ class Specialized:
     source: str
     source_file: str
     lines: tuple[int, ...]
+    source_sha256: str  # of the user's file the copy was made from
 
     def user_line(self, line: int) -> str | None:
         """``file.py:N`` of the user's line behind ``line`` of the copy, if any."""
@@ -144,15 +147,37 @@ def module_name_for(target: str) -> str:
 
 
 def target_digest(targets: Sequence[str]) -> dict[str, str]:
-    """``target -> sha256`` of the source file each one lives in (part of the render key)."""
-    return {target: content_key(_target_file(target)[1].read_text()) for target in targets}
+    """``target -> sha256`` of the source file each one lives in (part of the render key).
+
+    Refuses two targets whose copies would share a module name (``pkg.mod:f`` and
+    ``pkg_mod:f`` are both ``opt_pkg_mod__f``): one would silently run the other's code.
+    """
+    by_module: dict[str, str] = {}
+    for target in targets:
+        other = by_module.setdefault(module_name_for(target), target)
+        if other != target:
+            raise SpecializeError(
+                f"specialize targets {other!r} and {target!r} would both be "
+                f"{module_name_for(target)}; specialize one of them, or rename a module"
+            )
+    return {target: source_sha256(_target_file(target)[1]) for target in targets}
+
+
+def source_sha256(path: Path) -> str:
+    """sha256 of a user's source file: a copy made from other bytes is stale."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def specialize_target(target: str, state: RSIState) -> Specialized:
     """Specialize ``module:function`` (found on ``sys.path``) against ``state``."""
     _, path = _target_file(target)
     function = target.partition(":")[2]
-    done = specialize_source(path.read_text(), function, state, filename=str(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecializeError(f"{path}: not UTF-8 (byte {exc.start}); save it as UTF-8") from None
+    done = specialize_source(text, function, state, filename=str(path))
     state_hash = state_fingerprint(state, done.sections)
     header = (
         f'"""Specialized copy of {target} for state sections {", ".join(done.sections)}.\n\n'
@@ -169,6 +194,7 @@ def specialize_target(target: str, state: RSIState) -> Specialized:
         header + done.source,
         str(path),
         lines,
+        hashlib.sha256(raw).hexdigest(),
     )
 
 

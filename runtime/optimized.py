@@ -16,6 +16,7 @@ object on every call, costs an identity test.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import traceback
@@ -105,6 +106,13 @@ class OptimizedFunction(Generic[P, R]):
         if state_fingerprint(state, entry.sections) != entry.state_hash:
             logger.debug("%s: state differs from build %s's; generic", self.target, build.build_id)
             return None
+        if entry.source_sha256 and _file_sha256(entry.source_file) != entry.source_sha256:
+            self._warn_once(
+                build,
+                f"has a copy made from another version of {entry.source_file} (rebuild to "
+                "specialize the current one)",
+            )
+            return None
         module = build.modules.get(entry.module)
         fn = getattr(module, entry.function, None) if module is not None else None
         if not callable(fn):
@@ -132,3 +140,11 @@ class OptimizedFunction(Generic[P, R]):
         logger.warning(
             "build %s %s for %s; calling the generic function", build.build_id, problem, self.target
         )
+
+
+def _file_sha256(path: str) -> str:
+    """sha256 of the file at ``path``; "" when it cannot be read (the copy is then stale)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""

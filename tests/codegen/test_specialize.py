@@ -20,6 +20,7 @@ from codegen.specialize import (
     specialize_source,
     specialize_target,
     state_fingerprint,
+    target_digest,
 )
 from codegen.state import parse_state
 
@@ -398,3 +399,26 @@ def test_a_bad_target_names_the_fix() -> None:
         SpecializeError, match=r"^specialize target 'nocolon' is not module:function"
     ):
         specialize_target("nocolon", STATE)
+
+
+def test_two_targets_with_one_module_name_are_refused() -> None:
+    """``pkg.mod:f`` and ``pkg_mod:f`` are both opt_pkg_mod__f: one would run the other's
+    code (red team)."""
+    with pytest.raises(SpecializeError) as caught:
+        target_digest(["pkg.mod:f", "pkg_mod:f"])
+    assert str(caught.value) == (
+        "specialize targets 'pkg.mod:f' and 'pkg_mod:f' would both be opt_pkg_mod__f; "
+        "specialize one of them, or rename a module"
+    )
+
+
+def test_a_source_that_is_not_utf8_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rsi_user_latin1.py").write_bytes(b"def f(state):\n    return '\xff'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpecializeError) as caught:
+        specialize_target("rsi_user_latin1:f", STATE)
+    assert str(caught.value) == (
+        f"{tmp_path}/rsi_user_latin1.py: not UTF-8 (byte 26); save it as UTF-8"
+    )

@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -227,6 +228,7 @@ def failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Project, P
     user.parent.mkdir()
     user.write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(user.parent))
+    monkeypatch.delitem(sys.modules, "rsi_user_failing", raising=False)  # each test's own
     state = {"version": 1, "experts": {"t": {"kind": "tracking", "weight": 1.0}}}
     (tmp_path / "rsi_state.json").write_text(json.dumps({**state, "scoring": {"rag": 5.0}}))
     templates = Path(__file__).parents[1] / "fixtures" / "templates"
@@ -260,4 +262,28 @@ def test_a_copy_raising_at_call_names_the_users_line(failing: tuple[Project, Pat
     assert raised.value.__notes__ == [
         f"raised in rsi_user_failing:ratio's specialized copy, build {build.build_id}: "
         f"opt_rsi_user_failing__ratio.py:11 (from {user}:19)"
+    ]
+
+
+def test_a_copy_of_an_edited_source_is_stale_and_the_generic_runs(
+    failing: tuple[Project, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The copy is valid for the state *and* the source it was made from (red team: an edited
+    function kept running its old copy, with notes pointing at the wrong lines)."""
+    project, user = failing
+    project.build(CompileSettings(backend="python", specialize=("rsi_user_failing:ratio",)))
+    build = project.load_active()
+    user_module = importlib.import_module("rsi_user_failing")
+    user.write_text("# edited after the build\n" + USER_MODULE)
+    activate(build)
+    try:
+        with caplog.at_level(logging.WARNING, logger="runtime.optimized"):
+            with pytest.raises(ZeroDivisionError) as raised:
+                user_module.ratio(load_state(project.state_path), 1.0)
+    finally:
+        activate(None)
+    assert not getattr(raised.value, "__notes__", [])  # the generic function raised it
+    assert [r.getMessage() for r in caplog.records] == [
+        f"build {build.build_id} has a copy made from another version of {user} (rebuild to "
+        "specialize the current one) for rsi_user_failing:ratio; calling the generic function"
     ]
