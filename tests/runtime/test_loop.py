@@ -85,7 +85,9 @@ def test_a_small_budget_is_kept(reference: LoopResult, tmp_path: Path, module_ca
     manifest = result.manifest
     setup_s = manifest.seconds["start"] + manifest.seconds["evidence"]
     assert setup_s < budget_s / 2
-    assert manifest.stop_reason.startswith(f"budget {budget_s:g} s spent"), manifest.stop_reason
+    if not manifest.stop_reason.startswith(f"budget {budget_s:g} s spent"):
+        # Done before the budget ran out (a quiet machine): nothing left to bound.
+        assert manifest.elapsed_s <= budget_s, manifest.stop_reason
     gates = [
         sum(float(d["seconds"].get(k, 0.0)) for k in ("build", "sandbox", "evaluate", "gate"))
         for d in manifest.decisions
