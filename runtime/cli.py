@@ -32,6 +32,7 @@ __all__ = [
     "project_from",
     "settings_from",
     "int_in",
+    "float_in",
     "SEED",
     "JOBS",
 ]
@@ -83,6 +84,21 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]``, refused in one line."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{value:g} is not in [{low:g}, {high:g}]")
         return value
 
     return parse

@@ -14,7 +14,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from runtime.cli import JOBS, project_from, settings_from
+from runtime.cli import JOBS, float_in, int_in, project_from, settings_from
 
 __all__ = ["register", "JsonFormatter"]
 
@@ -38,12 +38,20 @@ def register(
     p.add_argument("--poll", action="store_true", help="poll (file systems without events)")
     # Defaults are WatchSettings' (40, 400, 1000 ms; the README): `rsi --help` does not
     # import the watcher (jinja2, black, NumPy).
-    p.add_argument("--debounce-ms", type=float, help="quiet window before a change is judged")
-    p.add_argument("--max-wait-ms", type=float, help="judge a file that never settles after")
-    p.add_argument("--rescan-ms", type=float, help="compare content hashes this often")
+    p.add_argument(
+        "--debounce-ms", type=float_in(0, 60_000), help="quiet window before a change is judged"
+    )
+    p.add_argument(
+        "--max-wait-ms", type=float_in(1, 600_000), help="judge a file that never settles after"
+    )
+    p.add_argument(
+        "--rescan-ms", type=float_in(10, 3_600_000), help="compare content hashes this often"
+    )
     p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
     p.add_argument("--jobs", type=JOBS, default=2, help="compiler worker processes")
-    p.add_argument("--compile-nice", type=int, default=0, help="niceness added to compiler workers")
+    p.add_argument(
+        "--compile-nice", type=int_in(0, 19), default=0, help="niceness added to compiler workers"
+    )
     p.add_argument("--templates", type=Path, default=None, help="template folder to watch")
     p.add_argument(
         "--no-screen",

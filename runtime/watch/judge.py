@@ -20,7 +20,7 @@ from codegen.state import RSIState, dump_state, parse_state, read_state_file, st
 from codegen.toolchain import CompileSettings, content_key
 from runtime.evidence import data_fingerprint, gather
 from runtime.gate import Decision, Evidence, decide
-from runtime.ledger import CommitRequest
+from runtime.ledger import CommitRequest, check_version_jump
 from runtime.loader import LoadedBuild, load_build
 from runtime.promote import keep_rejected, promote, rejected_path
 from runtime.watch.changes import Change, ChangeFeed
@@ -109,6 +109,11 @@ def _candidate(
     data = saved
     versions = ctx.project.ledger.versions()
     newest = versions[-1] if versions else 0
+    try:  # a jump that would leave no next version is refused like any invalid save
+        check_version_jump(name, candidate.version, newest)
+    except RSIError as exc:
+        ctx.record(Outcome.REFUSED, str(exc), saved, None, change.at)
+        return replace(watched, judged=key)
     if saved != watched.good.data and candidate.version <= newest:
         if _unversioned(candidate) != _unversioned(watched.good.state):
             # A person saved an edit without bumping "version": it is committed as the next

@@ -249,3 +249,21 @@ def test_integers_out_of_range_are_refused_by_the_parser(
         main(argv)
     assert caught.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["watch", "--rescan-ms", "0"], "argument --rescan-ms: 0 is not in [10, 3.6e+06]"),
+        (["watch", "--debounce-ms", "-5"], "argument --debounce-ms: -5 is not in [0, 60000]"),
+        (["watch", "--debounce-ms", "nan"], "argument --debounce-ms: nan is not in [0, 60000]"),
+        (["watch", "--compile-nice", "100"], "argument --compile-nice: 100 is not in [0, 19]"),
+    ],
+)
+def test_watch_timings_out_of_range_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rescan-ms 0 spun a core at 100% (red team)."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
