@@ -549,10 +549,14 @@ def _history_candidate(args: argparse.Namespace) -> int:
 
 
 class _CliFormatter(logging.Formatter):
-    """``rsi: warning: message``, the form of the CLI's own error lines."""
+    """``rsi: warning: message``, the form of the CLI's own error lines; with ``-v``,
+    ``rsi: info: <module>: message``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"rsi: {record.levelname.lower()}: {record.getMessage()}"
+        if record.levelno >= logging.WARNING:
+            return f"rsi: {record.levelname.lower()}: {record.getMessage()}"
+        # -v: progress lines name the module they come from.
+        return f"rsi: {record.levelname.lower()}: {record.name}: {record.getMessage()}"
 
 
 def _configure_logging(*, verbose: bool) -> None:

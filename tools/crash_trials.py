@@ -87,9 +87,9 @@ CANDIDATE = "cand.json"
 #: from the start), plus a random delay of up to the seconds given.
 GATE_PHASES = {
     "start": ("", 20.0),
-    "evaluate": ("INFO:runtime.promote:judging", 6.0),
-    "gate": ("INFO:runtime.sandbox:", 1.0),
-    "commit": ("INFO:runtime.gate:", 0.3),
+    "evaluate": ("rsi: info: runtime.promote: judging", 6.0),
+    "gate": ("rsi: info: runtime.sandbox: ", 1.0),
+    "commit": ("rsi: info: runtime.gate: ", 0.3),
 }
 REJECTED = "rsi_state.rejected.json"
 # Measure the incumbent (v2) once in the base project, and build both gate candidates, so a
