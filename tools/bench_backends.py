@@ -1,5 +1,5 @@
 """Nuitka vs Cython vs pure Python on the same generated modules: cold compile, one-module
-rebuild, and call speed of the model's hot path (``scoring.decide``).
+rebuild, and call speed of the model's hot path (``scoring.decide_story``, one question).
 
     python tools/bench_backends.py [--backends python,cython,nuitka] [--calls 20000]
         [--samples 15] [--out bench_backends.json]
@@ -7,7 +7,7 @@ rebuild, and call speed of the model's hot path (``scoring.decide``).
 Each backend compiles the shipped state's modules into a fresh cache (cold; Cython includes
 its shared utility module, Nuitka starts with an empty NUITKA_CACHE_DIR), then the state with
 one scoring coefficient changed (only ``scoring`` differs: a one-module rebuild). Call speed:
-``--samples`` timings of ``--calls`` calls of ``decide`` per backend, interleaved so machine
+``--samples`` timings of ``--calls`` calls of ``decide_story`` per backend, interleaved so machine
 noise hits all alike; ratios against the pure-Python tier with a Mann-Whitney U test
 (scipy.stats). Raw samples go to ``--out``.
 
@@ -34,7 +34,8 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from codegen.compile import compile_modules  # noqa: E402
+from codegen.compile import CompiledModule, compile_modules  # noqa: E402
+from codegen.plan import plan  # noqa: E402
 from codegen.render import render_sources  # noqa: E402
 from codegen.state import load_state  # noqa: E402
 from codegen.toolchain import BACKENDS, CompileSettings  # noqa: E402
@@ -77,9 +78,8 @@ def main() -> int:
             print(
                 f"{backend}: cold {cold:.1f} s, rebuild {rebuild:.1f} s, tiers {tiers}", flush=True
             )
-            decide[backend] = _load_scoring(backend, compiled["scoring"].artifact, cache)
-    rows = int(sources["scoring"].split("rows: int = ", 1)[1].split("\n", 1)[0])
-    samples = _time_calls(decide, rows, args.calls, args.samples)
+            decide[backend] = _load_scoring(backend, compiled, cache)
+    samples = _time_calls(decide, plan(state).n_rows, args.calls, args.samples)
     for backend, values in samples.items():
         results[backend]["decide_us"] = values
     _table(results, samples, args.backends.split(","))
@@ -111,35 +111,40 @@ def _feedback() -> int:
     return 0
 
 
-def _load_scoring(backend: str, artifact: Path, cache: Path) -> Any:
+def _load_scoring(backend: str, compiled: dict[str, CompiledModule], cache: Path) -> Any:
+    """The compiled ``scoring`` module, in a package that also finds the modules it imports."""
     if backend == "cython":
         shared = next(cache.glob("_rsi_cyutility_*/*.so"))
         exec_artifact(shared.stem.split(".")[0], shared)
     package = f"rsi_bench_{backend}"
     pkg = types.ModuleType(package)
-    pkg.__path__ = [str(artifact.parent)]
+    pkg.__path__ = [str(m.artifact.parent) for m in compiled.values()]
     sys.modules[package] = pkg
-    return exec_artifact(f"{package}.scoring", artifact)
+    return exec_artifact(f"{package}.scoring", compiled["scoring"].artifact)
 
 
 def _time_calls(
     modules: dict[str, Any], rows: int, calls: int, samples: int
 ) -> dict[str, list[float]]:
-    """Microseconds per ``decide`` call (the selftest's fixed scores over ``rows`` evidence
-    rows, 7 candidates), ``samples`` rounds, backends interleaved."""
+    """Microseconds per ``decide_story`` call on one question (the selftest's fixed scores
+    over ``rows`` evidence rows, 7 candidates), ``samples`` rounds, backends interleaved."""
     any_module = next(iter(modules.values()))
     n = 7
     scores = np.array(
-        [[((r * 7 + c * 3) % 11) / 11.0 for c in range(n)] for r in range(rows)], dtype=np.float64
+        [[[((r * 7 + c * 3) % 11) / 11.0 for c in range(n)] for r in range(rows)]],
+        dtype=np.float64,
     )
-    flags = np.zeros(max(len(any_module.ROUTE_WORDS), 1), dtype=np.uint8)
+    n_cand = np.array([n], dtype=np.int32)
+    flags = np.zeros((1, max(len(any_module.ROUTE_WORDS), 1)), dtype=np.uint8)
+    best = np.zeros(1, dtype=np.int32)
+    confidence = np.zeros(1, dtype=np.float64)
     out: dict[str, list[float]] = {b: [] for b in modules}
     for _ in range(samples):
         for backend, module in modules.items():
-            decide = module.decide
+            decide = module.decide_story
             start = time.perf_counter()
             for _ in range(calls):
-                decide(scores, n, flags)
+                decide(scores, n_cand, flags, 1, best, confidence)
             out[backend].append((time.perf_counter() - start) / calls * 1e6)
     return out
 

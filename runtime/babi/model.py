@@ -2,7 +2,7 @@
 
 A story is encoded once (``encoding`` module) into integer-coded facts, per-story buffers and
 attention weights; then each question costs one ``experts.run`` (typed loops), one
-``knowledge.run`` (the learned associations) and one ``scoring.decide``. The model never
+``knowledge.run`` (the learned associations) and one ``scoring.decide_story``. The model never
 sees a task number or a file name.
 """
 
@@ -166,9 +166,12 @@ class BabiModel:
 
     def choose(self, prepared: Prepared, index: int) -> tuple[int, float]:
         """``(candidate index, confidence)`` for question ``index`` of a prepared story."""
-        n_cand = self.evidence(prepared, index)
-        best, confidence = self.scoring.decide(prepared.scores, n_cand, prepared.route_flags[index])
-        return int(best), float(confidence)
+        n_cand = np.array([self.evidence(prepared, index)], dtype=np.int32)
+        best = np.zeros(1, dtype=np.int32)
+        confidence = np.zeros(1, dtype=np.float64)
+        flags = prepared.route_flags[index : index + 1]
+        self.scoring.decide_story(prepared.scores[np.newaxis], n_cand, flags, 1, best, confidence)
+        return int(best[0]), float(confidence[0])
 
     def answer_all(self, prepared: Prepared) -> list[tuple[str, float]]:
         """``(choice, confidence)`` for every question of a prepared story (one typed loop)."""

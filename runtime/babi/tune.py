@@ -1,9 +1,9 @@
 """Proposal screening and seeded search over scoring coefficients, weights and routing rules.
 
 Experts write raw evidence rows that do not depend on any coefficient, weight or rule: those
-are applied only by the generated ``scoring.decide``. So the evidence of a split is collected
+are applied only by the generated ``scoring.decide_story``. So the evidence of a split is collected
 once with any build of the same experts, and a proposal is screened with NumPy in
-milliseconds, no rendering or compiling. :func:`screen` replays ``decide`` operation for
+milliseconds, no rendering or compiling. :func:`screen` replays ``decide_story`` operation for
 operation (same products, same summation order, lowest index wins ties), so its choices equal
 the compiled model's; the RSI loop reuses it as its proposal screener.
 """
