@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from codegen.compile import (
     CompiledModule,
@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound=Exception)
 
 CACHE_DIR = ".cache"
 _BUILD_ID = re.compile(r"[0-9a-f]{16}")
@@ -134,7 +136,6 @@ def _build_state(
     from codegen.check import check_sources, guard_sources, lint_sources
     from codegen.diagnostics import with_origin
     from codegen.render import module_names, render_sources
-    from codegen.specialize import specialize_target, with_user_lines
 
     start = time.perf_counter()
     cache = generated_dir / CACHE_DIR
@@ -153,7 +154,7 @@ def _build_state(
         sources = render_sources(state, template_dir, cache / "black")
     except RenderError as exc:
         raise with_origin(exc, state, template_dir, None) from None
-    specialized = tuple(specialize_target(target, state) for target in settings.specialize)
+    specialized = _specialized(settings, state)
     copies = {copy.module: copy.source for copy in specialized}
     sources.update(copies)
     build_id = plan_build_id(state, sources, settings)
@@ -177,14 +178,15 @@ def _build_state(
             if shared is not None:
                 shared.result()
     except (CheckError, CompileError) as exc:
-        raise with_user_lines(with_origin(exc, state, template_dir, sources), specialized) from None
+        error = with_origin(exc, state, template_dir, sources)
+        raise _with_user_lines(error, specialized) from None
     for name in sorted(n for n, m in compiled.items() if m.tier != settings.backend):
         problem = _pure_tier_problem(name, sources[name])
         if problem:
             first = compiled[name].attempts[0].diagnostic
             error = CompileError(f"{first}; its pure-Python fallback fails: {problem}")
             error = with_origin(error, state, template_dir, sources)
-            raise with_user_lines(error, specialized) from None
+            raise _with_user_lines(error, specialized) from None
     if compiled:
         origins = _origins(compiled, state, template_dir, specialized, sources)
         published = _Published(sources, compiled, specialized, origins)
@@ -312,9 +314,29 @@ def _origins(
     return found
 
 
+def _specialized(settings: CompileSettings, state: RSIState) -> tuple[Specialized, ...]:
+    """The specialized copy of each of ``settings.specialize``'s targets."""
+    if not settings.specialize:
+        return ()  # libcst's codemods, about a third of a fresh `rsi build`: only when asked
+    from codegen.specialize import specialize_target
+
+    return tuple(specialize_target(target, state) for target in settings.specialize)
+
+
+def _with_user_lines(exc: _E, specialized: Sequence[Specialized]) -> _E:
+    """``exc`` naming the user's line behind each line of a specialized copy it names."""
+    if not specialized:
+        return exc
+    from codegen.specialize import with_user_lines
+
+    return with_user_lines(exc, specialized)
+
+
 def _user_line(diagnostic: str, specialized: Sequence[Specialized]) -> str:
     """``from /src/m.py:40`` when ``diagnostic`` names a line of a specialized copy, or ``""``."""
-    from codegen.specialize import first_user_line  # libcst: imported on first use
+    if not specialized:
+        return ""
+    from codegen.specialize import first_user_line
 
     where = first_user_line(diagnostic, specialized)
     return f"from {where}" if where else ""

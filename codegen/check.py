@@ -25,12 +25,13 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-
-import libcst as cst
-from mypy import api as mypy_api
+from typing import TYPE_CHECKING
 
 from codegen.errors import CheckError
 from codegen.fsutil import process_alive
+
+if TYPE_CHECKING:
+    import libcst as cst
 
 __all__ = [
     "ALLOWED_BUILTINS",
@@ -133,6 +134,8 @@ MYPY_FLAGS: tuple[str, ...] = (
 
 def parse_checked(name: str, source: str) -> cst.Module:
     """Parse ``source`` with libcst and run the :func:`guard` on it."""
+    import libcst as cst  # libcst and mypy: imported on first use, not for known-good code
+
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
@@ -223,6 +226,8 @@ def type_check(
             (package / f"{name}.py").write_text(source)
         paths = [str(package / f"{name}.py") for name in pending]
         cache = ok_dir.parent / "mypy_cache"
+        from mypy import api as mypy_api
+
         stdout, stderr, status = mypy_api.run([*MYPY_FLAGS, f"--cache-dir={cache}", *paths])
     if status != 0:
         first = (stdout.strip() or stderr.strip()).splitlines()[0]

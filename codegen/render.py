@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import black
 import jinja2
 
 from codegen.errors import RenderError
@@ -38,7 +37,7 @@ TEMPLATE_DIR = Path(__file__).with_name("templates")
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-_BLACK_MODE = black.Mode(line_length=100)
+_BLACK_LINE_LENGTH = 100
 
 
 def render_sources(
@@ -128,10 +127,7 @@ def render_module(
     memo = memo_dir / hashlib.sha256(raw.encode()).hexdigest() if memo_dir else None
     if memo is not None and memo.exists():
         return memo.read_text()
-    try:
-        formatted = black.format_str(raw, mode=_BLACK_MODE)
-    except black.parsing.InvalidInput as exc:
-        raise RenderError(f"{template_name}: rendered source is not valid Python: {exc}") from None
+    formatted = _black(raw, template_name)
     if memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(memo, formatted.encode())
@@ -197,3 +193,12 @@ def _environment(template_dir: str) -> jinja2.Environment:
         COMPOSITE_WIDTH=COMPOSITE_WIDTH,
     )
     return env
+
+
+def _black(raw: str, template_name: str) -> str:
+    import black  # imported on first use: a rendering seen before is memoized
+
+    try:
+        return black.format_str(raw, mode=black.Mode(line_length=_BLACK_LINE_LENGTH))
+    except black.parsing.InvalidInput as exc:
+        raise RenderError(f"{template_name}: rendered source is not valid Python: {exc}") from None

@@ -379,9 +379,7 @@ class Project:
         """
         remove_stale_staging(self.generated_dir)
         remove_stale_staging(self.generated_dir / CACHE_DIR)
-        from codegen.check import (
-            remove_stale_mypy_dirs,
-        )  # mypy and libcst: imported late
+        from codegen.check import remove_stale_mypy_dirs  # not for commands that only read
 
         remove_stale_mypy_dirs()
         name, stem = self.state_path.name, self.state_path.stem
