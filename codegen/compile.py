@@ -25,15 +25,19 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from codegen.errors import CompileError
 from codegen.fsutil import discard, staging
@@ -56,6 +60,8 @@ __all__ = [
     "module_key",
     "compile_modules",
     "die_with_parent",
+    "prestart_worker",
+    "stop_workers",
     "start_shared_utility",
     "shared_utility",
 ]
@@ -226,22 +232,23 @@ def _in_worker(
     The worker gets a session of its own: a terminal's Ctrl-C, sent to the whole foreground
     process group, reaches only the caller, which decides. ``rsi watch`` lets the compile in
     flight finish; :func:`compile_modules` kills its workers on KeyboardInterrupt. A worker
-    dies with its caller all the same (:func:`_die_with_parent`).
+    dies with its caller all the same (:func:`die_with_parent`). With ``worker_nice`` set
+    (watch mode) the job goes to a warm worker, kept between jobs (:func:`prestart_worker`).
     """
-    spec = {
+    spec: dict[str, object] = {
         "job": job,
         "settings": asdict(settings),
         "cache_dir": str(cache_dir),
-        "parent_pid": os.getpid(),
     }
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_IMPORT_ROOT, *sys.path[1:]]))
+    if settings.worker_nice is not None:
+        return _in_warm_worker(spec, settings.worker_nice, started)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "codegen.compile"],
+        [sys.executable, "-m", "codegen.compile", str(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=_worker_env(),
         start_new_session=True,
     )
     started.append(proc)
@@ -278,29 +285,172 @@ def _attempt(raw: dict[str, object]) -> Attempt:
     return Attempt(**{**raw, "flags": tuple(raw["flags"])})  # type: ignore[arg-type]
 
 
-def _worker_main() -> int:
-    """``python -m codegen.compile``: compile one job read as JSON from stdin."""
+def prestart_worker(settings: CompileSettings) -> None:
+    """Start a warm worker for ``settings`` now, so that the first compile finds one (watch
+    mode, before the first edit). Only for settings that compile in workers
+    (``worker_nice`` set); a worker idle for :data:`WARM_IDLE_S` exits."""
+    if settings.worker_nice is not None and settings.backend != "python":
+        _release_warm(settings.worker_nice, _start_warm(settings.worker_nice))
+
+
+def stop_workers(timeout_s: float = 10.0) -> None:
+    """End every idle warm worker (closing its stdin) and wait for it; kill one that takes
+    longer than ``timeout_s``. Watch mode calls this when it stops."""
+    with _warm_lock:
+        idle = [proc for procs in _warm_idle.values() for proc in procs]
+        _warm_idle.clear()
+    for proc in idle:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in idle:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+#: A warm worker exits after this long without a job (a later compile starts a new one).
+WARM_IDLE_S = 300.0
+_warm_lock = threading.Lock()
+_warm_idle: dict[int, list[subprocess.Popen[str]]] = {}
+
+
+def _in_warm_worker(
+    spec: dict[str, object], nice: int, started: list[subprocess.Popen[str]]
+) -> dict[str, object]:
+    """Run one job in a warm worker at niceness ``nice`` (one from the idle list, or a new
+    one). A reused worker that ended meanwhile (its idle time ran out) is replaced once."""
+    proc, reused = _take_warm(nice)
+    started.append(proc)
+    answer = _ask(proc, spec)
+    if answer is None and reused:
+        proc = _start_warm(nice)
+        started.append(proc)
+        answer = _ask(proc, spec)
+    if answer is None:
+        raise CompileError(f"compile worker died (exit status {proc.wait()})")
+    _release_warm(nice, proc)
+    if "error" in answer:
+        raise CompileError(str(answer["error"]))
+    result: dict[str, object] = answer["ok"]  # type: ignore[assignment]
+    return result
+
+
+def _ask(proc: subprocess.Popen[str], spec: dict[str, object]) -> dict[str, object] | None:
+    """Send one job line to a warm worker and read its answer line; None if it is gone."""
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps(spec) + "\n")
+        proc.stdin.flush()
+    except BrokenPipeError:
+        return None
+    line = proc.stdout.readline()
+    if not line:
+        return None
+    answer: dict[str, object] = json.loads(line)
+    return answer
+
+
+def _take_warm(nice: int) -> tuple[subprocess.Popen[str], bool]:
+    with _warm_lock:
+        idle = _warm_idle.setdefault(nice, [])
+        while idle:
+            proc = idle.pop()
+            if proc.poll() is None:
+                return proc, True
+    return _start_warm(nice), False
+
+
+def _release_warm(nice: int, proc: subprocess.Popen[str]) -> None:
+    with _warm_lock:
+        _warm_idle.setdefault(nice, []).append(proc)
+
+
+def _start_warm(nice: int) -> subprocess.Popen[str]:
+    """``python -m codegen.compile PID --serve NICE``. Its stderr goes to an unnamed temp
+    file: a pipe nobody reads between jobs could fill and stall it."""
+    pid, idle = str(os.getpid()), str(WARM_IDLE_S)
+    cmd = [sys.executable, "-m", "codegen.compile", pid, "--serve", str(nice), idle]
+    with tempfile.TemporaryFile("w+") as log:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=_worker_env(),
+            start_new_session=True,
+        )
+
+
+def _worker_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([_IMPORT_ROOT, *sys.path[1:]]))
+
+
+def _worker_main(argv: list[str]) -> int:
+    """``python -m codegen.compile PARENT_PID``: compile one job read as JSON from stdin.
+    With ``--serve NICE IDLE_S``: a warm worker, one JSON job per line, one answer line each."""
+    if argv[1:2] == ["--serve"]:
+        # Not PR_SET_PDEATHSIG: its "parent" is the thread that started the worker, and a
+        # warm worker outlives the pool thread of one build. The parent's end of stdin
+        # closes when it dies: the worker then reads EOF and exits.
+        if os.getppid() != int(argv[0]):
+            return 1
+        return _serve(int(argv[2]), float(argv[3]))
+    die_with_parent(int(argv[0]))
     spec = json.loads(sys.stdin.read())
-    die_with_parent(int(spec["parent_pid"]))
+    try:
+        print(json.dumps(_run_job(spec)))
+    except CompileError as exc:
+        print(f"rsi-compile-error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(nice: int, idle_s: float) -> int:
+    """Answer jobs until stdin closes or none comes for ``idle_s``."""
+    if nice:
+        os.nice(nice)  # inherited by the C compiler it runs
+    _warm_up()
+    while select.select([sys.stdin], [], [], idle_s)[0]:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        try:
+            answer: dict[str, object] = {"ok": _run_job(json.loads(line))}
+        except CompileError as exc:
+            answer = {"error": str(exc)}
+        try:
+            print(json.dumps(answer), flush=True)
+        except BrokenPipeError:
+            break  # the caller is gone
+    return 0
+
+
+def _warm_up() -> None:
+    """What a first Cython compile in a process costs (its imports, lexicon and builtins:
+    about a second), paid before the first job arrives."""
+    from codegen.diagnostics import parse_compiler_message  # noqa: F401  (its imports)
+
+    with tempfile.TemporaryDirectory(prefix="rsi-warm-") as tmp:
+        source = Path(tmp) / "warm.py"
+        source.write_text("import cython\n\nX: cython.int = 1\n")
+        _cythonize(source, source.with_suffix(".c"), "warm", CompileSettings())
+
+
+def _run_job(spec: dict[str, Any]) -> dict[str, object]:
     raw = spec["settings"]
     settings = CompileSettings(
         **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
     )
     cache_dir = Path(spec["cache_dir"])
-    if settings.worker_nice:
-        os.nice(settings.worker_nice)  # inherited by the C compiler it runs
-    try:
-        if spec["job"] is None:
-            shared_utility(settings, cache_dir)
-            print(json.dumps({}))
-        else:
-            name, source, key = spec["job"]
-            done = _compile_with_feedback(name, source, key, settings, cache_dir)
-            print(json.dumps({**asdict(done), "artifact": str(done.artifact)}))
-    except CompileError as exc:
-        print(f"rsi-compile-error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    if spec["job"] is None:
+        shared_utility(settings, cache_dir)
+        return {}
+    name, source, key = spec["job"]
+    done = _compile_with_feedback(name, source, key, settings, cache_dir)
+    return {**asdict(done), "artifact": str(done.artifact)}
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -586,4 +736,4 @@ def _drop(entry: Path, why: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_worker_main())
+    sys.exit(_worker_main(sys.argv[1:]))

@@ -48,6 +48,7 @@ import threading
 import time
 from pathlib import Path
 
+from codegen.compile import prestart_worker, stop_workers
 from codegen.errors import RSIError
 from codegen.render import TEMPLATE_DIR
 from runtime.ledger import ledger_path
@@ -186,6 +187,7 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
     project = ctx.project
     feed = ChangeFeed(project.state_path, ctx.template_dir)
     observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
+    prestart_worker(ctx.settings.compile)  # warm (Cython loaded) before the first edit
     compiler = CompileQueue()
     compiling = threading.Thread(target=compiler.serve, args=(ctx,), name="rsi-compile")
     compiling.start()
@@ -209,6 +211,7 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
         compiler.close()
         compiling.join()
         observer.join()
+        stop_workers()
         logger.info("stopped")
 
 

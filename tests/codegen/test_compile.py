@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from codegen.compile import compile_modules, module_key
+import codegen.compile
+from codegen.compile import compile_modules, module_key, prestart_worker, stop_workers
 from codegen.errors import CompileError
 from codegen.toolchain import CompileSettings
 
@@ -85,3 +90,71 @@ class TestWorkerNice:
         assert out["m"].artifact.exists() and not out["m"].cache_hit
         with pytest.raises(AssertionError, match="calling interpreter"):
             compile_modules({"n": SRC}, replace(s, worker_nice=None), tmp_path)
+
+
+class TestWarmWorkers:
+    """``worker_nice`` set (watch mode): jobs go to warm workers kept between compiles."""
+
+    @pytest.fixture(autouse=True)
+    def _fresh_pool(self) -> Iterator[None]:
+        stop_workers()
+        yield
+        stop_workers()
+
+    def test_a_second_compile_reuses_the_worker(self, tmp_path: Path) -> None:
+        s = CompileSettings(shared_utility=False, worker_nice=0)
+        compile_modules({"m": SRC}, s, tmp_path)
+        (first,) = codegen.compile._warm_idle[0]
+        out = compile_modules({"n": SRC.replace("1.0", "2.0")}, s, tmp_path)
+        assert not out["n"].cache_hit and out["n"].tier == "cython"
+        assert codegen.compile._warm_idle[0] == [first] and first.poll() is None
+
+    def test_a_worker_gone_meanwhile_is_replaced(self, tmp_path: Path) -> None:
+        s = CompileSettings(shared_utility=False, worker_nice=0)
+        prestart_worker(s)
+        (gone,) = codegen.compile._warm_idle[0]
+        gone.kill()
+        gone.wait()
+        assert compile_modules({"m": SRC}, s, tmp_path)["m"].tier == "cython"
+        (fresh,) = codegen.compile._warm_idle[0]
+        assert fresh.pid != gone.pid
+
+    def test_a_cython_error_in_the_worker_falls_back_and_keeps_it(self, tmp_path: Path) -> None:
+        s = CompileSettings(shared_utility=False, worker_nice=0)
+        bad = "import cython\n\n\ndef g() -> int:\n    x: cython.int = 'text'\n    return 1\n"
+        out = compile_modules({"m": bad}, s, tmp_path)["m"]
+        assert out.tier == "python"
+        assert [a.outcome for a in out.attempts] == ["failed", "fallback"]
+        (alive,) = codegen.compile._warm_idle[0]
+        assert alive.poll() is None
+
+    def test_an_idle_worker_exits(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(codegen.compile, "WARM_IDLE_S", 0.5)
+        prestart_worker(CompileSettings(worker_nice=0))
+        (proc,) = codegen.compile._warm_idle[0]
+        assert proc.wait(timeout=30) == 0
+
+    def test_a_worker_exits_when_its_caller_is_killed(self) -> None:
+        caller = (
+            "import sys, time, codegen.compile as c\n"
+            "from codegen.toolchain import CompileSettings\n"
+            "c.prestart_worker(CompileSettings(worker_nice=0))\n"
+            "print(c._warm_idle[0][0].pid, flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", caller], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        proc.kill()  # kill -9: nothing runs in the caller
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
+            assert time.monotonic() < deadline, "the warm worker outlived its caller"
+            time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
