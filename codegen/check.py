@@ -168,7 +168,7 @@ def guard_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
     compiler; a known-good source costs one ``stat``.
     """
     for name, source in sources.items():
-        if not (ok_dir / f"src-{_sha(source)}").exists():
+        if not (ok_dir / f"src-{_closure_sha(name, sources)}").exists():
             guard(name, source)
 
 
@@ -184,16 +184,14 @@ def check_sources(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
     """Run every check on modules not already known good; return the names mypy checked.
 
     ``ok_dir`` keeps empty marker files: ``src-<hash>`` for a source that passed everything,
-    ``<hash>`` for a type skeleton that passed mypy.
+    ``<hash>`` for a type skeleton that passed mypy. Both hash the module with every sibling
+    it imports (``from . import x``, transitively): a changed sibling checks it again.
     """
-    fresh = {
-        name: source
-        for name, source in sources.items()
-        if not (ok_dir / f"src-{_sha(source)}").exists()
-    }
+    markers = {name: ok_dir / f"src-{_closure_sha(name, sources)}" for name in sources}
+    fresh = {name: source for name, source in sources.items() if not markers[name].exists()}
     checked = type_check(fresh, ok_dir, siblings=sources)
-    for source in fresh.values():
-        (ok_dir / f"src-{_sha(source)}").touch()
+    for name in fresh:
+        markers[name].touch()
     return checked
 
 
@@ -206,11 +204,12 @@ def type_check(
     ``from . import x``) without reporting on them.
     """
     ok_dir.mkdir(parents=True, exist_ok=True)
+    build = {**(siblings or {}), **sources}
     pending: dict[str, str] = {}
     for name, source in sources.items():
         parse_checked(name, source)
-        skeleton = type_skeleton(source)
-        digest = hashlib.sha256(skeleton.encode()).hexdigest()
+        seen = "\0".join(type_skeleton(build[n]) for n in _with_imports(name, build))
+        digest = hashlib.sha256(seen.encode()).hexdigest()
         if not (ok_dir / digest).exists():
             pending[name] = digest
     if not pending:
@@ -222,7 +221,7 @@ def type_check(
         package = Path(tmp) / "build"
         package.mkdir()
         (package / "__init__.py").write_text("")
-        for name, source in {**(siblings or {}), **sources}.items():
+        for name, source in build.items():
             (package / f"{name}.py").write_text(source)
         paths = [str(package / f"{name}.py") for name in pending]
         cache = ok_dir.parent / "mypy_cache"
@@ -307,6 +306,25 @@ def lint_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _closure_sha(name: str, sources: Mapping[str, str]) -> str:
+    return _sha("\0".join(f"{n}\0{sources[n]}" for n in _with_imports(name, sources)))
+
+
+def _with_imports(name: str, sources: Mapping[str, str]) -> list[str]:
+    """``name``, then the siblings in ``sources`` it imports (``from . import x``),
+    transitively, sorted."""
+    found: set[str] = set()
+    todo = [name]
+    while todo:
+        tree = ast.parse(sources[todo.pop()])
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
+                new = {a.name for a in node.names if a.name in sources} - found - {name}
+                found |= new
+                todo.extend(new)
+    return [name, *sorted(found)]
 
 
 _DUNDER = re.compile(r"__\w*__")

@@ -175,3 +175,11 @@ class TestMypy:
     def test_coefficient_change_costs_no_mypy_run(self, tmp_path: Path) -> None:
         assert check_sources({"m": GOOD}, tmp_path) == ["m"]
         assert check_sources({"m": GOOD.replace("1.5", "3.5")}, tmp_path) == []
+
+    def test_a_changed_sibling_checks_its_importer_again(self, tmp_path: Path) -> None:
+        user = "from . import lib\n\n\ndef f() -> int:\n    return lib.g()\n"
+        lib = "def g() -> int:\n    return 1\n"
+        assert check_sources({"user": user, "lib": lib}, tmp_path) == ["lib", "user"]
+        changed = lib.replace("-> int:\n    return 1", "-> str:\n    return 'x'")
+        with pytest.raises(CheckError, match=r"^mypy: user.py:5: error: Incompatible return"):
+            check_sources({"user": user, "lib": changed}, tmp_path)
