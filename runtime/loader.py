@@ -29,6 +29,7 @@ __all__ = [
     "LoadError",
     "LoadedBuild",
     "exec_artifact",
+    "import_package",
     "load_build",
     "load_shipped",
     "loaded_builds",
@@ -38,7 +39,7 @@ _loaded: dict[Path, LoadedBuild] = {}
 # A module whose artifact is byte-identical to one already imported is the same code: the
 # new build reuses that module object (a coefficient change imports one module, not all).
 _by_artifact: dict[tuple[str, str], types.ModuleType] = {}
-_guard = threading.Lock()
+_guard = threading.RLock()  # import_package runs under load_build's hold of it
 
 
 class LoadError(RSIError):
@@ -115,32 +116,46 @@ def _import(build_dir: Path, allowed_modules: Collection[str]) -> LoadedBuild:
     shared = manifest.shared_module
     if shared is not None and shared.name not in sys.modules:
         exec_artifact(shared.name, build_dir / shared.artifact)
-    package = f"rsi_build_{build_id}"
+    artifacts = {
+        name: (build_dir / info.artifact, info.artifact_sha256)
+        for name, info in manifest.modules.items()
+    }
+    modules = import_package(f"rsi_build_{build_id}", artifacts)
+    return LoadedBuild(
+        build_id, manifest.tier, build_dir, manifest, modules, state
+    )
+
+
+def import_package(
+    package: str, artifacts: Mapping[str, tuple[Path, str]]
+) -> Mapping[str, types.ModuleType]:
+    """Import every artifact (``name -> (path, sha256)``) as ``package.<name>``.
+
+    A module reaches a sibling (``from . import reasoning``) through the package, which
+    imports it from ``artifacts`` first: the package has no search path. A module whose
+    artifact is byte-identical to one already imported is that module object.
+    """
     pkg = types.ModuleType(package)
-    # No search path: a module of this build reaches a sibling (``from . import reasoning``)
-    # only through ``sibling`` below, which imports it from the manifest first.
     pkg.__path__ = []
     modules: dict[str, types.ModuleType] = {}
 
     def sibling(name: str) -> types.ModuleType:
         if name not in modules:
-            info = manifest.modules.get(name)
-            if info is None:
-                raise AttributeError(f"build {build_id} has no module {name!r}")
-            digest = (name, info.artifact_sha256)
-            if digest not in _by_artifact:
-                _by_artifact[digest] = exec_artifact(f"{package}.{name}", build_dir / info.artifact)
-            modules[name] = _by_artifact[digest]
+            if name not in artifacts:
+                raise AttributeError(f"{package} has no module {name!r}")
+            path, sha256 = artifacts[name]
+            with _guard:
+                if (name, sha256) not in _by_artifact:
+                    _by_artifact[name, sha256] = exec_artifact(f"{package}.{name}", path)
+                modules[name] = _by_artifact[name, sha256]
             setattr(pkg, name, modules[name])
         return modules[name]
 
     setattr(pkg, "__getattr__", sibling)  # noqa: B010 - module __getattr__ (PEP 562)
     sys.modules[package] = pkg
-    for name in manifest.modules:
+    for name in artifacts:
         sibling(name)
-    return LoadedBuild(
-        build_id, manifest.tier, build_dir, manifest, types.MappingProxyType(modules), state
-    )
+    return types.MappingProxyType(modules)
 
 
 def exec_artifact(fullname: str, path: Path) -> types.ModuleType:

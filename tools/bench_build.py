@@ -264,7 +264,9 @@ def _cli_startup(root: Path, runs: int, trees: list[str]) -> dict[str, object]:
 
 def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO)) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=_env(tree))
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(tree))
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
     return time.perf_counter() - start
 
 

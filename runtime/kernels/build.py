@@ -16,13 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.compile import compile_modules, shared_utility
+from codegen.compile import CompiledModule, compile_modules, shared_utility
 from codegen.render import render_module
 from codegen.state import AttentionMechanism, RSIState
 from codegen.toolchain import CompileSettings
-from runtime.loader import exec_artifact
+from runtime.loader import exec_artifact, import_package
 
 __all__ = [
+    "CHECKS",
     "MODULES",
     "ENTRY_POINTS",
     "KernelModule",
@@ -36,6 +37,8 @@ MODULES: dict[AttentionMechanism, str] = {
     AttentionMechanism.sdpa: "attention",
     **{m: f"attention_{m.value}" for m in AttentionMechanism if m is not AttentionMechanism.sdpa},
 }
+#: The static module every kernel imports (``from . import kernel_checks``).
+CHECKS = "kernel_checks"
 #: Public kernel function of each mechanism's module.
 ENTRY_POINTS: dict[AttentionMechanism, str] = {m: m.value for m in AttentionMechanism}
 
@@ -84,7 +87,9 @@ def kernel_modules(
     """Several mechanisms' modules for ``state``, compiled in parallel (``settings.jobs``)."""
     wanted = list(mechanisms)
     sources = {MODULES[m]: module_source(state, m) for m in wanted}
+    sources[CHECKS] = render_module(CHECKS, state)
     compiled = compile_modules(sources, settings, cache_dir)
+    checks = compiled[CHECKS]
     out: dict[AttentionMechanism, KernelModule] = {}
     for mechanism in wanted:
         name = MODULES[mechanism]
@@ -92,23 +97,19 @@ def kernel_modules(
         with _guard:
             module = _loaded.get(done.key)
             if module is None:
-                module = _import(name, done.key, done.artifact, settings, cache_dir)
+                module = _import(done, checks, settings, cache_dir)
                 _loaded[done.key] = module
         out[mechanism] = KernelModule(mechanism, module, done.key, settings.backend, done.seconds)
     return out
 
 
 def _import(
-    name: str, key: str, artifact: Path, settings: CompileSettings, cache_dir: Path
+    done: CompiledModule, checks: CompiledModule, settings: CompileSettings, cache_dir: Path
 ) -> types.ModuleType:
-    package = f"rsi_kernel_{key[:16]}"
-    fullname = f"{package}.{name}"
-    if artifact.suffix != ".py":
-        if settings.backend == "cython" and settings.shared_utility:
-            shared = settings.shared_module_name
-            if shared not in sys.modules:
-                exec_artifact(shared, shared_utility(settings, cache_dir))
-        pkg = types.ModuleType(package)
-        pkg.__path__ = [str(artifact.parent)]
-        sys.modules[package] = pkg
-    return exec_artifact(fullname, artifact)
+    """Import a kernel module in a package of its own, with the static module it imports."""
+    if settings.backend == "cython" and settings.shared_utility:
+        shared = settings.shared_module_name
+        if shared not in sys.modules:
+            exec_artifact(shared, shared_utility(settings, cache_dir))
+    artifacts = {m.name: (m.artifact, m.sha256) for m in (done, checks)}
+    return import_package(f"rsi_kernel_{done.key[:16]}", artifacts)[done.name]

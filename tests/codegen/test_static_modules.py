@@ -12,7 +12,7 @@ from codegen.toolchain import CompileSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = json.loads((REPO / "rsi_state.json").read_text())
-STATIC = ("opcodes", "parsing", "reasoning", "selftests")
+STATIC = ("kernel_checks", "opcodes", "parsing", "reasoning", "selftests")
 
 
 def _state_bytes(lexicon_move: list[str] | None = None) -> bytes:

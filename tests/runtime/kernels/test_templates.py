@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codegen.check import check_sources
+from codegen.render import render_module
 from codegen.state import AttentionMechanism, RSIState
 from codegen.toolchain import CompileSettings
-from runtime.kernels.build import MODULES, kernel_module, module_source
+from runtime.kernels.build import CHECKS, MODULES, kernel_module, module_source
 from runtime.kernels.reference import max_rel_err
 from tests.runtime.kernels.cases import ARCHES, MASKS, make_case, make_state
 from tests.runtime.kernels.conftest import built
@@ -110,6 +111,7 @@ def test_every_mechanism_passes_the_build_checks(tmp_path: Path) -> None:
     """A build checks only the mechanism its state selects: each must pass guards and mypy."""
     state = make_state("odd")
     sources = {MODULES[m]: module_source(state, m) for m in M}
+    sources[CHECKS] = render_module(CHECKS, state)  # the static module every kernel imports
     assert sorted(check_sources(sources, tmp_path)) == sorted(sources)
 
 
