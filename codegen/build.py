@@ -350,13 +350,16 @@ def _publish_build(
     published: _Published,
     start: float,
 ) -> None:
+    from codegen.check import import_closure
+
     sources, compiled = published.sources, published.compiled
     build_id = plan_build_id(state, sources, settings)
-    modules: dict[str, object] = {}
+    modules: dict[str, dict[str, object]] = {}
     with staging(generated_dir) as work:
         for name, source in sources.items():
             (work / f"{name}.py").write_text(source)
             modules[name] = _install(compiled[name], source, work, published.origins.get(name))
+            modules[name]["imports"] = import_closure(name, sources)[1:]
         shared: dict[str, str] | None = None
         if _shared_name(settings):
             lib = shared_utility(settings, generated_dir / CACHE_DIR)

@@ -41,6 +41,7 @@ __all__ = [
     "MODULE_ATTRIBUTES",
     "guard",
     "guard_sources",
+    "import_closure",
     "MYPY_FLAGS",
     "parse_checked",
     "type_skeleton",
@@ -208,7 +209,7 @@ def type_check(
     pending: dict[str, str] = {}
     for name, source in sources.items():
         parse_checked(name, source)
-        seen = "\0".join(type_skeleton(build[n]) for n in _with_imports(name, build))
+        seen = "\0".join(type_skeleton(build[n]) for n in import_closure(name, build))
         digest = hashlib.sha256(seen.encode()).hexdigest()
         if not (ok_dir / digest).exists():
             pending[name] = digest
@@ -309,12 +310,12 @@ def _sha(text: str) -> str:
 
 
 def _closure_sha(name: str, sources: Mapping[str, str]) -> str:
-    return _sha("\0".join(f"{n}\0{sources[n]}" for n in _with_imports(name, sources)))
+    return _sha("\0".join(f"{n}\0{sources[n]}" for n in import_closure(name, sources)))
 
 
-def _with_imports(name: str, sources: Mapping[str, str]) -> list[str]:
+def import_closure(name: str, sources: Mapping[str, str]) -> list[str]:
     """``name``, then the siblings in ``sources`` it imports (``from . import x``),
-    transitively, sorted."""
+    transitively, sorted: what a module's behaviour and types depend on."""
     found: set[str] = set()
     todo = [name]
     while todo:

@@ -73,6 +73,8 @@ class ModuleEntry(_Strict):
     cache_hit: bool
     tier: Backend | None = None
     attempts: tuple[AttemptEntry, ...] = ()
+    #: The sibling modules it imports, transitively (its code runs theirs).
+    imports: tuple[Annotated[str, Field(pattern=_IDENT)], ...] = ()
 
 
 class SpecializedEntry(_Strict):

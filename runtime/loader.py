@@ -26,6 +26,7 @@ from codegen.manifest import STATE_FILE, Manifest, ManifestError, verify_build
 from codegen.state import RSIState, parse_state
 
 __all__ = [
+    "Artifact",
     "LoadError",
     "LoadedBuild",
     "exec_artifact",
@@ -36,9 +37,8 @@ __all__ = [
 ]
 
 _loaded: dict[Path, LoadedBuild] = {}
-# A module whose artifact is byte-identical to one already imported is the same code: the
-# new build reuses that module object (a coefficient change imports one module, not all).
-_by_artifact: dict[tuple[str, str], types.ModuleType] = {}
+# Modules already imported, by name, artifact sha256 and imported siblings' (import_package).
+_by_artifact: dict[tuple[str, str, tuple[tuple[str, str], ...]], types.ModuleType] = {}
 _guard = threading.RLock()  # import_package runs under load_build's hold of it
 
 
@@ -117,23 +117,33 @@ def _import(build_dir: Path, allowed_modules: Collection[str]) -> LoadedBuild:
     if shared is not None and shared.name not in sys.modules:
         exec_artifact(shared.name, build_dir / shared.artifact)
     artifacts = {
-        name: (build_dir / info.artifact, info.artifact_sha256)
+        name: Artifact(build_dir / info.artifact, info.artifact_sha256, info.imports)
         for name, info in manifest.modules.items()
     }
     modules = import_package(f"rsi_build_{build_id}", artifacts)
-    return LoadedBuild(
-        build_id, manifest.tier, build_dir, manifest, modules, state
-    )
+    return LoadedBuild(build_id, manifest.tier, build_dir, manifest, modules, state)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One module to import: its file, that file's sha256, and the siblings it imports
+    (transitively, :func:`codegen.check.import_closure`)."""
+
+    path: Path
+    sha256: str
+    imports: tuple[str, ...] = ()
 
 
 def import_package(
-    package: str, artifacts: Mapping[str, tuple[Path, str]]
+    package: str, artifacts: Mapping[str, Artifact]
 ) -> Mapping[str, types.ModuleType]:
-    """Import every artifact (``name -> (path, sha256)``) as ``package.<name>``.
+    """Import every artifact as ``package.<name>``.
 
     A module reaches a sibling (``from . import reasoning``) through the package, which
     imports it from ``artifacts`` first: the package has no search path. A module whose
-    artifact is byte-identical to one already imported is that module object.
+    artifact and imported siblings are byte-identical to ones already imported is that module
+    object (a coefficient change imports one module, not all); a changed sibling (a template
+    edit of a static module) imports its importers again, so they run the new code.
     """
     pkg = types.ModuleType(package)
     pkg.__path__ = []
@@ -143,11 +153,13 @@ def import_package(
         if name not in modules:
             if name not in artifacts:
                 raise AttributeError(f"{package} has no module {name!r}")
-            path, sha256 = artifacts[name]
+            artifact = artifacts[name]
+            deps = tuple((d, artifacts[d].sha256) for d in artifact.imports if d in artifacts)
+            key = (name, artifact.sha256, deps)
             with _guard:
-                if (name, sha256) not in _by_artifact:
-                    _by_artifact[name, sha256] = exec_artifact(f"{package}.{name}", path)
-                modules[name] = _by_artifact[name, sha256]
+                if key not in _by_artifact:
+                    _by_artifact[key] = exec_artifact(f"{package}.{name}", artifact.path)
+                modules[name] = _by_artifact[key]
             setattr(pkg, name, modules[name])
         return modules[name]
 

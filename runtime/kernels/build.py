@@ -20,7 +20,7 @@ from codegen.compile import CompiledModule, compile_modules, shared_utility
 from codegen.render import render_module
 from codegen.state import AttentionMechanism, RSIState
 from codegen.toolchain import CompileSettings
-from runtime.loader import exec_artifact, import_package
+from runtime.loader import Artifact, exec_artifact, import_package
 
 __all__ = [
     "CHECKS",
@@ -111,5 +111,8 @@ def _import(
         shared = settings.shared_module_name
         if shared not in sys.modules:
             exec_artifact(shared, shared_utility(settings, cache_dir))
-    artifacts = {m.name: (m.artifact, m.sha256) for m in (done, checks)}
+    artifacts = {
+        done.name: Artifact(done.artifact, done.sha256, (checks.name,)),
+        checks.name: Artifact(checks.artifact, checks.sha256),
+    }
     return import_package(f"rsi_kernel_{done.key[:16]}", artifacts)[done.name]
