@@ -114,17 +114,8 @@ def test_a_rerun_finishes_a_promotion_killed_before_the_state_file_was_written(
 def test_a_candidate_that_hangs_is_rejected_unloaded(
     make_project: Callable[..., Project], tmp_path: Path
 ) -> None:
-    templates = tmp_path / "templates"
-    shutil.copytree(REPO / "codegen" / "templates", templates)
-    scoring = templates / "scoring.py.j2"
-    scoring.write_text(
-        scoring.read_text()
-        + "\n{% if state.scoring.temperature == 1.25 %}\nwhile True:\n    pass\n{% endif %}\n"
-    )
-    project = make_project(templates=templates)
-    project.build(PYTHON)
+    project, bad = _hangs_at_temperature_1_25(make_project, tmp_path, "while True:\n    pass")
     before = project.state_path.read_bytes()
-    bad = candidate(before, 2, scoring__temperature=1.25)
     report = promote(project, bad, settings=PYTHON, evaluate_timeout_s=12.0)
     assert not report.promoted and report.decision.verdict is Verdict.REJECT
     assert report.decision.reason == (
@@ -158,19 +149,8 @@ def test_neither_build_is_imported_by_the_promoting_process(
 def test_a_candidate_that_hangs_in_evaluation_is_rejected_and_kept(
     make_project: Callable[..., Project], tmp_path: Path
 ) -> None:
-    templates = tmp_path / "templates"
-    shutil.copytree(REPO / "codegen" / "templates", templates)
-    scoring = templates / "scoring.py.j2"
-    scoring.write_text(
-        scoring.read_text()
-        + "\n{% if state.scoring.temperature == 1.25 %}\n"
-        + HANG_AFTER_50_STORIES
-        + "\n{% endif %}\n"
-    )
-    project = make_project(templates=templates)
-    project.build(PYTHON)
+    project, bad = _hangs_at_temperature_1_25(make_project, tmp_path, HANG_AFTER_50_STORIES)
     before = project.state_path.read_bytes()
-    bad = candidate(before, 2, scoring__temperature=1.25)
     report = promote(project, bad, settings=PYTHON, evaluate_timeout_s=30.0)
     assert not report.promoted and report.decision.verdict is Verdict.REJECT
     phase = f"evidence of {report.build_id}"
@@ -217,3 +197,18 @@ def test_refusals_before_anything_is_built(make_project: Callable[..., Project])
 )
 def test_format_p(p: float | None, shown: str) -> None:
     assert format_p(p) == shown
+
+
+def _hangs_at_temperature_1_25(
+    make_project: Callable[..., Project], tmp_path: Path, code: str
+) -> tuple[Project, bytes]:
+    """A built project whose scoring template appends ``code`` when the temperature is 1.25,
+    and a candidate state (v2) with that temperature."""
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "codegen" / "templates", templates)
+    scoring = templates / "scoring.py.j2"
+    hang = f"\n{{% if state.scoring.temperature == 1.25 %}}\n{code}\n{{% endif %}}\n"
+    scoring.write_text(scoring.read_text() + hang)
+    project = make_project(templates=templates)
+    project.build(PYTHON)
+    return project, candidate(project.state_path.read_bytes(), 2, scoring__temperature=1.25)
