@@ -8,25 +8,21 @@ once the compiler is done and a differential test shows both tiers agree.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from codegen.errors import RSIError
 from codegen.toolchain import CompileSettings
 from runtime.loader import LoadedBuild, load_build
 from runtime.project import BuildReport, Project, RollbackReport
 from runtime.slot import HotSlot
+from runtime.tiers import SELFTEST_ABS_TOL, SELFTEST_REL_TOL, agree
 
 __all__ = ["LiveProject", "TierMismatch", "SwapReport", "differential_check"]
 
 logger = logging.getLogger(__name__)
 
 SELFTEST = "rsi_selftest"
-#: Tolerances of the differential test: float32 kernels against float64 interpretation.
-REL_TOL = 1e-4
-ABS_TOL = 1e-6
 
 
 class TierMismatch(RSIError):  # noqa: N818 - reads as the finding it reports
@@ -88,7 +84,8 @@ def differential_check(reference: LoadedBuild, candidate: LoadedBuild) -> list[s
     Returns the names of the modules compared.
 
     A generated module may define ``rsi_selftest()``: a deterministic function of baked
-    inputs whose result both tiers must reproduce (floats to :data:`REL_TOL` of the scale).
+    inputs whose result both tiers must reproduce (:func:`runtime.tiers.agree`: floats to
+    :data:`runtime.tiers.SELFTEST_REL_TOL` of the scale).
     """
     compared = []
     for name, module in reference.modules.items():
@@ -98,28 +95,10 @@ def differential_check(reference: LoadedBuild, candidate: LoadedBuild) -> list[s
         compared.append(name)
         expected = probe()
         got = getattr(candidate.module(name), SELFTEST)()
-        if not _close(expected, got):
+        if not agree(expected, got, rel_tol=SELFTEST_REL_TOL, abs_tol=SELFTEST_ABS_TOL):
             raise TierMismatch(
                 f"module {name}: {candidate.tier} tier of build {candidate.build_id} disagrees "
                 f"with the {reference.tier} tier on rsi_selftest()"
             )
         logger.debug("tiers agree on %s", name)
     return compared
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, float | int) and isinstance(b, float | int):
-        return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        if len(a) != len(b):
-            return False
-        if all(isinstance(x, float | int) for x in (*a, *b)):
-            # A float32 vector against a float64 one: error relative to the vector's scale,
-            # since single elements near zero carry only absolute rounding error.
-            scale = max((abs(float(x)) for x in a), default=0.0)
-            worst = max((abs(float(x) - float(y)) for x, y in zip(a, b, strict=True)), default=0.0)
-            return worst <= REL_TOL * scale + ABS_TOL
-        return all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if hasattr(a, "tolist") and hasattr(b, "tolist"):
-        return _close(a.tolist(), b.tolist())
-    return bool(a == b)

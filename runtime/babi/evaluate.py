@@ -16,6 +16,7 @@ from pathlib import Path
 from runtime.babi.data import Split, Story, load_dir, split_stories
 from runtime.babi.generate import generate_stories
 from runtime.babi.model import BabiModel, Prepared
+from runtime.tiers import agree
 
 __all__ = [
     "PASS_MARK",
@@ -183,6 +184,6 @@ def compare_tiers(a: BabiModel, b: BabiModel, stories: Sequence[Story]) -> TierC
             zip(a.answer_all(prepared), b.answer_all(prepared), strict=True)
         ):
             n += 1
-            if x != y:
+            if not agree(x, y, rel_tol=0.0, abs_tol=0.0):
                 mismatches.append((s, q, f"{x[0]} ({x[1]:.6g})", f"{y[0]} ({y[1]:.6g})"))
     return TierComparison(n, tuple(mismatches))

@@ -9,9 +9,10 @@ import pytest
 from codegen.render import render_sources
 from codegen.state import load_state
 from codegen.toolchain import CompileSettings
-from runtime.live import LiveProject, TierMismatch, _close, differential_check
+from runtime.live import LiveProject, TierMismatch, differential_check
 from runtime.loader import load_build
 from runtime.project import Project
+from runtime.tiers import SELFTEST_ABS_TOL, SELFTEST_REL_TOL, agree
 from tests.conftest import SHIPPED_STATE, edit_state
 
 
@@ -63,6 +64,10 @@ def test_mismatch_is_detected(make_project: Callable[..., Project]) -> None:
         differential_check(a, b)
 
 
+def _close(a: object, b: object) -> bool:
+    return agree(a, b, rel_tol=SELFTEST_REL_TOL, abs_tol=SELFTEST_ABS_TOL)
+
+
 class TestTolerance:
     def test_float32_rounding_against_float64_passes(self) -> None:
         assert _close([0.18, 2e-6, 0.05], [0.18 + 3e-6, 6e-6, 0.05])
@@ -72,3 +77,8 @@ class TestTolerance:
 
     def test_lengths_must_match(self) -> None:
         assert not _close([1.0], [1.0, 1.0])
+
+    def test_exact_answers_with_zero_tolerance(self) -> None:
+        assert agree(("kitchen", 0.5), ("kitchen", 0.5), rel_tol=0.0, abs_tol=0.0)
+        assert not agree(("kitchen", 0.5), ("kitchen", 0.5 + 1e-12), rel_tol=0.0, abs_tol=0.0)
+        assert not agree(("kitchen", 0.5), ("garden", 0.5), rel_tol=0.0, abs_tol=0.0)
