@@ -343,7 +343,10 @@ def _status(args: argparse.Namespace) -> int:
         file = f"state file unreadable ({r.state_file_problem})"
     else:
         sync = "matches" if r.state_file_committed else "differs from every committed state"
-        file = f"state file v{r.state_file_version} {sync}"
+        file = f"state file v{r.state_file_version}"
+        if r.state_file_saved_as is not None:
+            file += f" (saved as version {r.state_file_saved_as})"
+        file += f" {sync}"
     builds = len(r.active_version_builds)
     rebuilt = (
         f" (build {r.active_version_builds.index(r.active_build) + 1} of {builds} of "

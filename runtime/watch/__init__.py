@@ -15,7 +15,9 @@ Each change, in this order (measured by ``tools/bench_watch.py``):
 1. **validate**: an invalid state is refused in one line naming the field; the last good
    build keeps serving and the user's file is left untouched for them to fix. A valid
    state whose ``version`` is not newer than the ledger's newest (an edit saved without
-   bumping it) is judged as the next version; the file is left as saved.
+   bumping it) is judged as the next version; the file is left as saved, and the commit
+   records its bytes as an alias of that version, so ``rsi status``, ``rollback``,
+   ``build`` and ``promote`` take the file for the version it was committed as.
 2. **pure tier**: render and check the candidate into its pure-Python build (loaded, not
    served). A template or check error is reported with its template line; nothing changes.
 3. **gate**, against the last good build, with ``require="not-worse"``: a person saved the

@@ -229,7 +229,11 @@ def _settle(
     try:
         limit = good.state.safety.history_limit
         _record_decision(
-            ctx, good, decision, waived, CommitRequest(pure.build_id, pure.tier, limit)
+            ctx,
+            good,
+            decision,
+            waived,
+            CommitRequest(pure.build_id, pure.tier, limit, saved=good.saved),
         )
     except RSIError:
         with ctx.swap_lock:

@@ -221,6 +221,8 @@ class TestVersions:
             assert committed == dict(json.loads(unbumped), version=2)
         finally:
             h.stop()
+        status = project.status()  # the file is the committed v2, not an uncommitted edit
+        assert (status.state_file_version, status.state_file_saved_as) == (2, 1)
         # A restart (and every rescan) takes the file for the committed v2: nothing to judge.
         h = watch(path, settings=settings)
         try:
