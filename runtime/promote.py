@@ -140,13 +140,16 @@ def promote(
     seed: int = 0,
     source: str = "candidate",
     evaluate_timeout_s: float = DEFAULT_EVALUATE_TIMEOUT_S,
+    saved: bytes | None = None,
 ) -> PromotionReport:
     """Gate ``candidate_bytes`` against the project's active build; promote or keep it.
 
     Raises :class:`StateError` for an invalid candidate and :class:`PolicyError` for one the
     safety policy refuses (both before anything is built). A rejection is not an error: the
-    report says so, with the decision and where the candidate was kept. Candidate bytes that
-    are a save committed under another version number (an alias) are taken for that version.
+    report says so, with the decision and where the candidate was kept. ``saved``: the bytes
+    a person saved when ``candidate_bytes`` renumbers them (watch mode); a promotion records
+    them as an alias of the committed version, and a state file holding them is left as is.
+    Candidate bytes that are such an alias are taken for the version they were committed as.
     """
     seconds: dict[str, float] = {}
     ledger = project.ledger
@@ -195,7 +198,9 @@ def promote(
                 waived=policy.waived,
                 latency=latency,
                 commit_as=(
-                    CommitRequest(built.build_id, built.tier, candidate.safety.history_limit)
+                    CommitRequest(
+                        built.build_id, built.tier, candidate.safety.history_limit, saved=saved
+                    )
                     if decision.promoted
                     else None
                 ),

@@ -173,6 +173,7 @@ def _promoted(
         gate=ctx.settings.gate,
         seed=ctx.settings.seed,
         source=ctx.project.state_path.name,
+        saved=good.saved,
     )
     _log_waived(report.waived)
     if report.promoted:
