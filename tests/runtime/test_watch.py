@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -146,6 +147,23 @@ def test_a_broken_template_names_its_line_and_keeps_serving(built: Project, tmp_
         assert h.current().build_id == serving
     finally:
         h.stop()
+
+
+def test_a_deleted_state_file_is_reported_once_and_once_back(
+    built: Project, handle: WatchHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="runtime.watch.judge")
+    data = built.state_path.read_bytes()
+    built.state_path.unlink()
+    time.sleep(1.5)  # five rescans
+    built.state_path.write_bytes(data)
+    time.sleep(0.8)
+    said = [r.getMessage() for r in caplog.records if r.name == "runtime.watch.judge"]
+    serving = handle.current().build_id
+    assert said == [
+        f"rsi_state.json is gone; build {serving} keeps serving",
+        "rsi_state.json is back",
+    ]
 
 
 def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHandle) -> None:
