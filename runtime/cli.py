@@ -292,7 +292,8 @@ def settings_from(args: argparse.Namespace) -> CompileSettings:
         if backend == known:
             jobs = max(1, getattr(args, "jobs", 2))
             return CompileSettings(backend=known, jobs=jobs, specialize=specialize)
-    raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
+    given = f"--backend {backend!r}" if args.backend else f"RSI_BACKEND={backend!r}"
+    raise RSIError(f"{given} is not one of {', '.join(BACKENDS)}")
 
 
 def project_from(args: argparse.Namespace) -> Project:

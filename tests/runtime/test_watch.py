@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from codegen.toolchain import CompileSettings
+from runtime.cli import main
 from runtime.project import Project
 from runtime.watch import (
     Outcome,
@@ -164,6 +165,26 @@ def test_a_deleted_state_file_is_reported_once_and_once_back(
         f"rsi_state.json is gone; build {serving} keeps serving",
         "rsi_state.json is back",
     ]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty"])
+def test_a_bad_templates_option_names_it_the_path_and_the_fix(
+    built: Project, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "templates"
+    why = "does not exist"
+    if kind == "file":
+        folder.write_text("")
+        why = "is not a folder"
+    elif kind == "empty":
+        folder.mkdir()
+        why = "holds no templates (*.py.j2)"
+    argv = ["watch", "--state", str(built.state_path), "--backend", "python"]
+    assert main([*argv, "--templates", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"rsi: error: --templates {folder}: {why}; give the folder of the *.py.j2 templates "
+        "to watch, or leave --templates out to watch the shipped ones\n"
+    )
 
 
 def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHandle) -> None:
