@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import FrameType
 
 from codegen.errors import CompileError
 from codegen.fsutil import discard, staging
@@ -226,7 +227,8 @@ def _in_worker(
     The worker gets a session of its own: a terminal's Ctrl-C, sent to the whole foreground
     process group, reaches only the caller, which decides. ``rsi watch`` lets the compile in
     flight finish; :func:`compile_modules` kills its workers on KeyboardInterrupt. A worker
-    dies with its caller all the same (:func:`_die_with_parent`).
+    dies with its caller all the same, and the compilers it started with it
+    (:func:`die_with_parent` with ``group=True``).
     """
     spec = {
         "job": job,
@@ -281,7 +283,7 @@ def _attempt(raw: dict[str, object]) -> Attempt:
 def _worker_main() -> int:
     """``python -m codegen.compile``: compile one job read as JSON from stdin."""
     spec = json.loads(sys.stdin.read())
-    die_with_parent(int(spec["parent_pid"]))
+    die_with_parent(int(spec["parent_pid"]), group=True)
     raw = spec["settings"]
     settings = CompileSettings(
         **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
@@ -303,20 +305,36 @@ def _worker_main() -> int:
     return 0
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, *, group: bool = False) -> None:
     """Have the kernel SIGKILL this worker when the process that started it dies.
 
     A ``kill -9`` of ``rsi build`` (or of ``rsi loop``, whose pool workers call this too)
     must not leave workers compiling into the cache for seconds. Linux only
     (``prctl(PR_SET_PDEATHSIG)``); the parent-pid check covers a parent that died before
     the request was made.
+
+    ``group``: this worker leads its own process group (``start_new_session``) and the
+    processes it starts (the C compiler, and the compiler's own ``cc1`` and ``as``) must die
+    with it: the kernel signals SIGTERM instead, on which the whole group is SIGKILLed.
+    (The death signal is not inherited by children, so SIGKILL alone left them compiling.)
     """
+    if group:
+        signal.signal(signal.SIGTERM, _kill_own_group)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        sent = signal.SIGTERM if group else signal.SIGKILL
+        if libc.prctl(_PR_SET_PDEATHSIG, sent, 0, 0, 0) != 0:
             logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _kill_own_group(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM of a compile worker (its parent died, or someone stopped it): SIGKILL its
+    process group, the worker and every compiler it started (only ever its own group)."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 _PR_SET_PDEATHSIG = 1

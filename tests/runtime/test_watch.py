@@ -231,6 +231,79 @@ def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
 
 
 @pytest.mark.slow
+def test_kill_9_of_the_watcher_leaves_no_compiler_running(built: Project, tmp_path: Path) -> None:
+    """The compile workers died with the watcher, but the C compilers they had started kept
+    running, orphaned (red team). ``CC`` is a compiler that takes two minutes."""
+    cache = built.generated_dir / ".cache"
+    cache.unlink()  # not the session's module cache: this compile must run the compiler
+    cache.mkdir()
+    cc = tmp_path / "slow-cc"
+    cc.write_text('#!/bin/sh\ncase "$*" in *--version*) exec cc "$@";; esac\nsleep 120\n')
+    cc.chmod(0o755)
+    argv = ["watch", "--state", str(built.state_path), "--backend", "cython", "--log-json"]
+    argv += ["--no-screen", "--templates", str(PROBE_TEMPLATES)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", *argv],
+        cwd=REPO,
+        env=dict(os.environ, CC=str(cc)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: dict[int, str] = {}  # every process the watcher started: pid -> name
+    try:
+        deadline = time.monotonic() + 120
+        while "sleep" not in seen.values():
+            assert time.monotonic() < deadline, "no compiler started within 120 s"
+            assert proc.poll() is None, "the watcher ended"
+            seen |= {pid: _name(pid) for pid in _descendants(proc.pid) if pid not in seen}
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while (alive := {pid for pid in seen if _alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {_name(pid) for pid in alive} == set()
+    finally:
+        proc.kill()
+        for pid, name in seen.items():
+            if _alive(pid) and _name(pid) == name:  # not a pid reused meanwhile
+                os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        children = {pid for pid, ppid in parents.items() if ppid == parent}
+        found |= children
+        todo.extend(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
 class TestVersions:
     """A save without a bumped "version" is committed as the next one; the file is left as
     saved. A bumped save keeps its number."""
