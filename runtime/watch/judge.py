@@ -168,6 +168,7 @@ def _promoted(
     ctx: WatchContext, compiler: CompileQueue, watched: Watched, good: Good, change: Change
 ) -> Watched:
     """Any other state edit: :func:`runtime.promote.promote` gates and commits it."""
+    ctx.lock.check()
     report = promote(
         ctx.project,
         good.data,
@@ -349,6 +350,7 @@ def _record_decision(
 ) -> int:
     """Record the decision; with ``commit_as``, commit the state in the same transaction."""
     project = ctx.project
+    ctx.lock.check()
     with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
         return project.ledger.record_decision(
             decision,

@@ -197,26 +197,7 @@ def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHa
 
 
 def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
-    env = dict(os.environ, RSI_BACKEND="python")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runtime.cli",
-            "watch",
-            "--state",
-            str(built.state_path),
-            "--log-json",
-            "--no-screen",
-            "--templates",
-            str(PROBE_TEMPLATES),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _rsi_watch(built)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -228,6 +209,39 @@ def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
         proc.kill()
     # The lock is free again: a new watcher starts.
     watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES).stop()
+
+
+def test_rm_rf_rsi_under_the_watcher_stops_it_in_one_line(built: Project) -> None:
+    """The lock lived in the deleted folder: a second watcher got in and the first went on
+    writing a new history (red team). The first stops; nothing is written behind it."""
+    proc = _rsi_watch(built)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:
+            if "watching" in json.loads(line)["message"]:
+                break
+        shutil.rmtree(built.state_path.parent / ".rsi")
+        assert proc.wait(timeout=10) == 2
+        assert proc.stderr.read().splitlines()[-1] == (
+            "rsi: error: rsi_state.json: .rsi/rsi_state.json (the ledger and the watch lock) "
+            "was deleted while watching; the watcher stopped rather than start a new history "
+            "behind it; run rsi watch again to start one"
+        )
+    finally:
+        proc.kill()
+    assert not (built.state_path.parent / ".rsi").exists()
+
+
+def _rsi_watch(project: Project) -> subprocess.Popen[str]:
+    argv = ["watch", "--state", str(project.state_path), "--log-json", "--no-screen"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", *argv, "--templates", str(PROBE_TEMPLATES)],
+        cwd=REPO,
+        env=dict(os.environ, RSI_BACKEND="python"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
