@@ -138,7 +138,8 @@ def watch(
 
     Raises :class:`WatchError` when another watcher holds the project, and any error of the
     start-up. Callers serve from ``handle.current()``; ``on_swap`` is called with each build
-    that goes live.
+    that goes live. A watcher whose lock is deleted later (``rm -rf .rsi``) stops and logs
+    the error; the handle keeps serving its last build.
     """
     settings = settings or WatchSettings()
     lock, live = _open(state_path, template_dir, settings)

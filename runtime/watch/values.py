@@ -56,7 +56,8 @@ class StopEvent(Protocol):
 
 
 class WatchError(RSIError):
-    """The project cannot be watched (another watcher holds it)."""
+    """The project cannot be watched (another watcher holds it), or no longer (its watch
+    lock was deleted)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class WatchLock:
         """True while ``path`` is still the file ``fd`` locks."""
         try:
             on_disk = os.stat(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
         mine = os.fstat(self.fd)
         return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
