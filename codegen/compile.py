@@ -37,6 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from codegen.errors import CompileError
@@ -232,8 +233,9 @@ def _in_worker(
     The worker gets a session of its own: a terminal's Ctrl-C, sent to the whole foreground
     process group, reaches only the caller, which decides. ``rsi watch`` lets the compile in
     flight finish; :func:`compile_modules` kills its workers on KeyboardInterrupt. A worker
-    dies with its caller all the same (:func:`die_with_parent`). With ``worker_nice`` set
-    (watch mode) the job goes to a warm worker, kept between jobs (:func:`prestart_worker`).
+    dies with its caller all the same, and the compilers it started with it
+    (:func:`die_with_parent` with ``group=True``). With ``worker_nice`` set (watch mode) the
+    job goes to a warm worker, kept between jobs (:func:`prestart_worker`).
     """
     spec: dict[str, object] = {
         "job": job,
@@ -393,12 +395,9 @@ def _worker_main(argv: list[str]) -> int:
     With ``--serve NICE IDLE_S``: a warm worker, one JSON job per line, one answer line each."""
     if argv[1:2] == ["--serve"]:
         # Not PR_SET_PDEATHSIG: its "parent" is the thread that started the worker, and a
-        # warm worker outlives the pool thread of one build. The parent's end of stdin
-        # closes when it dies: the worker then reads EOF and exits.
-        if os.getppid() != int(argv[0]):
-            return 1
-        return _serve(int(argv[2]), float(argv[3]))
-    die_with_parent(int(argv[0]))
+        # warm worker outlives the pool thread of one build (see _serve).
+        return _serve(int(argv[0]), int(argv[2]), float(argv[3]))
+    die_with_parent(int(argv[0]), group=True)
     spec = json.loads(sys.stdin.read())
     try:
         print(json.dumps(_run_job(spec)))
@@ -408,8 +407,10 @@ def _worker_main(argv: list[str]) -> int:
     return 0
 
 
-def _serve(nice: int, idle_s: float) -> int:
-    """Answer jobs until stdin closes or none comes for ``idle_s``."""
+def _serve(parent_pid: int, nice: int, idle_s: float) -> int:
+    """Answer jobs until stdin closes or none comes for ``idle_s``; die with the caller, and
+    the compilers this worker started with it (a thread watches the parent pid)."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if nice:
         os.nice(nice)  # inherited by the C compiler it runs
     _warm_up()
@@ -426,6 +427,17 @@ def _serve(nice: int, idle_s: float) -> int:
         except BrokenPipeError:
             break  # the caller is gone
     return 0
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """SIGKILL this worker's process group (itself, a compiler in flight) once the process
+    that started it is gone; a warm worker leads its own group (``start_new_session``)."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_S)
+    os.killpg(0, signal.SIGKILL)
+
+
+_PARENT_POLL_S = 0.2
 
 
 def _warm_up() -> None:
@@ -453,20 +465,36 @@ def _run_job(spec: dict[str, Any]) -> dict[str, object]:
     return {**asdict(done), "artifact": str(done.artifact)}
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, *, group: bool = False) -> None:
     """Have the kernel SIGKILL this worker when the process that started it dies.
 
     A ``kill -9`` of ``rsi build`` (or of ``rsi loop``, whose pool workers call this too)
     must not leave workers compiling into the cache for seconds. Linux only
     (``prctl(PR_SET_PDEATHSIG)``); the parent-pid check covers a parent that died before
     the request was made.
+
+    ``group``: this worker leads its own process group (``start_new_session``) and the
+    processes it starts (the C compiler, and the compiler's own ``cc1`` and ``as``) must die
+    with it: the kernel signals SIGTERM instead, on which the whole group is SIGKILLed.
+    (The death signal is not inherited by children, so SIGKILL alone left them compiling.)
     """
+    if group:
+        signal.signal(signal.SIGTERM, _kill_own_group)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        sent = signal.SIGTERM if group else signal.SIGKILL
+        if libc.prctl(_PR_SET_PDEATHSIG, sent, 0, 0, 0) != 0:
             logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _kill_own_group(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM of a compile worker (its parent died, or someone stopped it): SIGKILL its
+    process group, the worker and every compiler it started (only ever its own group)."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 _PR_SET_PDEATHSIG = 1

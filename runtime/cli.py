@@ -292,7 +292,8 @@ def settings_from(args: argparse.Namespace) -> CompileSettings:
         if backend == known:
             jobs = max(1, getattr(args, "jobs", 2))
             return CompileSettings(backend=known, jobs=jobs, specialize=specialize)
-    raise RSIError(f"RSI_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
+    given = f"--backend {backend!r}" if args.backend else f"RSI_BACKEND={backend!r}"
+    raise RSIError(f"{given} is not one of {', '.join(BACKENDS)}")
 
 
 def project_from(args: argparse.Namespace) -> Project:
@@ -343,7 +344,10 @@ def _status(args: argparse.Namespace) -> int:
         file = f"state file unreadable ({r.state_file_problem})"
     else:
         sync = "matches" if r.state_file_committed else "differs from every committed state"
-        file = f"state file v{r.state_file_version} {sync}"
+        file = f"state file v{r.state_file_version}"
+        if r.state_file_saved_as is not None:
+            file += f" (saved as version {r.state_file_saved_as})"
+        file += f" {sync}"
     builds = len(r.active_version_builds)
     rebuilt = (
         f" (build {r.active_version_builds.index(r.active_build) + 1} of {builds} of "

@@ -8,7 +8,13 @@ share ``generated/`` (builds are content-addressed) but never a history. A commi
 version's bytes never change; every distinct build made of them (another tier, or new
 templates or toolchain) is a *build record* of that version (``builds``), and every time a
 build goes live is an *activation* (``activations``), which is what the default rollback
-follows.
+follows. A save committed under another version number (watch mode renumbers a save whose
+"version" is not newer, and leaves the file as saved) is an *alias* (``aliases``: the saved
+bytes' sha256 -> the version), recorded in the commit's transaction, so that the file reads
+as that committed version to ``rsi status``, ``rollback``, ``build`` and ``promote``.
+
+Tables are only ever added (``CREATE TABLE IF NOT EXISTS``, run on every open): a ledger
+from before a table gains it, empty, and readers fall back where an old ledger has no rows.
 
 The gate's evidence (raw per-question correctness of each build on each split) and its
 decisions live here too. A promotion records its decision before it commits the state, then
@@ -123,6 +129,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     candidate_data BLOB NOT NULL,
     committed_version INTEGER
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    sha256 TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS calibrations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -141,6 +152,10 @@ class CommitRequest:
     tier: str
     limit: int  # the candidate's safety.history_limit
     specialized: tuple[str, ...] = ()
+    #: The bytes a person saved, when the candidate renumbers them (watch mode commits a save
+    #: whose "version" is not newer as the next version and leaves the file as saved): kept
+    #: as an alias, so that the file reads as the committed version (:meth:`Ledger.resolve`).
+    saved: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -362,16 +377,27 @@ class Ledger:
             return _default_target(db)
 
     def is_committed(self, data: bytes) -> bool:
-        """Whether ``data`` is byte for byte a committed state."""
+        """Whether ``data`` is a committed state, byte for byte or as a renumbered save."""
         return self.committed_version(data) is not None
 
     def committed_version(self, data: bytes) -> int | None:
-        """The version ``data`` is committed as, byte for byte, or None."""
+        """The version ``data`` is committed as, or None: byte for byte, or as the alias of a
+        renumbered save (bytes a person saved under an older version number, committed as
+        the next version; see :attr:`CommitRequest.saved`)."""
         digest = hashlib.sha256(data).hexdigest()
         with self._db(write=False) as db:
             row = db.execute("SELECT MAX(version) FROM states WHERE sha256 = ?", (digest,))
             version: int | None = row.fetchone()[0]
-        return version
+            return version if version is not None else _aliased(db, digest)
+
+    def resolve(self, data: bytes) -> bytes:
+        """The committed bytes ``data`` stands for: those of the version a renumbered save
+        was committed as, or ``data`` itself."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._db(write=False) as db:
+            exact = db.execute("SELECT 1 FROM states WHERE sha256 = ?", (digest,)).fetchone()
+            version = None if exact else _aliased(db, digest)
+        return data if version is None else self.state(version).data
 
     def versions(self) -> list[int]:
         """Committed versions, oldest first."""
@@ -536,6 +562,7 @@ class Ledger:
                     commit_as.tier,
                     commit_as.limit,
                     commit_as.specialized,
+                    commit_as.saved,
                 )
         assert decision_id is not None
         return decision_id
@@ -682,8 +709,10 @@ def _commit(
     tier: str,
     limit: int,
     specialized: tuple[str, ...],
+    saved: bytes | None = None,
 ) -> bool:
-    """:meth:`Ledger.commit` inside the caller's transaction."""
+    """:meth:`Ledger.commit` inside the caller's transaction; ``saved``: see
+    :attr:`CommitRequest.saved`."""
     digest = hashlib.sha256(data).hexdigest()
     now = time.time()
     row = db.execute("SELECT sha256 FROM states WHERE version = ?", (version,)).fetchone()
@@ -704,6 +733,10 @@ def _commit(
         )
     else:
         added = _record_build(db, version, build_id, tier, specialized)
+    alias = hashlib.sha256(saved).hexdigest() if saved is not None else digest
+    if not db.execute("SELECT 1 FROM states WHERE sha256 = ?", (alias,)).fetchone():
+        # Bytes that are a committed state themselves stand for that state, never an alias.
+        db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (alias, version, now))
     _activate(db, version, build_id, tier, "commit")
     keep = {version}
     target = _default_target(db)
@@ -714,7 +747,26 @@ def _commit(
     for old in set(others) - keep:
         db.execute("DELETE FROM states WHERE version = ?", (old,))
         db.execute("DELETE FROM builds WHERE version = ?", (old,))
+        db.execute("DELETE FROM aliases WHERE version = ?", (old,))
     return added
+
+
+def _aliased(db: sqlite3.Connection, digest: str) -> int | None:
+    """The committed version whose renumbered save has sha256 ``digest``, or None.
+
+    A ledger from before aliases gains the table when it is opened (``_SCHEMA``); opened
+    read-only (a full disk) it may lack it, and then has no alias.
+    """
+    if not db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'aliases'"
+    ).fetchone():
+        return None
+    row = db.execute(
+        "SELECT aliases.version FROM aliases JOIN states ON states.version = aliases.version "
+        "WHERE aliases.sha256 = ?",
+        (digest,),
+    ).fetchone()
+    return int(row[0]) if row is not None else None
 
 
 def _builds(db: sqlite3.Connection, version: int) -> list[BuildRecord]:

@@ -108,7 +108,8 @@ class Project:
             builds_lock(self.state_path, exclusive=False, timeout_s=self.lock_timeout_s),
         ):
             self._remove_leftovers()
-            data = self._read_state_bytes()
+            # A save that watch mode committed under another version number is that version.
+            data = self.ledger.resolve(self._read_state_bytes())
             state = parse_state(data, self.state_path.name)
             self._check_version(state, data)
             result = build_state(state, data, settings, self.generated_dir, self.template_dir)

@@ -140,15 +140,20 @@ def promote(
     seed: int = 0,
     source: str = "candidate",
     evaluate_timeout_s: float = DEFAULT_EVALUATE_TIMEOUT_S,
+    saved: bytes | None = None,
 ) -> PromotionReport:
     """Gate ``candidate_bytes`` against the project's active build; promote or keep it.
 
     Raises :class:`StateError` for an invalid candidate and :class:`PolicyError` for one the
     safety policy refuses (both before anything is built). A rejection is not an error: the
-    report says so, with the decision and where the candidate was kept.
+    report says so, with the decision and where the candidate was kept. ``saved``: the bytes
+    a person saved when ``candidate_bytes`` renumbers them (watch mode); a promotion records
+    them as an alias of the committed version, and a state file holding them is left as is.
+    Candidate bytes that are such an alias are taken for the version they were committed as.
     """
     seconds: dict[str, float] = {}
     ledger = project.ledger
+    candidate_bytes = ledger.resolve(candidate_bytes)
     active = _active(project)
     incumbent_data = ledger.state(active.version).data
     incumbent = parse_state(incumbent_data, f"history version {active.version}")
@@ -193,7 +198,9 @@ def promote(
                 waived=policy.waived,
                 latency=latency,
                 commit_as=(
-                    CommitRequest(built.build_id, built.tier, candidate.safety.history_limit)
+                    CommitRequest(
+                        built.build_id, built.tier, candidate.safety.history_limit, saved=saved
+                    )
                     if decision.promoted
                     else None
                 ),
@@ -201,7 +208,9 @@ def promote(
             kept: Path | None = None
             warnings: tuple[str, ...] = ()
             if decision.promoted:
-                warnings = _write_state_file(project.state_path, {incumbent_data}, candidate_bytes)
+                warnings = _write_state_file(
+                    ledger, project.state_path, {incumbent_data}, candidate_bytes
+                )
             else:
                 kept = keep_rejected(project.state_path, candidate_bytes)
         seconds["commit"] = time.perf_counter() - clock
@@ -326,7 +335,7 @@ def _resume(project: Project, data: bytes) -> PromotionReport | None:
             for v in ledger.versions()
             if ledger.state(v).build_id == record.incumbent
         }
-        warnings = _write_state_file(project.state_path, before, data)
+        warnings = _write_state_file(ledger, project.state_path, before, data)
     logger.info("promotion of %s was already committed; state file synced", record.candidate)
     decision = Decision(
         Verdict(record.verdict),
@@ -389,9 +398,10 @@ def _check_unchanged(project: Project, before: Active) -> None:
 
 
 def _write_state_file(
-    path: Path, replaceable: Collection[bytes], candidate: bytes
+    ledger: Ledger, path: Path, replaceable: Collection[bytes], candidate: bytes
 ) -> tuple[str, ...]:
-    """Write ``candidate`` over the incumbent's bytes, never over anyone else's edit.
+    """Write ``candidate`` (committed) over the incumbent's bytes, never over anyone else's
+    edit; a file holding a save committed as ``candidate`` (an alias) is left as saved.
 
     Returns the warning (one line) when the file held another edit and was left alone.
     """
@@ -399,7 +409,7 @@ def _write_state_file(
         current = read_state_file(path)
     except StateError:
         current = b""
-    if current == candidate:
+    if current == candidate or ledger.resolve(current) == candidate:
         return ()
     if current != b"" and current not in replaceable:
         warning = (

@@ -29,6 +29,9 @@ class StatusReport:
     tier: str | None
     state_file_version: int | None
     state_file_committed: bool
+    #: The version number the file's bytes say, when they are a save that watch mode
+    #: committed as ``state_file_version`` (renumbered); None otherwise.
+    state_file_saved_as: int | None
     history: list[int]
     state_file_problem: str | None  # why the state file could not be read, if it could not
     active_version_builds: list[str]  # every build recorded for the active version
@@ -48,12 +51,13 @@ def status_of(state_path: Path, ledger: Ledger) -> StatusReport:
         data = read_state_file(state_path)
         file_version = ledger.committed_version(data)
         committed = file_version is not None
+        saved_as = _saved_version(data) if committed else None
         if file_version is None:
             file_version = _validated_version(data, state_path.name)
     except StateError as exc:
         if active is None:
             raise
-        file_version, committed, problem = None, False, str(exc)
+        file_version, committed, saved_as, problem = None, False, None, str(exc)
     target = ledger.rollback_target() if active else None
     return StatusReport(
         active_build=active.build_id if active else None,
@@ -61,6 +65,7 @@ def status_of(state_path: Path, ledger: Ledger) -> StatusReport:
         tier=active.tier if active else None,
         state_file_version=file_version,
         state_file_committed=committed,
+        state_file_saved_as=saved_as if saved_as != file_version else None,
         history=ledger.versions(),
         state_file_problem=problem,
         active_version_builds=[b.build_id for b in ledger.builds(active.version)] if active else [],
@@ -82,3 +87,9 @@ def _validated_version(data: bytes, source: str) -> int:
     from codegen.state import parse_state  # the schema (pydantic): only for an edited file
 
     return parse_state(data, source).version
+
+
+def _saved_version(data: bytes) -> int | None:
+    """The ``version`` a committed state file's bytes say (they passed the schema once)."""
+    found = json.loads(data).get("version")
+    return found if isinstance(found, int) else None

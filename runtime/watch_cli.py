@@ -14,6 +14,7 @@ from types import FrameType
 
 from rich.console import Console
 
+from codegen.errors import RSIError
 from runtime.cli import JOBS, float_in, int_in, project_from, settings_from
 
 __all__ = ["register", "JsonFormatter"]
@@ -47,7 +48,9 @@ def register(
     p.add_argument(
         "--rescan-ms", type=float_in(10, 3_600_000), help="compare content hashes this often"
     )
-    p.add_argument("--backend", default=None, help="compiled tier (default: cython)")
+    p.add_argument(
+        "--backend", default=None, help="compiled tier (default: $RSI_BACKEND or cython)"
+    )
     p.add_argument("--jobs", type=JOBS, default=2, help="compiler worker processes")
     p.add_argument(
         "--compile-nice", type=int_in(0, 19), default=0, help="niceness added to compiler workers"
@@ -96,6 +99,8 @@ def _watch(args: argparse.Namespace) -> int:
     settings = WatchSettings(poll=args.poll, compile=compiled, screen=args.screen, **windows)
     project = project_from(args)
     templates = args.templates
+    if templates is not None:
+        _check_templates(templates)
     if args.log_json:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(JsonFormatter())
@@ -120,3 +125,17 @@ def _watch(args: argparse.Namespace) -> int:
             template_dir=templates,
         )
     return 0
+
+
+def _check_templates(folder: Path) -> None:
+    """Refuse a ``--templates`` that is no folder of templates, in one line."""
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+    elif not any(folder.glob("*.py.j2")):
+        why = "holds no templates (*.py.j2)"
+    else:
+        return
+    raise RSIError(
+        f"--templates {folder}: {why}; give the folder of the *.py.j2 templates to watch, "
+        "or leave --templates out to watch the shipped ones"
+    )

@@ -15,7 +15,9 @@ Each change, in this order (measured by ``tools/bench_watch.py``):
 1. **validate**: an invalid state is refused in one line naming the field; the last good
    build keeps serving and the user's file is left untouched for them to fix. A valid
    state whose ``version`` is not newer than the ledger's newest (an edit saved without
-   bumping it) is judged as the next version; the file is left as saved.
+   bumping it) is judged as the next version; the file is left as saved, and the commit
+   records its bytes as an alias of that version, so ``rsi status``, ``rollback``,
+   ``build`` and ``promote`` take the file for the version it was committed as.
 2. **pure tier**: render and check the candidate into its pure-Python build (loaded, not
    served). A template or check error is reported with its template line; nothing changes.
 3. **gate**, against the last good build, with ``require="not-worse"``: a person saved the
@@ -70,6 +72,7 @@ from runtime.watch.values import (
     StopEvent,
     WatchError,
     WatchEvent,
+    WatchLock,
     WatchSettings,
 )
 
@@ -136,10 +139,11 @@ def watch(
 
     Raises :class:`WatchError` when another watcher holds the project, and any error of the
     start-up. Callers serve from ``handle.current()``; ``on_swap`` is called with each build
-    that goes live.
+    that goes live. A watcher whose lock is deleted later (``rm -rf .rsi``) stops and logs
+    the error; the handle keeps serving its last build.
     """
     settings = settings or WatchSettings()
-    lock_fd, live = _open(state_path, template_dir, settings)
+    lock, live = _open(state_path, template_dir, settings)
     history = History(on_event)
     stop = threading.Event()
     ready = threading.Event()
@@ -147,13 +151,13 @@ def watch(
 
     def main() -> None:
         try:
-            _serve(_context(live, settings, history, on_swap), stop, ready)
+            _serve(_context(live, settings, history, on_swap, lock), stop, ready)
         except RSIError as exc:
             failed.append(exc)
             logger.error("watcher stopped: %s", exc)
         finally:
             ready.set()
-            os.close(lock_fd)
+            os.close(lock.fd)
 
     thread = threading.Thread(target=main, name="rsi-watch", daemon=True)
     thread.start()
@@ -173,18 +177,22 @@ def run(
 ) -> tuple[WatchEvent, ...]:
     """Watch ``state_path`` in this thread until ``stop`` is set (``rsi watch``)."""
     settings = settings or WatchSettings()
-    lock_fd, live = _open(state_path, template_dir, settings)
+    lock, live = _open(state_path, template_dir, settings)
     try:
         history = History(on_event)
-        _serve(_context(live, settings, history, None), stop, threading.Event())
+        _serve(_context(live, settings, history, None, lock), stop, threading.Event())
         return history.snapshot()
     finally:
-        os.close(lock_fd)
+        os.close(lock.fd)
 
 
 def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
-    """The loop: wait for a change, judge it; the compiled tier follows in its own thread."""
+    """The loop: wait for a change, judge it; the compiled tier follows in its own thread.
+
+    Raises :class:`WatchError` (after a clean shutdown) when the watch lock was deleted.
+    """
     project = ctx.project
+    watching = _StopOrLost(stop, ctx.lock)
     feed = ChangeFeed(project.state_path, ctx.template_dir)
     observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
     prestart_worker(ctx.settings.compile)  # warm (Cython loaded) before the first edit
@@ -200,7 +208,9 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
         ready.set()
         logger.info("watching %s and %s", project.state_path, ctx.template_dir)
         feed.poke()  # an edit saved while nobody watched is judged at once
-        while (change := feed.next(stop, ctx.settings)) is not None:
+        while (change := feed.next(watching, ctx.settings)) is not None:
+            if watching.is_set():
+                break  # the caller's stop, or the lock is gone: judge nothing more
             if not observer.is_alive():
                 logger.warning("file observer stopped; restarting it and rescanning")
                 observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
@@ -213,33 +223,39 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
         observer.join()
         stop_workers()
         logger.info("stopped")
+    if not ctx.lock.held():
+        raise ctx.lock.lost()
 
 
 def _context(
-    live: LiveProject, settings: WatchSettings, history: History, on_swap: OnSwap | None
+    live: LiveProject,
+    settings: WatchSettings,
+    history: History,
+    on_swap: OnSwap | None,
+    lock: WatchLock,
 ) -> WatchContext:
     template_dir = live.project.template_dir or TEMPLATE_DIR
-    return WatchContext(live, settings, template_dir, history, on_swap, threading.Lock())
+    return WatchContext(live, settings, template_dir, history, on_swap, threading.Lock(), lock)
 
 
 def _open(
     state_path: Path, template_dir: Path | None, settings: WatchSettings
-) -> tuple[int, LiveProject]:
+) -> tuple[WatchLock, LiveProject]:
     """Take the watcher's lock and load the last good build (building a new project once)."""
     project = Project(state_path, template_dir=template_dir)
-    lock_fd = _lock(project.state_path)
+    lock = _lock(project.state_path)
     try:
         project.recover()  # a watcher killed mid-compile left staging dirs in the cache
         if project.ledger.active() is None:
             logger.info("%s was never built; building it as the last good state", state_path)
             project.build(settings.compile)
-        return lock_fd, LiveProject(project)
+        return lock, LiveProject(project)
     except BaseException:
-        os.close(lock_fd)
+        os.close(lock.fd)
         raise
 
 
-def _lock(state_path: Path) -> int:
+def _lock(state_path: Path) -> WatchLock:
     """Hold ``.rsi/<state>/watch.lock`` for the watcher's lifetime; refuse another."""
     path = ledger_path(state_path).parent / "watch.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,4 +272,21 @@ def _lock(state_path: Path) -> int:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+    return WatchLock(path, fd)
+
+
+class _StopOrLost:
+    """The loop's :class:`StopEvent`: set by the caller, or by the watch lock's deletion."""
+
+    def __init__(self, stop: StopEvent, lock: WatchLock) -> None:
+        self._stop = stop
+        self._lock = lock
+
+    def is_set(self) -> bool:
+        """True once the caller stops the loop or the lock is gone."""
+        return self._stop.is_set() or not self._lock.held()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the caller's stop (the lock is checked by :meth:`is_set`)."""
+        self._stop.wait(timeout)
+        return self.is_set()

@@ -104,7 +104,12 @@ class ChangeFeed(FileSystemEventHandler):
 def start_observer(
     feed: ChangeFeed, state_path: Path, template_dir: Path, settings: WatchSettings
 ) -> BaseObserver:
-    """Start an observer (polling with ``settings.poll``) of the state's folder and templates."""
+    """Start an observer (polling with ``settings.poll``) of the state's folder and templates.
+
+    Stopping one while events are in flight made watchdog's inotify emitter log an ERROR
+    (its thread reads one more event after ``stop()``): that record is dropped
+    (:class:`_StoppedEmitterFilter`); any other error of watchdog's is still logged.
+    """
     interval_s = settings.poll_interval_ms / 1000
     observer: BaseObserver = PollingObserver(timeout=interval_s) if settings.poll else Observer()
     observer.schedule(feed, str(state_path.parent))
@@ -113,6 +118,17 @@ def start_observer(
     observer.start()
     return observer
 
+
+class _StoppedEmitterFilter(logging.Filter):
+    """Drop watchdog 7's "queue_events() called when the thread is inactive" ERROR: logged
+    when the emitter's thread reads an event after ``stop()`` (a normal stop with events in
+    flight), where the event is of no use to anyone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).endswith("called when the thread is inactive")
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StoppedEmitterFilter())
 
 _STOP_POLL_S = 0.05
 _READ_ONLY_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})

@@ -78,6 +78,7 @@ def compile_tier(ctx: WatchContext, job: CompileJob) -> None:
         if ctx.live.current() is not job.pure:
             logger.info("compiled tier %s superseded by a newer change", compiled.build_id)
             return
+        ctx.lock.check()
         with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
             limit = good.state.safety.history_limit
             project.ledger.commit(

@@ -12,7 +12,14 @@ from codegen.state import RSIState, parse_state, state_sha256
 from runtime.live import LiveProject
 from runtime.loader import LoadedBuild
 from runtime.project import Project
-from runtime.watch.values import History, OnSwap, Outcome, WatchEvent, WatchSettings
+from runtime.watch.values import (
+    History,
+    OnSwap,
+    Outcome,
+    WatchEvent,
+    WatchLock,
+    WatchSettings,
+)
 
 __all__ = ["Good", "WatchContext"]
 
@@ -29,7 +36,8 @@ class Good:
 
 @dataclass(frozen=True)
 class WatchContext:
-    """The watcher's fixed parts; ``swap_lock`` orders pure-tier and compiled-tier swaps."""
+    """The watcher's fixed parts; ``swap_lock`` orders pure-tier and compiled-tier swaps;
+    ``lock`` is the single-instance lock, checked before each write to the ledger."""
 
     live: LiveProject
     settings: WatchSettings
@@ -37,6 +45,7 @@ class WatchContext:
     history: History
     on_swap: OnSwap | None
     swap_lock: threading.Lock
+    lock: WatchLock
 
     @property
     def project(self) -> Project:
@@ -80,6 +89,8 @@ class WatchContext:
             waived,
         )
         self.history.add(event)
+        if not self.lock.held():
+            return  # the ledger was deleted: never start a new one behind the person's back
         self.project.ledger.event(
             f"watch-{outcome}",
             {"message": message, "serving": serving, "sha256": event.state_sha256},

@@ -41,6 +41,7 @@ class Watched:
     judged: str  # content key (state bytes and templates) of the last content judged
     good: Good  # the last good state: it serves
     screen: Screen | None  # raw expert evidence, if collected for the current structure
+    gone: bool = False  # the state file was missing at the last look (said once)
 
 
 def start(ctx: WatchContext) -> Watched:
@@ -59,14 +60,18 @@ def judge(
         saved = read_state_file(path)
     except RSIError as exc:
         if not path.exists():
-            # Mid-save (backup-and-rename: its creation event follows), or deleted.
-            serving = ctx.live.current().build_id
-            logger.info("%s is gone; build %s keeps serving", path.name, serving)
-            return watched
+            # Mid-save (backup-and-rename: its creation event follows), or deleted. Said
+            # once, not at every rescan; and once more when it is back.
+            if not watched.gone:
+                serving = ctx.live.current().build_id
+                logger.info("%s is gone; build %s keeps serving", path.name, serving)
+            return replace(watched, gone=True)
+        watched = _back(watched, path)
         key = content_key({"unreadable": str(exc)})
         if key != watched.judged:
             ctx.record(Outcome.REFUSED, str(exc), b"", None, change.at)
         return replace(watched, judged=key)
+    watched = _back(watched, path)
     key = _key(ctx, saved)
     if key == watched.judged:
         logger.debug("content unchanged; skipped")
@@ -163,6 +168,7 @@ def _promoted(
     ctx: WatchContext, compiler: CompileQueue, watched: Watched, good: Good, change: Change
 ) -> Watched:
     """Any other state edit: :func:`runtime.promote.promote` gates and commits it."""
+    ctx.lock.check()
     report = promote(
         ctx.project,
         good.data,
@@ -173,6 +179,7 @@ def _promoted(
         gate=ctx.settings.gate,
         seed=ctx.settings.seed,
         source=ctx.project.state_path.name,
+        saved=good.saved,
     )
     _log_waived(report.waived)
     if report.promoted:
@@ -229,7 +236,11 @@ def _settle(
     try:
         limit = good.state.safety.history_limit
         _record_decision(
-            ctx, good, decision, waived, CommitRequest(pure.build_id, pure.tier, limit)
+            ctx,
+            good,
+            decision,
+            waived,
+            CommitRequest(pure.build_id, pure.tier, limit, saved=good.saved),
         )
     except RSIError:
         with ctx.swap_lock:
@@ -339,6 +350,7 @@ def _record_decision(
 ) -> int:
     """Record the decision; with ``commit_as``, commit the state in the same transaction."""
     project = ctx.project
+    ctx.lock.check()
     with project_lock(project.state_path, timeout_s=project.lock_timeout_s):
         return project.ledger.record_decision(
             decision,
@@ -409,6 +421,14 @@ def _log_waived(waived: tuple[str, ...]) -> None:
         "policy waived for a person's edit (step bound and approval list): %s",
         "; ".join(waived) if waived else "nothing to waive",
     )
+
+
+def _back(watched: Watched, path: Path) -> Watched:
+    """``watched`` with the state file present again (said once when it had been gone)."""
+    if not watched.gone:
+        return watched
+    logger.info("%s is back", path.name)
+    return replace(watched, gone=False)
 
 
 def _read_or_none(path: Path) -> bytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "StopEvent",
     "WatchError",
     "WatchEvent",
+    "WatchLock",
     "WatchSettings",
 ]
 
@@ -54,7 +56,47 @@ class StopEvent(Protocol):
 
 
 class WatchError(RSIError):
-    """The project cannot be watched (another watcher holds it)."""
+    """The project cannot be watched (another watcher holds it), or no longer (its watch
+    lock was deleted)."""
+
+
+@dataclass(frozen=True)
+class WatchLock:
+    """The watcher's single-instance lock: ``fd`` holds a ``flock`` on ``path``
+    (``.rsi/<state>/watch.lock``, beside the ledger).
+
+    Deleting the folder (``rm -rf .rsi``) deletes the history the watcher judges against,
+    and would let a second watcher take a new lock file: the watcher notices (:meth:`held`,
+    checked every 50 ms while it waits, and before it writes the ledger), writes nothing
+    more and stops with one line (:meth:`lost`). Whoever starts ``rsi watch`` again starts
+    a new history.
+    """
+
+    path: Path
+    fd: int
+
+    def held(self) -> bool:
+        """True while ``path`` is still the file ``fd`` locks."""
+        try:
+            on_disk = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        mine = os.fstat(self.fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def check(self) -> None:
+        """Raise :meth:`lost` unless the lock is :meth:`held`."""
+        if not self.held():
+            raise self.lost()
+
+    def lost(self) -> WatchError:
+        """The one-line error the watcher stops with once its lock is gone."""
+        state = self.path.parent.name
+        return WatchError(
+            f"{state}: {self.path.parent.parent.name}/{state} (the ledger and the watch lock) "
+            "was deleted while watching; the watcher stopped rather than start a new history "
+            "behind it; run rsi watch again to start one"
+        )
 
 
 class Outcome(StrEnum):

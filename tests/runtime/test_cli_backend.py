@@ -35,3 +35,15 @@ def test_backend_flag_wins_over_the_environment(
     monkeypatch.setenv("RSI_BACKEND", "fortran")
     assert main(["eval", "--state", str(state), "--backend", "python"]) == 0
     assert "mean" in capsys.readouterr().out
+
+
+def test_a_bad_backend_flag_is_named_as_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rsi watch takes --backend without argparse choices: its error named RSI_BACKEND."""
+    state = Path(shutil.copy(REPO / "rsi_state.json", tmp_path / "rsi_state.json"))
+    monkeypatch.delenv("RSI_BACKEND", raising=False)
+    assert main(["watch", "--state", str(state), "--backend", "bogus"]) == 2
+    assert capsys.readouterr().err == (
+        "rsi: error: --backend 'bogus' is not one of python, cython, nuitka\n"
+    )

@@ -111,6 +111,24 @@ def test_a_rerun_finishes_a_promotion_killed_before_the_state_file_was_written(
         promote(project, other, settings=PYTHON)
 
 
+def test_a_renumbered_save_is_promoted_without_a_false_edit_warning(
+    make_project: Callable[..., Project], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Watch mode promotes a save of version 1 as v2 and leaves the file as saved: the file
+    is the promoted state's alias, not an edit made during the promotion (red team)."""
+    project = make_project(templates=None)
+    project.build(PYTHON)
+    saved = candidate(project.state_path, 1, benchmark__mean=0.5)
+    project.state_path.write_bytes(saved)
+    renumbered = candidate(saved, 2)
+    report = promote(project, renumbered, settings=PYTHON, waive_policy=True, saved=saved)
+    assert report.promoted and report.state_version == 2
+    assert report.warnings == ()
+    assert "edited during the promotion" not in caplog.text
+    assert project.state_path.read_bytes() == saved  # left as saved
+    assert project.ledger.committed_version(saved) == 2
+
+
 def test_a_candidate_that_hangs_is_rejected_unloaded(
     make_project: Callable[..., Project], tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from codegen.toolchain import CompileSettings
+from runtime.cli import main
 from runtime.project import Project
 from runtime.watch import (
     Outcome,
@@ -148,6 +150,43 @@ def test_a_broken_template_names_its_line_and_keeps_serving(built: Project, tmp_
         h.stop()
 
 
+def test_a_deleted_state_file_is_reported_once_and_once_back(
+    built: Project, handle: WatchHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="runtime.watch.judge")
+    data = built.state_path.read_bytes()
+    built.state_path.unlink()
+    time.sleep(1.5)  # five rescans
+    built.state_path.write_bytes(data)
+    time.sleep(0.8)
+    said = [r.getMessage() for r in caplog.records if r.name == "runtime.watch.judge"]
+    serving = handle.current().build_id
+    assert said == [
+        f"rsi_state.json is gone; build {serving} keeps serving",
+        "rsi_state.json is back",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty"])
+def test_a_bad_templates_option_names_it_the_path_and_the_fix(
+    built: Project, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "templates"
+    why = "does not exist"
+    if kind == "file":
+        folder.write_text("")
+        why = "is not a folder"
+    elif kind == "empty":
+        folder.mkdir()
+        why = "holds no templates (*.py.j2)"
+    argv = ["watch", "--state", str(built.state_path), "--backend", "python"]
+    assert main([*argv, "--templates", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"rsi: error: --templates {folder}: {why}; give the folder of the *.py.j2 templates "
+        "to watch, or leave --templates out to watch the shipped ones\n"
+    )
+
+
 def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHandle) -> None:
     with pytest.raises(WatchError) as caught:
         watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES)
@@ -158,26 +197,7 @@ def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHa
 
 
 def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
-    env = dict(os.environ, RSI_BACKEND="python")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runtime.cli",
-            "watch",
-            "--state",
-            str(built.state_path),
-            "--log-json",
-            "--no-screen",
-            "--templates",
-            str(PROBE_TEMPLATES),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _rsi_watch(built)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -189,6 +209,112 @@ def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
         proc.kill()
     # The lock is free again: a new watcher starts.
     watch(built.state_path, settings=FAST, template_dir=PROBE_TEMPLATES).stop()
+
+
+def test_rm_rf_rsi_under_the_watcher_stops_it_in_one_line(built: Project) -> None:
+    """The lock lived in the deleted folder: a second watcher got in and the first went on
+    writing a new history (red team). The first stops; nothing is written behind it."""
+    proc = _rsi_watch(built)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:
+            if "watching" in json.loads(line)["message"]:
+                break
+        shutil.rmtree(built.state_path.parent / ".rsi")
+        assert proc.wait(timeout=10) == 2
+        assert proc.stderr.read().splitlines()[-1] == (
+            "rsi: error: rsi_state.json: .rsi/rsi_state.json (the ledger and the watch lock) "
+            "was deleted while watching; the watcher stopped rather than start a new history "
+            "behind it; run rsi watch again to start one"
+        )
+    finally:
+        proc.kill()
+    assert not (built.state_path.parent / ".rsi").exists()
+
+
+def _rsi_watch(project: Project) -> subprocess.Popen[str]:
+    argv = ["watch", "--state", str(project.state_path), "--log-json", "--no-screen"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", *argv, "--templates", str(PROBE_TEMPLATES)],
+        cwd=REPO,
+        env=dict(os.environ, RSI_BACKEND="python"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_watcher_leaves_no_compiler_running(built: Project, tmp_path: Path) -> None:
+    """The compile workers died with the watcher, but the C compilers they had started kept
+    running, orphaned (red team). ``CC`` is a compiler that takes two minutes."""
+    cache = built.generated_dir / ".cache"
+    cache.unlink()  # not the session's module cache: this compile must run the compiler
+    cache.mkdir()
+    cc = tmp_path / "slow-cc"
+    cc.write_text('#!/bin/sh\ncase "$*" in *--version*) exec cc "$@";; esac\nsleep 120\n')
+    cc.chmod(0o755)
+    argv = ["watch", "--state", str(built.state_path), "--backend", "cython", "--log-json"]
+    argv += ["--no-screen", "--templates", str(PROBE_TEMPLATES)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", *argv],
+        cwd=REPO,
+        env=dict(os.environ, CC=str(cc)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: dict[int, str] = {}  # every process the watcher started: pid -> name
+    try:
+        deadline = time.monotonic() + 120
+        while "sleep" not in seen.values():
+            assert time.monotonic() < deadline, "no compiler started within 120 s"
+            assert proc.poll() is None, "the watcher ended"
+            seen |= {pid: _name(pid) for pid in _descendants(proc.pid) if pid not in seen}
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while (alive := {pid for pid in seen if _alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {_name(pid) for pid in alive} == set()
+    finally:
+        proc.kill()
+        for pid, name in seen.items():
+            if _alive(pid) and _name(pid) == name:  # not a pid reused meanwhile
+                os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        children = {pid for pid, ppid in parents.items() if ppid == parent}
+        found |= children
+        todo.extend(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 @pytest.mark.slow
@@ -221,6 +347,8 @@ class TestVersions:
             assert committed == dict(json.loads(unbumped), version=2)
         finally:
             h.stop()
+        status = project.status()  # the file is the committed v2, not an uncommitted edit
+        assert (status.state_file_version, status.state_file_saved_as) == (2, 1)
         # A restart (and every rescan) takes the file for the committed v2: nothing to judge.
         h = watch(path, settings=settings)
         try:

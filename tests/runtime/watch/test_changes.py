@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from watchdog.events import (
     FileClosedNoWriteEvent,
     FileModifiedEvent,
@@ -13,7 +15,7 @@ from watchdog.events import (
 )
 
 from runtime.watch import WatchSettings
-from runtime.watch.changes import ChangeFeed
+from runtime.watch.changes import ChangeFeed, start_observer
 
 
 class TestDebounce:
@@ -75,3 +77,30 @@ def test_a_write_within_the_quiet_window_unsettles_a_refusal() -> None:
     timer.start()
     assert not changes.settles(WatchSettings(debounce_ms=500))
     timer.join()
+
+
+def test_stopping_with_events_in_flight_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """watchdog's emitter read an event after stop() and logged an ERROR on a normal stop."""
+    state = tmp_path / "rsi_state.json"
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    caplog.set_level(logging.INFO)
+    for _ in range(40):
+        feed = ChangeFeed(state, templates)
+        observer = start_observer(feed, state, templates, WatchSettings())
+        done = threading.Event()
+
+        def write(target: Path = state, done: threading.Event = done) -> None:
+            while not done.is_set():
+                target.write_text("{}")
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.01)
+        observer.stop()
+        observer.join()
+        done.set()
+        writer.join()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
