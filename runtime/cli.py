@@ -31,6 +31,7 @@ __all__ = [
     "emit",
     "project_from",
     "settings_from",
+    "add_compile_options",
     "int_in",
     "float_in",
     "SEED",
@@ -135,13 +136,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("build", parents=[common], help="render, check, compile and activate")
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="default: $RSI_BACKEND or cython",
-    )
-    p.add_argument("--jobs", type=JOBS, default=2, help="modules compiled in parallel")
+    add_compile_options(p)
     p.add_argument(
         "--specialize",
         action="append",
@@ -208,13 +203,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         metavar="PATH",
         help="approve changes to PATH (globs: 'scoring.*', '*'); repeatable",
     )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="default: $RSI_BACKEND or cython",
-    )
-    p.add_argument("--jobs", type=JOBS, default=2, help="modules compiled in parallel")
+    add_compile_options(p)
     p.add_argument(
         "--timeout-s",
         type=float,
@@ -282,6 +271,17 @@ def _check_common(args: argparse.Namespace) -> None:
         raise RSIError(
             f"--lock-timeout {timeout:g}: give a number of seconds from 0 to {MAX_LOCK_TIMEOUT_S:g}"
         )
+
+
+def add_compile_options(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--jobs``, as :func:`settings_from` reads them."""
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="default: $RSI_BACKEND or cython",
+    )
+    p.add_argument("--jobs", type=JOBS, default=2, help="modules compiled in parallel")
 
 
 def settings_from(args: argparse.Namespace) -> CompileSettings:

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 from codegen.errors import StateError
 from codegen.locking import project_lock
-from codegen.toolchain import BACKENDS
-from runtime.cli import JOBS, int_in
+from runtime.cli import add_compile_options, int_in
 
 if TYPE_CHECKING:
     from runtime.kernels.tune import TuneReport
@@ -53,10 +52,7 @@ def register(
     p.add_argument(
         "--repeats", type=int_in(1, 10_000), default=25, help="timed calls per candidate"
     )
-    p.add_argument(
-        "--backend", choices=BACKENDS, default=None, help="default: $RSI_BACKEND or cython"
-    )
-    p.add_argument("--jobs", type=JOBS, default=2)
+    add_compile_options(p)
     p.add_argument("--dry-run", action="store_true", help="measure but leave the state as is")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.set_defaults(handler=_tune_kernels)
