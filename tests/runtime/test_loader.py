@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codegen.toolchain import CompileSettings
-from runtime.loader import load_build
+from runtime.loader import LoadedBuild, load_build
 from runtime.project import Project
 from tests.conftest import PROBE_TEMPLATES, edit_state
 
@@ -34,13 +34,13 @@ def _templates(root: Path, value: int) -> Path:
 def test_a_changed_static_module_reaches_its_unchanged_importer(
     make_project: Callable[..., Project], tmp_path: Path
 ) -> None:
-    templates = _templates(tmp_path / "templates", 1)
-    project = make_project(templates=templates)
-    python = CompileSettings(backend="python")
-    first = load_build(Path(project.build(python).path), template_dir=templates)
-    _templates(templates, 2)  # a person edits the static module; `user` renders the same
-    edit_state(project, version=2)
-    second = load_build(Path(project.build(python).path), template_dir=templates)
+    templates = tmp_path / "templates"
+
+    def edit_the_static_module(project: Project) -> None:
+        _templates(templates, 2)  # `user` renders the same
+        edit_state(project, version=2)
+
+    first, second = _two_builds(make_project, templates, edit_the_static_module)
     assert first.manifest.modules["user"].artifact_sha256 == (
         second.manifest.modules["user"].artifact_sha256
     )
@@ -50,12 +50,22 @@ def test_a_changed_static_module_reaches_its_unchanged_importer(
 def test_an_unchanged_module_is_shared(
     make_project: Callable[..., Project], tmp_path: Path
 ) -> None:
-    templates = _templates(tmp_path / "templates", 1)
-    project = make_project(templates=templates)
-    python = CompileSettings(backend="python")
-    first = load_build(Path(project.build(python).path), template_dir=templates)
-    edit_state(project, version=2, scoring__rag=2.5)
-    second = load_build(Path(project.build(python).path), template_dir=templates)
+    first, second = _two_builds(
+        make_project,
+        tmp_path / "templates",
+        lambda project: edit_state(project, version=2, scoring__rag=2.5),
+    )
     assert second.module("user") is not first.module("user")  # its own RAG changed
     assert second.module("lib") is first.module("lib")
     assert second.module("probe") is not first.module("probe")
+
+
+def _two_builds(
+    make_project: Callable[..., Project], templates: Path, change: Callable[[Project], object]
+) -> tuple[LoadedBuild, LoadedBuild]:
+    """A build of the templates (``lib.VALUE`` 1), then one after ``change``, both loaded."""
+    project = make_project(templates=_templates(templates, 1))
+    python = CompileSettings(backend="python")
+    first = load_build(Path(project.build(python).path), template_dir=templates)
+    change(project)
+    return first, load_build(Path(project.build(python).path), template_dir=templates)
