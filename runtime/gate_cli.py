@@ -10,6 +10,7 @@ from rich.console import Console
 
 from codegen.state import load_state
 from codegen.toolchain import BACKENDS
+from runtime.babi.data import data_files
 from runtime.calibrate import CalibrationReport, CalibrationSettings, calibrate
 from runtime.cli import SEED
 from runtime.gate import GateSettings
@@ -67,6 +68,8 @@ def register(
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        data_files(args.data)  # before any build: a wrong --data is one line at once
     settings = CalibrationSettings(
         trials=args.trials,
         first_seed=args.seed,

@@ -27,6 +27,7 @@ __all__ = [
     "parse_lines",
     "load_file",
     "load_dir",
+    "data_files",
     "split_stories",
     "questions_of",
 ]
@@ -122,16 +123,23 @@ def load_file(path: Path) -> list[Story]:
 
 def load_dir(directory: Path) -> list[Story]:
     """Stories of every ``qa*_*.txt`` file in ``directory`` (train and test files alike)."""
+    stories: list[Story] = []
+    files = data_files(directory)
+    for path in files:
+        stories.extend(load_file(path))
+    logger.debug("loaded %d stories from %d files in %s", len(stories), len(files), directory)
+    return stories
+
+
+def data_files(directory: Path) -> list[Path]:
+    """The ``qa<N>_*.txt`` files of ``directory``, sorted; one line if there are none (a
+    command checks its ``--data`` with this before it starts any work)."""
     if not directory.is_dir():
         raise BabiFormatError(f"{directory}: not a directory")
     files = sorted(p for p in directory.glob("qa*_*.txt") if _FILE_TASK.fullmatch(p.name))
     if not files:
         raise BabiFormatError(f"{directory}: no qa<N>_*.txt files")
-    stories: list[Story] = []
-    for path in files:
-        stories.extend(load_file(path))
-    logger.debug("loaded %d stories from %d files in %s", len(stories), len(files), directory)
-    return stories
+    return files
 
 
 def split_stories(stories: Sequence[Story], split: Split, seed: int = 0) -> list[Story]:

@@ -21,6 +21,7 @@ from runtime.calibrate import (
 from runtime.cli import main
 from runtime.gate import REQUIRES, GateSettings, SplitOutcome
 from runtime.ledger import Ledger, ledger_path
+from tests.conftest import SHIPPED_STATE
 
 REPO = Path(__file__).resolve().parents[2]
 ABLATE = ("experts.tracker.weight", "experts.counter.weight", "experts.embedder.weight")
@@ -156,6 +157,18 @@ def test_cli_prints_the_table_and_json(
 def test_cli_refuses_zero_trials(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gate", "calibrate", "--trials", "0"]) == 2
     assert capsys.readouterr().err.strip() == "rsi: error: trials=0: use 1 to 10000 trials"
+
+
+def test_cli_checks_data_before_building(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "rsi_state.json"
+    state.write_bytes(SHIPPED_STATE.read_bytes())
+    missing = tmp_path / "no-such-dir"
+    argv = ["gate", "calibrate", "--state", str(state), "--data", str(missing)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"rsi: error: {missing}: not a directory"
+    assert not (tmp_path / "generated").exists()
 
 
 @pytest.mark.slow
