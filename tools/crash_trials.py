@@ -373,13 +373,15 @@ def _check_other(root: Path, base: Base, edit: bytes) -> None:
 
 def _wait_for(trial: Trial, proc: subprocess.Popen[bytes], log: Path) -> float:
     """Seconds still to wait before the kill: for a gate trial, wait for its phase's log
-    line first (0.0 when the command ended before it)."""
+    line first. A command that ends without that line fails the trial: every uncut
+    ``rsi promote -v`` logs each phase, so the marker no longer matches the log format (the
+    trial would pass without ever killing that phase)."""
     if trial.op != "gate" or not GATE_PHASES[trial.phase][0]:
         return trial.delay
     marker = GATE_PHASES[trial.phase][0].encode()
     while marker not in log.read_bytes():
         if proc.poll() is not None:
-            return 0.0
+            raise TrialError(f"the command ended without the {trial.phase} phase's log line")
         time.sleep(0.01)
     return trial.delay
 
