@@ -21,7 +21,9 @@ from codegen.toolchain import CompileSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CASES: list[dict[str, Any]] = json.loads((DATA / "template_payloads.json").read_text())["cases"]
-TARGET = "scoring.py.j2"
+#: A shipped template whose module imports cython and numpy (payloads reach for both).
+TARGET = "attention.py.j2"
+MODULE = TARGET.removesuffix(".py.j2")
 
 
 def test_corpus_covers_the_issue() -> None:
@@ -75,11 +77,11 @@ def test_payload_is_refused_naming_the_template_line(
     bad_line = first + case["bad_line"]
     assert "\n" not in message
     assert re.fullmatch(
-        rf"scoring\.py:\d+: generated code [^\[]+ "
+        rf"{MODULE}\.py:\d+: generated code [^\[]+ "
         rf"\[from {re.escape(TARGET)}:{bad_line} `.+`, no state field on that line\]",
         message,
     ), message
     # Nothing was published, compiled, imported or run.
     assert not marker.exists()
     assert [p.name for p in generated.iterdir()] == [".cache"]
-    assert not list(shared_cache.glob("*/scoring.py"))
+    assert not list(shared_cache.glob(f"*/{MODULE}.py"))
