@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -422,10 +423,9 @@ def _since(start: float) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
-    import jinja2
-    from black import __version__ as black_version  # type: ignore[attr-defined]
-
-    versions = f"{black_version} {jinja2.__version__}"
+    # Versions from the installed metadata: importing black here raced a render importing it
+    # in another thread (watch mode), and costs a build that renders nothing.
+    versions = f"{importlib.metadata.version('black')} {importlib.metadata.version('jinja2')}"
     digest = hashlib.sha256(versions.encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())

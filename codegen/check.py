@@ -171,6 +171,7 @@ def guard_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
     for name, source in sources.items():
         if not (ok_dir / f"src-{_closure_sha(name, sources)}").exists():
             guard(name, source)
+            _siblings_present(name, source, sources)
 
 
 def type_skeleton(source: str) -> str:
@@ -305,6 +306,20 @@ def lint_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
         (ok_dir / f"lint-{_sha(source)}").touch()
 
 
+def _siblings_present(name: str, source: str, sources: Mapping[str, str]) -> None:
+    """Refuse ``from . import x`` of a module the build does not have (a static module
+    deleted from a template dir would fail only when the build is imported)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
+            for alias in node.names:
+                if alias.name not in sources:
+                    raise CheckError(
+                        f"{name}.py:{node.lineno}: generated code imports {alias.name!r}, "
+                        "which is not a module of this build (a template or static module "
+                        "is missing from the template dir)"
+                    )
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -319,7 +334,10 @@ def import_closure(name: str, sources: Mapping[str, str]) -> list[str]:
     found: set[str] = set()
     todo = [name]
     while todo:
-        tree = ast.parse(sources[todo.pop()])
+        try:
+            tree = ast.parse(sources[todo.pop()])
+        except SyntaxError:
+            continue  # the guard names the line; no imports to follow
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
                 new = {a.name for a in node.names if a.name in sources} - found - {name}

@@ -122,8 +122,9 @@ def render_module(
         raise RenderError(f"{template_name}:{exc.lineno}: template syntax error: {exc}") from None
     except jinja2.TemplateNotFound:
         raise RenderError(f"{template_name}: template not found in {template_dir}") from None
-    except (jinja2.UndefinedError, ValueError, TypeError) as exc:
-        raise RenderError(f"{template_name}: {exc}") from None
+    except _RENDER_ERRORS as exc:
+        where = _template_line(exc, template_name)
+        raise RenderError(f"{template_name}{where}: {type(exc).__name__}: {exc}") from None
     memo = memo_dir / hashlib.sha256(raw.encode()).hexdigest() if memo_dir else None
     if memo is not None and memo.exists():
         return memo.read_text()
@@ -202,3 +203,27 @@ def _black(raw: str, template_name: str) -> str:
         return black.format_str(raw, mode=black.Mode(line_length=_BLACK_LINE_LENGTH))
     except black.parsing.InvalidInput as exc:
         raise RenderError(f"{template_name}: rendered source is not valid Python: {exc}") from None
+
+
+#: What a template's expressions may raise on a state they do not fit (``{{ 1 // 0 }}``,
+#: an undefined name, a missing key): one line naming the template line, not a traceback.
+_RENDER_ERRORS = (
+    jinja2.UndefinedError,
+    ArithmeticError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+)
+
+
+def _template_line(exc: BaseException, template_name: str) -> str:
+    """``:<line>`` of the innermost frame of ``template_name`` in ``exc``'s traceback (jinja2
+    maps template frames to template lines), or ``""``."""
+    line = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).name == template_name:
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line

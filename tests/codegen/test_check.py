@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codegen.check import check_sources, guard, parse_checked, type_skeleton
+from codegen.check import check_sources, guard, guard_sources, parse_checked, type_skeleton
 from codegen.errors import CheckError
 from codegen.render import MECHANISM_FAMILY, module_names, render_module
 from codegen.state import AttentionMechanism, load_state
@@ -183,3 +183,19 @@ class TestMypy:
         changed = lib.replace("-> int:\n    return 1", "-> str:\n    return 'x'")
         with pytest.raises(CheckError, match=r"^mypy: user.py:5: error: Incompatible return"):
             check_sources({"user": user, "lib": changed}, tmp_path)
+
+
+class TestSiblings:
+    def test_an_import_of_a_missing_sibling_is_refused(self, tmp_path: Path) -> None:
+        user = "from . import opcodes\n\nX: int = opcodes.F_MOVE\n"
+        with pytest.raises(
+            CheckError,
+            match=r"^user.py:1: generated code imports 'opcodes', which is not a module of "
+            r"this build \(a template or static module is missing from the template dir\)$",
+        ):
+            guard_sources({"user": user}, tmp_path)
+
+    def test_an_unparsable_sibling_is_the_guard_s_one_line(self, tmp_path: Path) -> None:
+        user = "from . import lib\n\nX: int = lib.Y\n"
+        with pytest.raises(CheckError, match=r"^lib.py:1: does not parse"):
+            guard_sources({"user": user, "lib": "def broken(:\n"}, tmp_path)

@@ -63,9 +63,16 @@ class TestFilters:
 
 
 class TestBadTemplates:
+    def test_an_error_in_an_expression_names_the_template_line(self, tmp_path: Path) -> None:
+        (tmp_path / "bad.py.j2").write_text("X = 1\nY = {{ 1 // 0 }}\n")
+        with pytest.raises(
+            RenderError, match=r"^bad.py.j2:2: ZeroDivisionError: integer division or modulo"
+        ):
+            render_sources(load_state(SHIPPED_STATE), tmp_path)
+
     def test_undefined_variable_names_the_template(self, tmp_path: Path) -> None:
         (tmp_path / "bad.py.j2").write_text("X = {{ state.nope }}\n")
-        with pytest.raises(RenderError, match=r"^bad.py.j2: .*nope"):
+        with pytest.raises(RenderError, match=r"^bad.py.j2:1: UndefinedError: .*nope"):
             render_sources(load_state(SHIPPED_STATE), tmp_path)
 
     def test_invalid_python_is_reported(self, tmp_path: Path) -> None:
