@@ -52,6 +52,7 @@ __all__ = [
     "BuildResult",
     "MANIFEST",
     "CACHE_DIR",
+    "RENDER_MEMO_DIR",
     "behaviour",
     "build_state",
     "read_manifest",
@@ -65,6 +66,8 @@ logger = logging.getLogger(__name__)
 _E = TypeVar("_E", bound=Exception)
 
 CACHE_DIR = ".cache"
+#: Black's memo of rendered sources, under :data:`CACHE_DIR`.
+RENDER_MEMO_DIR = "black"
 _BUILD_ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -152,7 +155,7 @@ def _build_state(
     # The shared utility module depends on no source: it compiles while the sources render.
     shared = start_shared_utility(settings, cache)
     try:
-        sources = render_sources(state, template_dir, cache / "black")
+        sources = render_sources(state, template_dir, cache / RENDER_MEMO_DIR)
     except RenderError as exc:
         raise with_origin(exc, state, template_dir, None) from None
     specialized = _specialized(settings, state)

@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from codegen.build import CACHE_DIR, RENDER_MEMO_DIR
 from codegen.errors import RSIError
 from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
 from codegen.policy import check_policy
-from codegen.render import templates_digest
+from codegen.render import render_sources, templates_digest
 from codegen.state import RSIState, dump_state, parse_state, read_state_file, state_sha256
 from codegen.toolchain import CompileSettings, content_key
 from runtime.evidence import data_fingerprint, gather
@@ -228,6 +229,8 @@ def _settle(
     project = ctx.project
     if not decision.promoted:
         _record_decision(ctx, good, decision, waived)
+        if good.data == watched.good.data:  # only the templates changed: no state to restore
+            return _templates_rejected(ctx, watched, good, decision, gate, change)
         keep_rejected(project.state_path, good.saved)
         return _roll_back(ctx, watched, good, decision, gate, waived, change)
     with ctx.swap_lock:
@@ -313,6 +316,33 @@ def _roll_back(
     return replace(watched, judged=_key(ctx, holds, good.templates))
 
 
+def _templates_rejected(
+    ctx: WatchContext,
+    watched: Watched,
+    good: Good,
+    decision: Decision,
+    gate: str,
+    change: Change,
+) -> Watched:
+    """A template edit the gate refused: the last good build keeps serving; the state file
+    and its rejected copy are left alone, and so are the templates, for the person to fix."""
+    message = (
+        f"template change not promoted ({decision.verdict}: {decision.reason}); build "
+        f"{ctx.live.current().build_id} keeps serving; {ctx.template_dir} is left as edited: "
+        "fix or revert it"
+    )
+    ctx.record(
+        Outcome.ROLLED_BACK,
+        message,
+        good.saved,
+        None,
+        change.at,
+        version=good.state.version,
+        gate=gate,
+    )
+    return replace(watched, judged=_key(ctx, good.saved, good.templates))
+
+
 def _follow_active(ctx: WatchContext, watched: Watched, change: Change) -> Watched | None:
     """Serve the project's active build if another command (``rsi rollback``, ``rsi
     promote``, ``rsi build``) activated one meanwhile; return what is known then.
@@ -383,7 +413,22 @@ def _incumbent(ctx: WatchContext) -> Good:
     assert active is not None  # LiveProject loaded it
     record = ctx.project.ledger.state(active.version)
     state = parse_state(record.data, f"history version {record.version}")
-    return Good(record.data, state, templates_digest(ctx.template_dir), record.data)
+    return Good(record.data, state, _templates_served(ctx, state), record.data)
+
+
+def _templates_served(ctx: WatchContext, state: RSIState) -> str:
+    """The template digest the serving build stands for: the current one, unless the current
+    templates render ``state`` into other sources than the build's (edited while no watcher
+    ran, or broken): then a digest no template dir has, so the first look judges them."""
+    current = templates_digest(ctx.template_dir)
+    build = ctx.live.current()
+    try:
+        memo = ctx.project.generated_dir / CACHE_DIR / RENDER_MEMO_DIR
+        rendered = render_sources(state, ctx.template_dir, memo)
+    except RSIError:
+        return f"not {current}"
+    served = {name: (build.path / f"{name}.py").read_text() for name in build.manifest.modules}
+    return current if rendered == served else f"not {current}"
 
 
 def _key(ctx: WatchContext, data: bytes, templates: str | None = None) -> str:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -366,6 +367,42 @@ class TestVersions:
             assert project.ledger.state(7).data == bumped
         finally:
             h.stop()
+
+
+@pytest.mark.slow
+def test_a_worse_template_edit_made_while_nobody_watched_is_judged_at_start(
+    make_project: Callable[..., Project], tmp_path: Path
+) -> None:
+    """Red team: the edited templates were taken for the serving build's, and went live with
+    the next state edit ungated; a rejected template edit overwrote the kept state edit."""
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "codegen" / "templates", templates)
+    project = make_project(templates=templates)
+    serving = project.build(PURE).build_id
+    kept = project.state_path.parent / "rsi_state.rejected.json"
+    kept.write_bytes(b"an earlier rejected edit\n")
+    state_before = project.state_path.read_bytes()
+    reasoning = templates / "reasoning.py"
+    broken = reasoning.read_text().replace(
+        "def _number_id(numbers: cython.int[::1], n: cython.int) -> cython.int:\n",
+        "def _number_id(numbers: cython.int[::1], n: cython.int) -> cython.int:\n    return -1\n",
+    )
+    reasoning.write_text(broken)  # counting answers lose their number words: worse
+    h = watch(project.state_path, settings=replace(FAST, screen=True), template_dir=templates)
+    try:
+        _next(h, 1, timeout_s=120)
+        (event,) = h.history()
+        assert event.outcome is Outcome.ROLLED_BACK, event.message
+        assert event.message.startswith("template change not promoted (reject: held-out ")
+        assert event.message.endswith(
+            f"build {serving} keeps serving; {templates} is left as edited: fix or revert it"
+        )
+        assert h.current().build_id == serving
+    finally:
+        h.stop()
+    assert kept.read_bytes() == b"an earlier rejected edit\n"
+    assert project.state_path.read_bytes() == state_before
+    assert reasoning.read_text() == broken
 
 
 def _edited(path: Path, *, version: int, attention: float) -> bytes:
