@@ -12,6 +12,7 @@ import functools
 import hashlib
 import math
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ TEMPLATE_DIR = Path(__file__).with_name("templates")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _BLACK_LINE_LENGTH = 100
+_BLACK_IMPORT = threading.Lock()
 
 
 def render_sources(
@@ -197,7 +199,8 @@ def _environment(template_dir: str) -> jinja2.Environment:
 
 
 def _black(raw: str, template_name: str) -> str:
-    import black  # imported on first use: a rendering seen before is memoized
+    with _BLACK_IMPORT:  # watch mode renders in two threads; black's import is not safe so
+        import black  # imported on first use: a rendering seen before is memoized
 
     try:
         return black.format_str(raw, mode=black.Mode(line_length=_BLACK_LINE_LENGTH))
