@@ -728,6 +728,9 @@ def _sealed(artifact: Path) -> str | None:
     one-line warning, so the caller compiles it again.
     """
     entry = artifact.parent
+    if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+        _drop(entry, "is not a directory")  # the link itself goes, never what it points to
+        return None
     try:
         seal = (entry / SEAL).read_text()
     except FileNotFoundError:

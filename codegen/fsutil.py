@@ -117,11 +117,12 @@ def remove_stale_staging(root: Path) -> list[Path]:
         return removed
     for path in root.iterdir():
         match = _STAGING_NAME.match(path.name)
-        if not match or not path.is_dir() or path.is_symlink():
+        if not match or (match.group(1) and process_alive(int(match.group(1)))):
             continue
-        if match.group(1) and process_alive(int(match.group(1))):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            _remove(path)  # a discarded cache entry may have been a file or a symlink
+        except OSError:
+            continue  # another process removed it first, or it cannot be removed: left
         removed.append(path)
     if removed:
         logger.info("removed %d staging dirs left by killed processes in %s", len(removed), root)
@@ -147,4 +148,12 @@ def discard(path: Path) -> None:
     """
     doomed = path.with_name(f"{STAGING_PREFIX}{os.getpid()}-gc-{path.name}")
     os.rename(path, doomed)
-    shutil.rmtree(doomed)
+    _remove(doomed)
+
+
+def _remove(path: Path) -> None:
+    """A dir's tree; a file, or a symlink itself (never what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

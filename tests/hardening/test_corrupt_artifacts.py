@@ -61,6 +61,20 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _replace_by_a_file(entry: Path) -> None:
+    shutil.rmtree(entry)
+    entry.write_bytes(b"junk")
+
+
+def _replace_by_a_symlink(entry: Path) -> None:
+    """A symlink to a dir of someone else's: the link goes, never what it points to."""
+    outside = entry.parent.parent / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"not the cache's")
+    shutil.rmtree(entry)
+    entry.symlink_to(outside, target_is_directory=True)
+
+
 def _rebuild_without_build_dir(served: Served) -> None:
     shutil.rmtree(_build(served))
     shutil.rmtree(served.project.generated_dir / CACHE_DIR / "plans")
@@ -75,8 +89,18 @@ def _rebuild_without_build_dir(served: Served) -> None:
         (lambda e: (e / "tiny.py").unlink(), "does not match its seal (tiny.py)"),
         (lambda e: (e / SEAL).unlink(), "has no seal"),
         (lambda e: (e / SEAL).write_bytes(b"\xff\xfe"), "has an unreadable seal"),
+        (_replace_by_a_file, "is not a directory"),
+        (_replace_by_a_symlink, "is not a directory"),
     ],
-    ids=["truncated", "flipped-byte", "missing-artifact", "missing-seal", "non-utf8-seal"],
+    ids=[
+        "truncated",
+        "flipped-byte",
+        "missing-artifact",
+        "missing-seal",
+        "non-utf8-seal",
+        "a-file",
+        "a-symlink",
+    ],
 )
 def test_bad_cache_entry_is_rebuilt_never_republished(
     served: Served, damage: object, why: str, caplog: pytest.LogCaptureFixture
@@ -92,6 +116,9 @@ def test_bad_cache_entry_is_rebuilt_never_republished(
     assert (entry / "tiny.py").read_bytes() == good
     assert (entry / SEAL).read_text() == f"{file_sha256(entry / 'tiny.py')}  tiny.py\n"
     served.project.load_active()
+    assert not list(entry.parent.glob(".tmp-*"))  # nothing left half-discarded
+    outside = entry.parent.parent / "outside"
+    assert not outside.exists() or (outside / "keep").read_bytes() == b"not the cache's"
 
 
 def test_flipped_byte_in_the_active_build_is_rebuilt(
