@@ -131,7 +131,7 @@ def test_a_failing_selftest_is_rejected_with_its_message(pure_build: Path, tmp_p
 
 
 def test_a_model_that_cannot_answer_is_rejected(pure_build: Path, tmp_path: Path) -> None:
-    bad = tampered(pure_build, tmp_path, "scoring", "del decide_story")
+    bad = tampered(pure_build, tmp_path, "knowledge", "del run_story")  # no selftest there
     report = first_run(bad)
     assert not report.ok and report.phase == "answers"
     assert report.reason.startswith(f"build {bad.name} failed its first run (answers): ")
