@@ -11,10 +11,12 @@ _F32 = np.dtype(np.float32)
 
 
 def length(fn: str, name: str, a: object, n_max: int) -> int:
-    """Rows of ``a``; a one-line ValueError unless it is an array of 1 to ``n_max`` rows."""
+    """Rows of ``a``; a one-line ValueError unless it is a 2-D array of 1 to ``n_max`` rows."""
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{fn}: {name} must be a float32 numpy array, got {type(a).__name__}")
-    rows = a.shape[0] if a.ndim >= 1 else 0
+    if a.ndim != 2:
+        raise ValueError(f"{fn}: {name} must be a 2-D array (rows, columns), got shape {a.shape}")
+    rows = a.shape[0]
     if not 1 <= rows <= n_max:
         raise ValueError(
             f"{fn}: {name} must have 1 to {n_max} rows (architecture.seq_len), got {rows}"
@@ -67,5 +69,11 @@ def keys(fn: str, mask: object, n: int) -> np.ndarray | None:
         and mask.flags.c_contiguous
     ):
         return mask.view(np.uint8)
-    got = f"{mask.dtype} {mask.shape}" if isinstance(mask, np.ndarray) else type(mask).__name__
-    raise ValueError(f"{fn}: mask must be a bool or uint8 array of shape ({n},), got {got}")
+    if isinstance(mask, np.ndarray):
+        order = "" if mask.flags.c_contiguous else " non-contiguous"
+        got = f"{mask.dtype}{order} {mask.shape}"
+    else:
+        got = type(mask).__name__
+    raise ValueError(
+        f"{fn}: mask must be a C-contiguous bool or uint8 array of shape ({n},), got {got}"
+    )

@@ -164,8 +164,22 @@ class TestBoundary:
 
     def test_bad_mask(self, sdpa: Kernel) -> None:
         q = np.zeros((4, 12), np.float32)
-        with pytest.raises(ValueError, match=r"mask must be a bool or uint8 array of shape \(4,\)"):
+        with pytest.raises(
+            ValueError, match=r"mask must be a C-contiguous bool or uint8 array of shape \(4,\)"
+        ):
             sdpa(q, q, q, np.ones(5, bool))
+
+    def test_a_non_contiguous_mask_says_so(self, sdpa: Kernel) -> None:
+        q = np.zeros((4, 12), np.float32)
+        with pytest.raises(ValueError, match=r", got bool non-contiguous \(4,\)$"):
+            sdpa(q, q, q, np.ones(8, bool)[::2])
+
+    def test_a_1d_array_names_the_shape_wanted(self, sdpa: Kernel) -> None:
+        q = np.zeros(12, np.float32)
+        with pytest.raises(
+            ValueError, match=r"^sdpa: q must be a 2-D array \(rows, columns\), got shape \(12,\)$"
+        ):
+            sdpa(q, q, q, np.ones(12, bool))
 
     def test_not_an_array(self, sdpa: Kernel) -> None:
         with pytest.raises(ValueError, match=r"^sdpa: q must be a float32 numpy array, got list$"):
