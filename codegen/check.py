@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import hashlib
 import logging
 import os
@@ -334,16 +335,27 @@ def import_closure(name: str, sources: Mapping[str, str]) -> list[str]:
     found: set[str] = set()
     todo = [name]
     while todo:
-        try:
-            tree = ast.parse(sources[todo.pop()])
-        except SyntaxError:
-            continue  # the guard names the line; no imports to follow
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
-                new = {a.name for a in node.names if a.name in sources} - found - {name}
-                found |= new
-                todo.extend(new)
+        new = {n for n in _sibling_imports(sources[todo.pop()]) if n in sources}
+        new -= found | {name}
+        found |= new
+        todo.extend(new)
     return [name, *sorted(found)]
+
+
+@functools.lru_cache(maxsize=256)
+def _sibling_imports(source: str) -> frozenset[str]:
+    """Names ``source`` imports with ``from . import``; none if it does not parse (the
+    guard names that line)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return frozenset()
+    return frozenset(
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+        for alias in node.names
+    )
 
 
 _DUNDER = re.compile(r"__\w*__")
