@@ -201,7 +201,7 @@ def check_sources(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
 def type_check(
     sources: Mapping[str, str], ok_dir: Path, siblings: Mapping[str, str] | None = None
 ) -> list[str]:
-    """Parse-check all ``sources`` and mypy those whose skeleton is not known good.
+    """Guard all ``sources`` (:func:`guard`) and mypy those whose skeleton is not known good.
 
     ``siblings`` are the other modules of the same build: mypy reads them (for
     ``from . import x``) without reporting on them.
@@ -210,7 +210,7 @@ def type_check(
     build = {**(siblings or {}), **sources}
     pending: dict[str, str] = {}
     for name, source in sources.items():
-        parse_checked(name, source)
+        guard(name, source)  # ast-based; libcst is for codemods, not needed to check
         seen = "\0".join(type_skeleton(build[n]) for n in import_closure(name, build))
         digest = hashlib.sha256(seen.encode()).hexdigest()
         if not (ok_dir / digest).exists():
