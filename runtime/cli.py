@@ -8,6 +8,7 @@ commands that use them, so ``rsi --help`` and ``rsi status`` start quickly.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -51,7 +52,15 @@ starting with "rsi: error:" and exit with status 2.
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsi`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    code = _run(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        # The process exits next: spare it the final garbage collections, which walk every
+        # object a build imported (about 0.3 s of a fresh `rsi build`).
+        gc.freeze()
+    return code
+
+
+def _run(argv: Sequence[str]) -> int:
     try:
         # Inside the try: Ctrl-C while the feature modules import is an interrupt too.
         args = build_parser(argv).parse_args(argv)
