@@ -34,6 +34,8 @@ import logging
 import math
 import random
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -229,11 +231,15 @@ def train_evidence(
     """The experts' raw evidence on the train split, cached beside the ledger.
 
     It depends on the state only through what the experts compute (not on weights,
-    coefficients or rules), so the cache key leaves those out.
+    coefficients or rules), so the cache key leaves those out. A damaged cache file
+    (truncated, overwritten) is recomputed, with a warning.
     """
     cache = project.ledger.path.parent / "evidence" / f"{_evidence_key(state, data, seed)}.npz"
     if cache.exists():
-        return _read_evidence(cache)
+        try:
+            return _read_evidence(cache)
+        except _DAMAGED_NPZ as exc:
+            logger.warning("%s: damaged evidence cache (%s); recomputing it", cache, exc)
     built = project.build_candidate(state, dump_state(state), CompileSettings(backend=backend))
     model = model_of(load_build(built.path), full_evidence=True)
     evidence = collect_evidence(model, stories_of(data, "train", seed))
@@ -689,13 +695,32 @@ def _write_evidence(path: Path, evidence: Evidence) -> None:
     tmp.replace(path)
 
 
+#: What reading a damaged ``.npz`` raises: not a zip, truncated or bad CRC, a bad deflate
+#: stream, a missing array, a bad array header (``ValueError``), a short read.
+_DAMAGED_NPZ = (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, OSError)
+
+
 def _read_evidence(path: Path) -> Evidence:
+    """The evidence :func:`_write_evidence` wrote (``ValueError``: its arrays disagree)."""
     with np.load(path) as z:
-        return Evidence(
-            rows=tuple((str(r).split("\t")[0], str(r).split("\t")[1]) for r in z["rows"]),
+        rows = [str(r).split("\t") for r in z["rows"]]
+        evidence = Evidence(
+            rows=tuple((r[0], r[1]) for r in rows if len(r) == 2),
             scores=z["scores"],
             n_cand=z["n_cand"],
             gold=z["gold"],
             tasks=z["tasks"],
             words=tuple(frozenset(str(w).split()) for w in z["words"]),
         )
+    questions = evidence.tasks.shape[0]
+    shapes_agree = (
+        len(evidence.rows) == len(rows)
+        and evidence.scores.ndim == 3
+        and evidence.scores.shape[:2] == (questions, len(rows))
+        and evidence.n_cand.shape == (questions,)
+        and evidence.gold.shape == (questions, evidence.scores.shape[2])
+        and len(evidence.words) == questions
+    )
+    if not shapes_agree:
+        raise ValueError("its arrays disagree in shape")
+    return evidence
