@@ -15,7 +15,10 @@ started them (``prctl(PR_SET_PDEATHSIG)``, :func:`codegen.compile.die_with_paren
 with them the same way.
 
 Ray: ``--executor ray`` starts a local Ray (or joins the running one); ``--address
-ray://head:10001`` or ``--address auto`` joins a cluster. Every node must see the project
+ray://head:10001``, ``--address head:6379`` or ``--address auto`` joins a cluster. An
+address is checked before Ray is asked (Ray retries an address where nothing listens for
+minutes, then exits the process): it must parse, and its port must accept a TCP connection
+within :data:`CONNECT_TIMEOUT_S`. Every node must see the project
 directory at the same path (a shared file system) and have this package installed
 (``pip install .[ray]``), since workers write builds and ledger rows there.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from codegen.compile import die_with_parent
+from codegen.errors import RSIError
 from codegen.state import parse_state
 from codegen.toolchain import Backend, CompileSettings
 from runtime.evidence import data_fingerprint, gather
@@ -42,13 +47,16 @@ from runtime.loader import load_build
 from runtime.project import Project
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "EXECUTORS",
+    "ExecutorError",
     "ExecutorKind",
     "CandidateJob",
     "CandidateOutcome",
     "Executor",
     "LocalExecutor",
     "RayExecutor",
+    "check_address",
     "make_executor",
     "measure_candidate",
 ]
@@ -59,6 +67,17 @@ A = TypeVar("A")
 R = TypeVar("R")
 ExecutorKind = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorKind, ...] = ("local", "ray")
+#: Seconds a Ray address may take to accept a TCP connection before it counts as unreachable.
+CONNECT_TIMEOUT_S = 5.0
+#: What to do about an address that does not work.
+_ADDRESS_FIX = (
+    "give the head node's address (HOST:6379, ray://HOST:10001, or auto on the head node) "
+    "of a cluster started with `ray start --head`"
+)
+
+
+class ExecutorError(RSIError):
+    """A Ray cluster address that does not parse or cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -185,11 +204,19 @@ class RayExecutor:
         import ray
 
         self._ray: Any = ray
+        if address is not None:
+            check_address(address)
         if not ray.is_initialized():
             if address is None:
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(address=address, log_to_driver=False)
+                try:
+                    ray.init(address=address, log_to_driver=False)
+                except (ConnectionError, ValueError, RuntimeError) as exc:
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ExecutorError(
+                        f"--address {address}: Ray could not join it ({first}); {_ADDRESS_FIX}"
+                    ) from None
         self._task: Any = ray.remote(num_cpus=1)(measure_candidate)
 
     def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
@@ -226,6 +253,26 @@ class RayExecutor:
         """Leave Ray running (it may be shared with the caller or a cluster)."""
 
 
+def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse a Ray address that does not parse or whose port does not accept a TCP
+    connection within ``timeout_s`` (``auto`` is Ray's to find)."""
+    if address == "auto":
+        return
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except TimeoutError:
+        why = f"no answer in {timeout_s:g} s"
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+    else:
+        return
+    raise ExecutorError(
+        f"--address {address}: nothing answers at {host}:{port} ({why}); {_ADDRESS_FIX}"
+    )
+
+
 def make_executor(kind: ExecutorKind, *, address: str | None, workers: int) -> Executor:
     """The executor ``kind`` names."""
     if kind == "ray":
@@ -247,3 +294,13 @@ def _received(outcome: CandidateOutcome, submitted: float) -> CandidateOutcome:
     end_to_end = time.time() - submitted
     overhead = max(0.0, end_to_end - outcome.build_s - outcome.evaluate_s)
     return replace(outcome, overhead_s=overhead)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT`` (``[v6]:PORT`` too)."""
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExecutorError(f"--address {address}: not a Ray address; {_ADDRESS_FIX}")
+    return host, int(port)

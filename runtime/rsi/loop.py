@@ -167,31 +167,32 @@ def run_loop(
     rid = run_id(config)
     path = runs_dir(project.state_path) / f"{rid}.json"
     resumed = path.exists()
-    start_s = 0.0
-    if resumed:
-        manifest = load_manifest(path)
-        if manifest.status == "finished":
-            return LoopResult(manifest, path, True)
-        manifest = _settle_pending(project, manifest)
-    else:
-        if settings.start is not None:
-            _commit_start(project, read_state_file(settings.start), compile_settings)
-        elif project.ledger.active() is None:
-            project.build(compile_settings)
-        start_s = time.perf_counter() - clock
-        manifest = RunManifest(
-            run_id=rid,
-            config=config,
-            seed=settings.seed,
-            data_fingerprint=data_fingerprint(settings.data, settings.seed),
-            git_revision=git_revision(_REPO),
-            packages=package_versions(),
-            started_at=time.time(),
-        )
-    run = _Run(project, settings, live, on_decision, clock, manifest.elapsed_s)
-    manifest = run.save(_add_seconds(manifest, start=start_s))
+    found = load_manifest(path) if resumed else None
+    if found is not None and found.status == "finished":
+        return LoopResult(found, path, True)
+    # Before anything is built: a Ray address that does not work is refused at once.
     executor = make_executor(settings.executor, address=settings.address, workers=settings.workers)
     try:
+        start_s = 0.0
+        if found is not None:
+            manifest = _settle_pending(project, found)
+        else:
+            if settings.start is not None:
+                _commit_start(project, read_state_file(settings.start), compile_settings)
+            elif project.ledger.active() is None:
+                project.build(compile_settings)
+            start_s = time.perf_counter() - clock
+            manifest = RunManifest(
+                run_id=rid,
+                config=config,
+                seed=settings.seed,
+                data_fingerprint=data_fingerprint(settings.data, settings.seed),
+                git_revision=git_revision(_REPO),
+                packages=package_versions(),
+                started_at=time.time(),
+            )
+        run = _Run(project, settings, live, on_decision, clock, manifest.elapsed_s)
+        manifest = run.save(_add_seconds(manifest, start=start_s))
         evidence_s = time.perf_counter()
         evidence = train_evidence(
             project,

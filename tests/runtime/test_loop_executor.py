@@ -1,17 +1,23 @@
-"""The local executor: jobs stopped at a time limit, workers that die with the loop."""
+"""The local executor: jobs stopped at a time limit, workers that die with the loop; Ray
+addresses that do not work."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from runtime.cli import main
 from runtime.rsi.executor import LocalExecutor
 
 REPO = Path(__file__).resolve().parents[2]
+UNIFORM = REPO / "states" / "uniform.json"
 
 #: A parent that starts a pool worker on a long job, prints the worker's pid and waits.
 PARENT = """
@@ -71,3 +77,44 @@ def test_kill_9_of_the_parent_leaves_no_worker() -> None:
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    """A local TCP port where nothing listens (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+FIX = (
+    "give the head node's address (HOST:6379, ray://HOST:10001, or auto on the head node) "
+    "of a cluster started with `ray start --head`"
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("nonsense", "not a Ray address"),
+        ("ray://head", "not a Ray address"),
+        ("head:99999", "not a Ray address"),
+        ("127.0.0.1:{port}", "nothing answers at 127.0.0.1:{port} (Connection refused)"),
+        ("ray://127.0.0.1:{port}", "nothing answers at 127.0.0.1:{port} (Connection refused)"),
+    ],
+)
+def test_a_bad_ray_address_is_one_line_before_anything_is_built(
+    tmp_path: Path, address: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray", reason="ray is not installed (pip install .[ray])")
+    port = _free_port()
+    address, why = address.format(port=port), why.format(port=port)
+    state = tmp_path / "rsi_state.json"
+    state.write_bytes(UNIFORM.read_bytes())
+    argv = ["loop", "--state", str(state), "--iterations", "1", "--backend", "python"]
+    clock = time.monotonic()
+    assert main([*argv, "--executor", "ray", "--address", address]) == 2
+    assert time.monotonic() - clock < 30
+    assert capsys.readouterr().err == f"rsi: error: --address {address}: {why}; {FIX}\n"
+    assert not (tmp_path / "generated").exists(), "the start state was built first"
+    assert state.read_bytes() == UNIFORM.read_bytes()
