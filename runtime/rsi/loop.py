@@ -18,7 +18,8 @@ Each iteration:
 It stops at the budget, at the iteration count, or when an iteration proposes nothing that
 was not gated before. The budget bounds every phase (see ``_Budget``): work that cannot
 finish is not started, executor jobs still running at the deadline are stopped, so a run
-ends within its budget but for one gate decision. The run manifest is rewritten after every
+ends within its budget but for one gate decision. One loop runs per state file at a
+time (``.rsi/<state file name>/loop.lock``). The run manifest is rewritten after every
 decision, so a killed loop started again with the same arguments resumes: no decision lost,
 none repeated. Same seed and data give the same decisions (every random choice comes from
 ``seed`` and the iteration's index, and the gate's evidence is deterministic), with two
@@ -28,15 +29,18 @@ exceptions that depend on time: a run cut short by its budget, and build-knob de
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ from runtime.babi.builds import model_of
 from runtime.babi.tune import Evidence, Screened, collect_evidence, screen
 from runtime.evidence import data_fingerprint, stories_of
 from runtime.gate import GateSettings
+from runtime.ledger import ledger_path
 from runtime.live import LiveProject
 from runtime.loader import load_build
 from runtime.project import Project
@@ -132,7 +137,7 @@ class LoopSettings:
 
 
 class LoopError(RSIError):
-    """Loop settings out of range."""
+    """Loop settings out of range, or a loop already running on the project."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,17 @@ def run_loop(
 ) -> LoopResult:
     """Run (or resume) the loop on ``project``; see the module docstring."""
     clock = time.perf_counter() if settings.started is None else settings.started
+    with _loop_lock(project.state_path):
+        return _run_locked(project, settings, live, on_decision, clock)
+
+
+def _run_locked(
+    project: Project,
+    settings: LoopSettings,
+    live: LiveProject | None,
+    on_decision: OnDecision | None,
+    clock: float,
+) -> LoopResult:
     compile_settings = CompileSettings(backend=settings.backend)
     config = _config(project, settings)
     rid = run_id(config)
@@ -452,6 +468,33 @@ def _iteration(
         return manifest, budget, stopped
     reason = "" if chosen or done_here else "nothing new proposed"
     return manifest, budget, reason
+
+
+@contextmanager
+def _loop_lock(state_path: Path) -> Iterator[None]:
+    """Hold ``.rsi/<state file name>/loop.lock`` for the run; refuse a second loop at once.
+
+    An ``flock``: the kernel releases it when its process dies, so a ``kill -9``'d loop
+    leaves no stale lock behind (the pid written in the file only names the holder).
+    """
+    path = ledger_path(state_path).parent / "loop.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise LoopError(
+                f"{state_path.name}: a loop already runs on it (process {holder}; lock "
+                f".rsi/{state_path.name}/loop.lock); wait for it to finish or stop it, "
+                "then run rsi loop again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _choose(fresh: list[Candidate], room: int) -> list[Candidate]:
