@@ -193,11 +193,12 @@ def _run_locked(
         if found is not None:
             manifest = _settle_pending(project, found)
         else:
+            start_s = time.perf_counter()
             if settings.start is not None:
                 _commit_start(project, read_state_file(settings.start), compile_settings)
             elif project.ledger.active() is None:
                 project.build(compile_settings)
-            start_s = time.perf_counter() - clock
+            start_s = time.perf_counter() - start_s
             manifest = RunManifest(
                 run_id=rid,
                 config=config,
@@ -219,12 +220,18 @@ def _run_locked(
         )
         evidence_s = time.perf_counter() - evidence_s
         manifest = run.save(_add_seconds(manifest, evidence=evidence_s))
-        # What a candidate job costs before one was run: what building the start state and
-        # collecting its train evidence cost here (a build and an evaluation), else the
-        # longest job of the run so far.
+        # What a candidate job costs: the longest job of the run so far, else (none run yet)
+        # what building the start state and collecting its train evidence cost here (a build
+        # and an evaluation); the stop reason says which.
+        jobs = _job_seconds(manifest)
         budget = _Budget(
             None if settings.budget_s is None else run.clock + settings.budget_s - run.before_s,
-            job_s=max([start_s + evidence_s, *_job_seconds(manifest)]),
+            job_s=max(jobs) if jobs else start_s + evidence_s,
+            jobs_seen=len(jobs),
+            estimate=(
+                f"building the start state ({start_s:.0f} s) and collecting its train "
+                f"evidence ({evidence_s:.0f} s) in this process"
+            ),
             gate_s=max([0.0, *_gate_seconds(manifest)]),
         )
         while True:
@@ -310,7 +317,9 @@ class _Budget:
     """The run's deadline (``perf_counter``; None: no budget) and the costs seen so far."""
 
     deadline: float | None
-    job_s: float  # the longest candidate build and evaluation seen (or its first estimate)
+    job_s: float  # the longest candidate build and evaluation seen (or, none seen, estimate)
+    jobs_seen: int  # candidate jobs of the run that job_s is the longest of
+    estimate: str  # where job_s comes from while jobs_seen is 0
     gate_s: float  # the longest gate decision seen
 
     def left_s(self) -> float | None:
@@ -322,9 +331,36 @@ class _Budget:
         left = self.left_s()
         return left is None or left >= seconds
 
-    def seen(self, *, job_s: float = 0.0, gate_s: float = 0.0) -> _Budget:
-        """The budget with these costs taken into the estimates."""
-        return replace(self, job_s=max(self.job_s, job_s), gate_s=max(self.gate_s, gate_s))
+    def seen(self, *, job_s: Sequence[float] = (), gate_s: float = 0.0) -> _Budget:
+        """The budget with these costs taken in (the first jobs replace the estimate)."""
+        longest = max([*job_s, self.job_s]) if self.jobs_seen else max(job_s, default=self.job_s)
+        return replace(
+            self,
+            job_s=longest,
+            jobs_seen=self.jobs_seen + len(job_s),
+            gate_s=max(self.gate_s, gate_s),
+        )
+
+    def no_room_for_a_job(self, budget_s: float | None) -> str:
+        """Why no candidate job starts now: the time left, the job's cost and its source."""
+        source = (
+            f"the longest of this run's {self.jobs_seen} candidate jobs"
+            if self.jobs_seen
+            else f"none built yet in this run; estimated from {self.estimate}"
+        )
+        return self._no_room(budget_s, "a candidate build and evaluation", self.job_s, source)
+
+    def no_room_for_a_gate(self, budget_s: float | None) -> str:
+        """Why no gate decision starts now."""
+        source = "the longest gate decision of this run"
+        return self._no_room(budget_s, "a gate decision", self.gate_s, source)
+
+    def _no_room(self, budget_s: float | None, what: str, seconds: float, source: str) -> str:
+        left = max(0.0, self.left_s() or 0.0)
+        return (
+            f"budget {budget_s:g} s: {left:.0f} s left, too little for {what} "
+            f"(~{seconds:.0f} s: {source})"
+        )
 
 
 def _iteration(
@@ -385,7 +421,7 @@ def _iteration(
     if any(d["promoted"] for d in done_here):
         chosen = []
     if chosen and not budget.fits(budget.job_s):
-        stopped = _budget_spent(settings, f"a candidate build takes ~{budget.job_s:.0f} s")
+        stopped = budget.no_room_for_a_job(settings.budget_s)
         chosen = []
     newest = project.ledger.versions()[-1]
     blobs = [_candidate_bytes(c, newest + 1, evidence) for c in chosen]
@@ -409,7 +445,7 @@ def _iteration(
     seconds["executor_evaluate"] = sum(o.evaluate_s for o in outcomes)
     seconds["executor_queued"] = sum(o.queued_s for o in outcomes)
     seconds["executor_overhead"] = sum(o.overhead_s for o in outcomes)
-    budget = budget.seen(job_s=max([0.0, *(o.build_s + o.evaluate_s for o in outcomes)]))
+    budget = budget.seen(job_s=[o.build_s + o.evaluate_s for o in outcomes])
     if len(outcomes) < len(results):
         stopped = _budget_spent(settings, "candidate builds stopped at the deadline")
     decisions = list(manifest.decisions)
@@ -418,7 +454,7 @@ def _iteration(
         if outcome is None:
             break  # stopped at the deadline: neither gated nor tried
         if not budget.fits(budget.gate_s):
-            stopped = _budget_spent(settings, f"a gate decision takes ~{budget.gate_s:.0f} s")
+            stopped = budget.no_room_for_a_gate(settings.budget_s)
             break
         pending = {
             "iteration": index,

@@ -1,13 +1,16 @@
-"""``rsi loop`` refuses settings out of range in one line, before anything runs."""
+"""``rsi loop`` refuses settings out of range in one line, before anything runs; a budget
+stop says what it is short of, and where that cost comes from."""
 
 from __future__ import annotations
 
 import math
+import time
+from typing import Any
 
 import pytest
 
 from runtime.cli import main
-from runtime.rsi.loop import LoopError, LoopSettings
+from runtime.rsi.loop import LoopError, LoopSettings, _Budget
 
 
 @pytest.mark.parametrize(
@@ -45,3 +48,42 @@ def test_executor_choices_are_the_executors() -> None:
     from runtime.rsi import cli, executor
 
     assert cli.EXECUTORS == executor.EXECUTORS
+
+
+def _budget(left_s: float, **costs: Any) -> _Budget:
+    """A budget ``left_s`` from its deadline (plus a fraction of a second, so the whole
+    seconds left print as ``left_s``) before any candidate job of the run."""
+    return _Budget(
+        time.perf_counter() + left_s + 0.4,
+        **{
+            "job_s": 78.0,
+            "jobs_seen": 0,
+            "estimate": "building the start state (12 s) and collecting its train evidence "
+            "(66 s) in this process",
+            "gate_s": 0.0,
+            **costs,
+        },
+    )
+
+
+def test_a_budget_stop_before_any_build_says_the_cost_is_an_estimate_and_whence() -> None:
+    assert _budget(40.0).no_room_for_a_job(100.0) == (
+        "budget 100 s: 40 s left, too little for a candidate build and evaluation "
+        "(~78 s: none built yet in this run; estimated from building the start state (12 s) "
+        "and collecting its train evidence (66 s) in this process)"
+    )
+
+
+def test_jobs_seen_replace_the_estimate_even_when_shorter() -> None:
+    budget = _budget(40.0).seen(job_s=[21.0, 19.5])
+    assert (budget.job_s, budget.jobs_seen) == (21.0, 2)
+    assert budget.seen(job_s=[]).job_s == 21.0  # no job ran (none started): no change
+    budget = budget.seen(job_s=[50.0])
+    assert budget.no_room_for_a_job(100.0) == (
+        "budget 100 s: 40 s left, too little for a candidate build and evaluation "
+        "(~50 s: the longest of this run's 3 candidate jobs)"
+    )
+    assert _budget(3.0, gate_s=9.0).no_room_for_a_gate(100.0) == (
+        "budget 100 s: 3 s left, too little for a gate decision "
+        "(~9 s: the longest gate decision of this run)"
+    )
