@@ -12,7 +12,9 @@ stopped (local workers killed, Ray tasks force-cancelled) and come back as ``Non
 budget is never overrun by a candidate build. Local workers die with the process that
 started them (``prctl(PR_SET_PDEATHSIG)``, :func:`codegen.compile.die_with_parent`): a
 ``kill -9`` of ``rsi loop`` leaves no worker building on, and their compiler children die
-with them the same way.
+with them the same way. Ctrl-C (SIGINT to the terminal's whole process group) is the loop's
+alone: workers start with SIGINT blocked and then ignore it, so none prints a traceback;
+the loop's process stops and kills them (:meth:`LocalExecutor.close`).
 
 Ray: ``--executor ray`` starts a local Ray (or joins the running one); ``--address
 ray://head:10001``, ``--address head:6379`` or ``--address auto`` joins a cluster. An
@@ -27,11 +29,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -157,7 +161,8 @@ class LocalExecutor:
     def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
         """Run the jobs on the pool; kill the workers of jobs still running at ``timeout_s``."""
         submitted = time.time()
-        futures = [self._pool.submit(measure_candidate, job, submitted) for job in jobs]
+        with _sigint_blocked():
+            futures = [self._pool.submit(measure_candidate, job, submitted) for job in jobs]
         outcomes: dict[Future[CandidateOutcome], CandidateOutcome] = {}
         end = None if timeout_s is None else time.monotonic() + timeout_s
         pending = set(futures)
@@ -175,7 +180,8 @@ class LocalExecutor:
 
     def call(self, fn: Callable[[A], R], arg: A, *, timeout_s: float | None = None) -> R | None:
         """``fn(arg)`` on a worker; kill the workers when it is still running at ``timeout_s``."""
-        future = self._pool.submit(fn, arg)
+        with _sigint_blocked():
+            future = self._pool.submit(fn, arg)
         try:
             return future.result(timeout=timeout_s)
         except FuturesTimeout:
@@ -184,14 +190,13 @@ class LocalExecutor:
             return None
 
     def close(self) -> None:
-        """Shut the pool down."""
-        self._pool.shutdown()
+        """Shut the pool down, killing the workers: a job still running is one the loop
+        gave up on (Ctrl-C, an error), and workers ignore SIGINT."""
+        _kill(self._pool)
 
     def _restart(self) -> None:
         """Kill every worker (a running job cannot be cancelled otherwise); start a new pool."""
-        for process in list(self._pool._processes.values()):
-            process.kill()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        _kill(self._pool)
         self._pool = _pool(self._workers)
 
 
@@ -208,7 +213,10 @@ class RayExecutor:
             check_address(address)
         if not ray.is_initialized():
             if address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                # Ray's processes inherit the blocked SIGINT: Ctrl-C stops the loop, whose
+                # exit shuts them down (they died with it and Ray crashed at exit).
+                with _sigint_blocked():
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
             else:
                 try:
                     ray.init(address=address, log_to_driver=False)
@@ -281,12 +289,41 @@ def make_executor(kind: ExecutorKind, *, address: str | None, workers: int) -> E
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool whose workers ignore SIGINT and die with this process (spawned on demand, in
+    ``submit``: submit with :func:`_sigint_blocked`)."""
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
-        initializer=die_with_parent,
+        initializer=_worker_start,
         initargs=(os.getpid(),),
     )
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill ``pool``'s workers and shut it down (its jobs come back cancelled or broken)."""
+    for process in list(pool._processes.values()):
+        process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it spawns pool workers: they inherit the mask,
+    so a Ctrl-C reaches none of them, not even while it starts up (a pending SIGINT is
+    delivered here when the block ends)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _worker_start(parent_pid: int) -> None:
+    """A pool worker's initializer: ignore SIGINT (the loop's process handles Ctrl-C and
+    kills the workers), die with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    die_with_parent(parent_pid)
 
 
 def _received(outcome: CandidateOutcome, submitted: float) -> CandidateOutcome:

@@ -31,6 +31,20 @@ print(*executor._pool._processes, flush=True)
 future.result()
 """
 
+#: A parent whose pool worker sleeps on a job; it prints the worker's pid, and on Ctrl-C
+#: closes the executor and says so.
+PARENT_INTERRUPTED = """
+import time
+from runtime.rsi.executor import LocalExecutor
+executor = LocalExecutor(workers=2)
+print(executor.call(os.readlink, "/proc/self", timeout_s=60), flush=True)
+try:
+    executor.call(time.sleep, 60)
+except KeyboardInterrupt:
+    executor.close()
+    print("interrupted", flush=True)
+"""
+
 
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie has finished)."""
@@ -118,3 +132,37 @@ def test_a_bad_ray_address_is_one_line_before_anything_is_built(
     assert capsys.readouterr().err == f"rsi: error: --address {address}: {why}; {FIX}\n"
     assert not (tmp_path / "generated").exists(), "the start state was built first"
     assert state.read_bytes() == UNIFORM.read_bytes()
+
+
+def _ignores_sigint(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as fh:
+        ignored = next(line for line in fh if line.startswith("SigIgn:")).split()[1]
+    return bool(int(ignored, 16) & (1 << (signal.SIGINT - 1)))
+
+
+def test_ctrl_c_reaches_the_loop_alone_and_its_workers_are_killed() -> None:
+    """Ctrl-C signals the terminal's whole process group: a pool worker that took it printed
+    a traceback (or raised it into its job); workers ignore it, the parent kills them."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import os\n" + PARENT_INTERRUPTED],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    try:
+        assert _ignores_sigint(worker)
+        time.sleep(0.5)  # the sleep job has reached the worker
+        clock = time.monotonic()
+        os.killpg(parent.pid, signal.SIGINT)
+        out, err = parent.communicate(timeout=30)
+        assert time.monotonic() - clock < 20
+        assert (out, err) == ("interrupted\n", "")
+        assert not _alive(worker)
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+        parent.kill()
