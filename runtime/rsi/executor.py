@@ -174,7 +174,7 @@ class LocalExecutor:
             for future in done:
                 outcomes[future] = _received(future.result(), submitted)
         if pending:
-            logger.warning("time limit: %d candidate job(s) stopped", len(pending))
+            logger.debug("time limit: %d job(s) stopped; workers killed", len(pending))
             self._restart()
         return [outcomes.get(f) for f in futures]
 
@@ -185,7 +185,7 @@ class LocalExecutor:
         try:
             return future.result(timeout=timeout_s)
         except FuturesTimeout:
-            logger.warning("time limit: %s stopped", getattr(fn, "__name__", fn))
+            logger.debug("time limit: %s stopped; workers killed", getattr(fn, "__name__", fn))
             self._restart()
             return None
 
@@ -241,7 +241,7 @@ class RayExecutor:
                 break
             outcomes[done[0]] = _received(self._ray.get(done[0]), submitted)
         if pending:
-            logger.warning("time limit: %d candidate job(s) cancelled", len(pending))
+            logger.debug("time limit: %d Ray task(s) cancelled", len(pending))
             for ref in pending:
                 self._ray.cancel(ref, force=True)
         return [outcomes.get(ref) for ref in refs]
@@ -251,7 +251,7 @@ class RayExecutor:
         ref = self._ray.remote(num_cpus=1)(fn).remote(arg)
         done, _ = self._ray.wait([ref], num_returns=1, timeout=timeout_s)
         if not done:
-            logger.warning("time limit: %s cancelled", getattr(fn, "__name__", fn))
+            logger.debug("time limit: Ray task %s cancelled", getattr(fn, "__name__", fn))
             self._ray.cancel(ref, force=True)
             return None
         result: R = self._ray.get(ref)

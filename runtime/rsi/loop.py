@@ -406,6 +406,8 @@ def _iteration(
         if knobs is not None:
             candidates += knobs.candidates
             refused = knobs.refused
+        else:
+            logger.warning(_tuning_stopped(index, incumbent.version, tune_s, settings.budget_s))
     # A resumed iteration gates only what it had not gated before the kill: the same
     # candidates, in the same order, as an uninterrupted run.
     done_here = [d for d in manifest.decisions if d["iteration"] == index]
@@ -448,6 +450,8 @@ def _iteration(
     budget = budget.seen(job_s=[o.build_s + o.evaluate_s for o in outcomes])
     if len(outcomes) < len(results):
         stopped = _budget_spent(settings, "candidate builds stopped at the deadline")
+        late = [c for c, o in zip(chosen, results, strict=True) if o is None]
+        logger.warning(_builds_stopped(index, late, settings.budget_s))
     decisions = list(manifest.decisions)
     tried = list(manifest.tried)
     for candidate, blob, outcome in zip(chosen, blobs, results, strict=True):
@@ -543,6 +547,28 @@ def _choose(fresh: list[Candidate], room: int) -> list[Candidate]:
 
 def _is_knob(kinds: Sequence[str]) -> bool:
     return bool({"kernel", "architecture"} & set(kinds))
+
+
+def _tuning_stopped(index: int, version: int, tune_s: float | None, budget_s: float | None) -> str:
+    """The warning for a kernel autotuning stopped at its share of the budget."""
+    return (
+        f"iteration {index}: kernel autotuning of state version {version} stopped after "
+        f"{tune_s or 0.0:.0f} s, its share of {_the_budget(budget_s)}; what it measured is "
+        "cached, so the next iteration or run goes on from there"
+    )
+
+
+def _builds_stopped(index: int, stopped: Sequence[Candidate], budget_s: float | None) -> str:
+    """The warning for candidate builds stopped at the deadline: which candidates."""
+    names = "; ".join(f"{c.label} ({', '.join(x.path for x in c.changes)})" for c in stopped)
+    return (
+        f"iteration {index}: {len(stopped)} candidate build(s) stopped at the end of "
+        f"{_the_budget(budget_s)}, neither gated nor marked tried: {names}"
+    )
+
+
+def _the_budget(budget_s: float | None) -> str:
+    return "the loop's time limit" if budget_s is None else f"the {budget_s:g} s budget"
 
 
 def _budget_spent(settings: LoopSettings, why: str) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from codegen.state import parse_state
 from runtime.cli import main
-from runtime.rsi.loop import LoopError, LoopSettings, _Budget
+from runtime.rsi.loop import LoopError, LoopSettings, _Budget, _builds_stopped, _tuning_stopped
+from runtime.rsi.propose import Candidate, Change
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -86,4 +91,21 @@ def test_jobs_seen_replace_the_estimate_even_when_shorter() -> None:
     assert _budget(3.0, gate_s=9.0).no_room_for_a_gate(100.0) == (
         "budget 100 s: 3 s left, too little for a gate decision "
         "(~9 s: the longest gate decision of this run)"
+    )
+
+
+def test_time_limit_warnings_say_which_job_and_candidate_in_user_terms() -> None:
+    """Not the executor's function name ("time limit: run_knob_job stopped")."""
+    assert _tuning_stopped(2, 7, 41.3, 300.0) == (
+        "iteration 2: kernel autotuning of state version 7 stopped after 41 s, its share of "
+        "the 300 s budget; what it measured is cached, so the next iteration or run goes on "
+        "from there"
+    )
+    state = parse_state((REPO / "states" / "uniform.json").read_bytes(), "uniform")
+    rule = Change("routing", "rule:afraid", None, 0.5, "mined")
+    step = Change("numeric", "scoring.rag", 1.0, 0.75, "climb")
+    late = [Candidate("routing", state, (rule, step), (3, 0.9), {})]
+    assert _builds_stopped(1, late, 120.0) == (
+        "iteration 1: 1 candidate build(s) stopped at the end of the 120 s budget, neither "
+        "gated nor marked tried: routing (rule:afraid, scoring.rag)"
     )
