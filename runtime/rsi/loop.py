@@ -102,6 +102,9 @@ logger = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parents[2]
 #: Most of the remaining budget one iteration's kernel autotuning may take.
 KNOB_SHARE = 0.25
+#: The share of its time at which the autotuner stops itself (between variant compiles);
+#: the rest is a margin before the executor kills its worker.
+KNOB_SOFT_SHARE = 0.85
 
 
 @dataclass(frozen=True)
@@ -387,7 +390,9 @@ def _iteration(
     # The autotuner runs on a worker, stopped in time to leave room for one candidate, and
     # at most KNOB_SHARE of what is left. Its compiled variants and measurements are cached,
     # so a stopped tuning goes on where it stopped in the next iteration, and a finished one
-    # costs a cache lookup.
+    # costs a cache lookup. It stops itself between variant compiles (KNOB_SOFT_SHARE of its
+    # time, less its longest compile), so the pool's workers live on; the executor kills
+    # them only when a compile runs past the whole time (and the next job respawns them).
     left = budget.left_s()
     tune_s = None if left is None else min(left - budget.job_s - budget.gate_s, left * KNOB_SHARE)
     if settings.knobs and (tune_s is None or tune_s > 0):
@@ -400,10 +405,11 @@ def _iteration(
                 compile=CompileSettings(backend=settings.backend),
                 approve=settings.approve,
             ),
+            stop_at_unix_s=None if tune_s is None else time.time() + tune_s * KNOB_SOFT_SHARE,
         )
         knobs = executor.call(run_knob_job, job, timeout_s=tune_s)
         seconds["knobs"] = time.perf_counter() - clock
-        if knobs is not None:
+        if knobs is not None and knobs.complete:
             candidates += knobs.candidates
             refused = knobs.refused
         else:
