@@ -590,11 +590,12 @@ def _add_seconds(manifest: RunManifest, **seconds: float) -> RunManifest:
 
 
 def _job_seconds(manifest: RunManifest) -> list[float]:
-    """Build and evaluate seconds of each candidate job the run made (its decisions)."""
+    """Build and evaluate seconds of each candidate job the run made (its decisions; a
+    decision settled on resume, whose job was not timed, is not one)."""
     return [
-        float(d["seconds"].get("executor_build", 0.0))
-        + float(d["seconds"].get("executor_evaluate", 0.0))
+        float(d["seconds"]["executor_build"]) + float(d["seconds"].get("executor_evaluate", 0.0))
         for d in manifest.decisions
+        if "executor_build" in d["seconds"]
     ]
 
 

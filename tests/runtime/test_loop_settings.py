@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import pytest
 
 from codegen.state import parse_state
 from runtime.cli import main
-from runtime.rsi.loop import LoopError, LoopSettings, _Budget, _builds_stopped, _tuning_stopped
+from runtime.rsi.loop import (
+    LoopError,
+    LoopSettings,
+    _Budget,
+    _builds_stopped,
+    _job_seconds,
+    _tuning_stopped,
+)
+from runtime.rsi.manifest import RunManifest
 from runtime.rsi.propose import Candidate, Change
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +118,21 @@ def test_time_limit_warnings_say_which_job_and_candidate_in_user_terms() -> None
         "iteration 1: 1 candidate build(s) stopped at the end of the 120 s budget, neither "
         "gated nor marked tried: routing (rule:afraid, scoring.rag)"
     )
+
+
+def test_a_decision_settled_on_resume_is_no_timed_job() -> None:
+    """Its seconds are unknown ({}): counted as a 0 s job it made the budget say "the
+    longest of this run's 1 candidate jobs (~0 s)"."""
+    timed = {"seconds": {"executor_build": 30.0, "executor_evaluate": 12.5, "gate": 3.0}}
+    manifest = RunManifest(
+        run_id="r",
+        config={},
+        seed=0,
+        data_fingerprint="generated:0",
+        git_revision="abc",
+        packages={},
+        started_at=1.0,
+        decisions=({"seconds": {}}, timed),
+    )
+    assert _job_seconds(manifest) == [42.5]
+    assert _job_seconds(replace(manifest, decisions=({"seconds": {}},))) == []
