@@ -174,7 +174,7 @@ class LocalExecutor:
             for future in done:
                 outcomes[future] = _received(future.result(), submitted)
         if pending:
-            logger.debug("time limit: %d job(s) stopped; workers killed", len(pending))
+            logger.info("time limit: %d job(s) stopped; pool workers killed", len(pending))
             self._restart()
         return [outcomes.get(f) for f in futures]
 
@@ -185,7 +185,7 @@ class LocalExecutor:
         try:
             return future.result(timeout=timeout_s)
         except FuturesTimeout:
-            logger.debug("time limit: %s stopped; workers killed", getattr(fn, "__name__", fn))
+            logger.info("time limit: %s stopped; pool workers killed", getattr(fn, "__name__", fn))
             self._restart()
             return None
 
