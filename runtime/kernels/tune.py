@@ -81,6 +81,10 @@ class TuneSettings:
     repeats: int = 25
     warmup: int = 3
     seed: int = 0
+    #: Stop compiling variants when the next one (as long as the longest so far) would end
+    #: past this many seconds; what was compiled is measured and cached, and the report is
+    #: incomplete (no winners). None: tune everything.
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ class Measurement:
 
 @dataclass(frozen=True)
 class MechanismReport:
-    """Every candidate of one mechanism and the winner (None when all failed)."""
+    """Every candidate of one mechanism measured and the winner (None when all failed, or
+    when the tuning stopped at its time limit before measuring them all)."""
 
     mechanism: AttentionMechanism
     measurements: tuple[Measurement, ...]
@@ -123,6 +128,7 @@ class TuneReport:
     changed: bool
     fingerprint: str
     mechanisms: tuple[MechanismReport, ...]
+    complete: bool = True  # False: stopped at ``time_limit_s``; run again to go on
 
     @property
     def measured(self) -> int:
@@ -181,19 +187,25 @@ def tune_kernels(
     fingerprint = machine_fingerprint()
     tuned = dict(state.kernels.tuned)
     reports = []
+    limit_s = settings.time_limit_s
+    deadline = None if limit_s is None else clock() + limit_s
+    complete = True
     for mechanism in settings.mechanisms:
         if mechanism in UNTUNED:
             continue
-        report = _tune_one(state, mechanism, settings, fingerprint, clock)
+        report, complete = _tune_one(state, mechanism, settings, fingerprint, clock, deadline)
         reports.append(report)
         if report.winner is not None:
             tuned[mechanism] = report.winner
+        if not complete:
+            logger.info("tuning stopped at its time limit of %g s", limit_s)
+            break
     kernels = KernelParams(tuned=tuned, fingerprint=fingerprint)
     changed = kernels != state.kernels
     new_state = state
     if changed:
         new_state = state.model_copy(update={"kernels": kernels, "version": state.version + 1})
-    return TuneReport(new_state, changed, fingerprint, tuple(reports))
+    return TuneReport(new_state, changed, fingerprint, tuple(reports), complete)
 
 
 def _tune_one(
@@ -202,8 +214,12 @@ def _tune_one(
     settings: TuneSettings,
     fingerprint: str,
     clock: Callable[[], float],
-) -> MechanismReport:
+    deadline: float | None = None,
+) -> tuple[MechanismReport, bool]:
+    """The mechanism's report, and False when it stopped at ``deadline`` (``clock`` time)."""
     results: dict[int, Measurement] = {}
+    complete = True
+    longest_compile_s = 0.0
     fresh: list[tuple[int, KernelChoice, str, Callable[[], object]]] = []
     rows = settings.rows or state.architecture.seq_len
     args, expected = kernel_inputs(mechanism, state.architecture, rows, settings.seed)
@@ -222,7 +238,12 @@ def _tune_one(
             if cached is not None:
                 results[index] = cached
                 continue
+            if deadline is not None and clock() + longest_compile_s >= deadline:
+                complete = False
+                break
+            started = clock()
             kernel = kernel_module(variant, mechanism, settings.compile, settings.cache_dir).kernel
+            longest_compile_s = max(longest_compile_s, clock() - started)
             out = kernel(*args)
             err = max_rel_err(out, expected)
             if not err <= TOLERANCE:
@@ -244,13 +265,13 @@ def _tune_one(
         results[index] = Measurement(
             settings.candidates[index], twin.key, twin.samples_us, twin.median_us, True, twin.error
         )
-    ordered = tuple(results[i] for i in range(len(settings.candidates)))
+    ordered = tuple(results[i] for i in range(len(settings.candidates)) if i in results)
     winner = None
     best = float("inf")
-    for m in ordered:  # strict <: an exact tie keeps the earlier candidate
+    for m in ordered if complete else ():  # strict <: an exact tie keeps the earlier one
         if m.median_us < best:
             best, winner = m.median_us, m.config
-    return MechanismReport(mechanism, ordered, winner)
+    return MechanismReport(mechanism, ordered, winner), complete
 
 
 def _measure(

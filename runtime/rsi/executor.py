@@ -12,10 +12,15 @@ stopped (local workers killed, Ray tasks force-cancelled) and come back as ``Non
 budget is never overrun by a candidate build. Local workers die with the process that
 started them (``prctl(PR_SET_PDEATHSIG)``, :func:`codegen.compile.die_with_parent`): a
 ``kill -9`` of ``rsi loop`` leaves no worker building on, and their compiler children die
-with them the same way.
+with them the same way. Ctrl-C (SIGINT to the terminal's whole process group) is the loop's
+alone: workers start with SIGINT blocked and then ignore it, so none prints a traceback;
+the loop's process stops and kills them (:meth:`LocalExecutor.close`).
 
 Ray: ``--executor ray`` starts a local Ray (or joins the running one); ``--address
-ray://head:10001`` or ``--address auto`` joins a cluster. Every node must see the project
+ray://head:10001``, ``--address head:6379`` or ``--address auto`` joins a cluster. An
+address is checked before Ray is asked (Ray retries an address where nothing listens for
+minutes, then exits the process): it must parse, and its port must accept a TCP connection
+within :data:`CONNECT_TIMEOUT_S`. Every node must see the project
 directory at the same path (a shared file system) and have this package installed
 (``pip install .[ray]``), since workers write builds and ledger rows there.
 """
@@ -24,16 +29,20 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from codegen.compile import die_with_parent
+from codegen.errors import RSIError
 from codegen.state import parse_state
 from codegen.toolchain import Backend, CompileSettings
 from runtime.evidence import data_fingerprint, gather
@@ -42,13 +51,16 @@ from runtime.loader import load_build
 from runtime.project import Project
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "EXECUTORS",
+    "ExecutorError",
     "ExecutorKind",
     "CandidateJob",
     "CandidateOutcome",
     "Executor",
     "LocalExecutor",
     "RayExecutor",
+    "check_address",
     "make_executor",
     "measure_candidate",
 ]
@@ -59,6 +71,17 @@ A = TypeVar("A")
 R = TypeVar("R")
 ExecutorKind = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorKind, ...] = ("local", "ray")
+#: Seconds a Ray address may take to accept a TCP connection before it counts as unreachable.
+CONNECT_TIMEOUT_S = 5.0
+#: What to do about an address that does not work.
+_ADDRESS_FIX = (
+    "give the head node's address (HOST:6379, ray://HOST:10001, or auto on the head node) "
+    "of a cluster started with `ray start --head`"
+)
+
+
+class ExecutorError(RSIError):
+    """A Ray cluster address that does not parse or cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +161,8 @@ class LocalExecutor:
     def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
         """Run the jobs on the pool; kill the workers of jobs still running at ``timeout_s``."""
         submitted = time.time()
-        futures = [self._pool.submit(measure_candidate, job, submitted) for job in jobs]
+        with _sigint_blocked():
+            futures = [self._pool.submit(measure_candidate, job, submitted) for job in jobs]
         outcomes: dict[Future[CandidateOutcome], CandidateOutcome] = {}
         end = None if timeout_s is None else time.monotonic() + timeout_s
         pending = set(futures)
@@ -150,29 +174,29 @@ class LocalExecutor:
             for future in done:
                 outcomes[future] = _received(future.result(), submitted)
         if pending:
-            logger.warning("time limit: %d candidate job(s) stopped", len(pending))
+            logger.info("time limit: %d job(s) stopped; pool workers killed", len(pending))
             self._restart()
         return [outcomes.get(f) for f in futures]
 
     def call(self, fn: Callable[[A], R], arg: A, *, timeout_s: float | None = None) -> R | None:
         """``fn(arg)`` on a worker; kill the workers when it is still running at ``timeout_s``."""
-        future = self._pool.submit(fn, arg)
+        with _sigint_blocked():
+            future = self._pool.submit(fn, arg)
         try:
             return future.result(timeout=timeout_s)
         except FuturesTimeout:
-            logger.warning("time limit: %s stopped", getattr(fn, "__name__", fn))
+            logger.info("time limit: %s stopped; pool workers killed", getattr(fn, "__name__", fn))
             self._restart()
             return None
 
     def close(self) -> None:
-        """Shut the pool down."""
-        self._pool.shutdown()
+        """Shut the pool down, killing the workers: a job still running is one the loop
+        gave up on (Ctrl-C, an error), and workers ignore SIGINT."""
+        _kill(self._pool)
 
     def _restart(self) -> None:
         """Kill every worker (a running job cannot be cancelled otherwise); start a new pool."""
-        for process in list(self._pool._processes.values()):
-            process.kill()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        _kill(self._pool)
         self._pool = _pool(self._workers)
 
 
@@ -185,11 +209,22 @@ class RayExecutor:
         import ray
 
         self._ray: Any = ray
+        if address is not None:
+            check_address(address)
         if not ray.is_initialized():
             if address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                # Ray's processes inherit the blocked SIGINT: Ctrl-C stops the loop, whose
+                # exit shuts them down (they died with it and Ray crashed at exit).
+                with _sigint_blocked():
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(address=address, log_to_driver=False)
+                try:
+                    ray.init(address=address, log_to_driver=False)
+                except (ConnectionError, ValueError, RuntimeError) as exc:
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ExecutorError(
+                        f"--address {address}: Ray could not join it ({first}); {_ADDRESS_FIX}"
+                    ) from None
         self._task: Any = ray.remote(num_cpus=1)(measure_candidate)
 
     def run(self, jobs: Sequence[CandidateJob], *, timeout_s: float | None = None) -> Outcomes:
@@ -206,7 +241,7 @@ class RayExecutor:
                 break
             outcomes[done[0]] = _received(self._ray.get(done[0]), submitted)
         if pending:
-            logger.warning("time limit: %d candidate job(s) cancelled", len(pending))
+            logger.debug("time limit: %d Ray task(s) cancelled", len(pending))
             for ref in pending:
                 self._ray.cancel(ref, force=True)
         return [outcomes.get(ref) for ref in refs]
@@ -216,7 +251,7 @@ class RayExecutor:
         ref = self._ray.remote(num_cpus=1)(fn).remote(arg)
         done, _ = self._ray.wait([ref], num_returns=1, timeout=timeout_s)
         if not done:
-            logger.warning("time limit: %s cancelled", getattr(fn, "__name__", fn))
+            logger.debug("time limit: Ray task %s cancelled", getattr(fn, "__name__", fn))
             self._ray.cancel(ref, force=True)
             return None
         result: R = self._ray.get(ref)
@@ -224,6 +259,26 @@ class RayExecutor:
 
     def close(self) -> None:
         """Leave Ray running (it may be shared with the caller or a cluster)."""
+
+
+def check_address(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse a Ray address that does not parse or whose port does not accept a TCP
+    connection within ``timeout_s`` (``auto`` is Ray's to find)."""
+    if address == "auto":
+        return
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except TimeoutError:
+        why = f"no answer in {timeout_s:g} s"
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+    else:
+        return
+    raise ExecutorError(
+        f"--address {address}: nothing answers at {host}:{port} ({why}); {_ADDRESS_FIX}"
+    )
 
 
 def make_executor(kind: ExecutorKind, *, address: str | None, workers: int) -> Executor:
@@ -234,12 +289,41 @@ def make_executor(kind: ExecutorKind, *, address: str | None, workers: int) -> E
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool whose workers ignore SIGINT and die with this process (spawned on demand, in
+    ``submit``: submit with :func:`_sigint_blocked`)."""
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
-        initializer=die_with_parent,
+        initializer=_worker_start,
         initargs=(os.getpid(),),
     )
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill ``pool``'s workers and shut it down (its jobs come back cancelled or broken)."""
+    for process in list(pool._processes.values()):
+        process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it spawns pool workers: they inherit the mask,
+    so a Ctrl-C reaches none of them, not even while it starts up (a pending SIGINT is
+    delivered here when the block ends)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _worker_start(parent_pid: int) -> None:
+    """A pool worker's initializer: ignore SIGINT (the loop's process handles Ctrl-C and
+    kills the workers), die with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    die_with_parent(parent_pid)
 
 
 def _received(outcome: CandidateOutcome, submitted: float) -> CandidateOutcome:
@@ -247,3 +331,13 @@ def _received(outcome: CandidateOutcome, submitted: float) -> CandidateOutcome:
     end_to_end = time.time() - submitted
     overhead = max(0.0, end_to_end - outcome.build_s - outcome.evaluate_s)
     return replace(outcome, overhead_s=overhead)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT`` (``[v6]:PORT`` too)."""
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExecutorError(f"--address {address}: not a Ray address; {_ADDRESS_FIX}")
+    return host, int(port)

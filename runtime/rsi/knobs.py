@@ -18,7 +18,8 @@ allow it, and nothing is measured for it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codegen.policy import approves
@@ -52,6 +53,9 @@ class KnobSettings:
     compile: CompileSettings = field(default_factory=CompileSettings)
     approve: tuple[str, ...] = ()
     repeats: int = 25
+    #: Stop the autotuner between variant compiles (:attr:`TuneSettings.time_limit_s`);
+    #: what it compiled and measured is cached, so the next call goes on from there.
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,26 @@ class KnobProposals:
     candidates: tuple[Candidate, ...]
     refused: tuple[str, ...]
     measured: int  # kernel variants timed now (the rest came from the cache)
+    complete: bool = True  # False: the tuning stopped at its time limit (no candidates)
 
 
 @dataclass(frozen=True)
 class KnobJob:
-    """:func:`knob_proposals`' arguments in one picklable value (an executor's job)."""
+    """:func:`knob_proposals`' arguments in one picklable value (an executor's job), and
+    when it must stop (``time.time()``; it is queued and started on a worker first)."""
 
     incumbent: RSIState
     base: Screened
     settings: KnobSettings
+    stop_at_unix_s: float | None = None
 
 
 def run_knob_job(job: KnobJob) -> KnobProposals:
     """:func:`knob_proposals` of ``job`` (what an executor worker runs)."""
-    return knob_proposals(job.incumbent, job.base, job.settings)
+    settings = job.settings
+    if job.stop_at_unix_s is not None:
+        settings = replace(settings, time_limit_s=max(0.0, job.stop_at_unix_s - time.time()))
+    return knob_proposals(job.incumbent, job.base, settings)
 
 
 def knob_proposals(incumbent: RSIState, base: Screened, settings: KnobSettings) -> KnobProposals:
@@ -91,8 +101,12 @@ def knob_proposals(incumbent: RSIState, base: Screened, settings: KnobSettings) 
             compile=settings.compile,
             mechanisms=mechanisms,
             repeats=settings.repeats,
+            time_limit_s=settings.time_limit_s,
         ),
     )
+    if not tuned.complete:
+        logger.info("knobs: tuning stopped at its time limit; %d variants measured", tuned.measured)
+        return KnobProposals((), (), tuned.measured, complete=False)
     reports = {r.mechanism: r for r in tuned.mechanisms}
     candidates: list[Candidate] = []
     own = reports.get(current)

@@ -18,7 +18,8 @@ Each iteration:
 It stops at the budget, at the iteration count, or when an iteration proposes nothing that
 was not gated before. The budget bounds every phase (see ``_Budget``): work that cannot
 finish is not started, executor jobs still running at the deadline are stopped, so a run
-ends within its budget but for one gate decision. The run manifest is rewritten after every
+ends within its budget but for one gate decision. One loop runs per state file at a
+time (``.rsi/<state file name>/loop.lock``). The run manifest is rewritten after every
 decision, so a killed loop started again with the same arguments resumes: no decision lost,
 none repeated. Same seed and data give the same decisions (every random choice comes from
 ``seed`` and the iteration's index, and the gate's evidence is deterministic), with two
@@ -28,13 +29,18 @@ exceptions that depend on time: a run cut short by its budget, and build-knob de
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,7 @@ from runtime.babi.builds import model_of
 from runtime.babi.tune import Evidence, Screened, collect_evidence, screen
 from runtime.evidence import data_fingerprint, stories_of
 from runtime.gate import GateSettings
+from runtime.ledger import ledger_path
 from runtime.live import LiveProject
 from runtime.loader import load_build
 from runtime.project import Project
@@ -95,6 +102,9 @@ logger = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parents[2]
 #: Most of the remaining budget one iteration's kernel autotuning may take.
 KNOB_SHARE = 0.25
+#: The share of its time at which the autotuner stops itself (between variant compiles);
+#: the rest is a margin before the executor kills its worker.
+KNOB_SOFT_SHARE = 0.85
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ class LoopSettings:
 
 
 class LoopError(RSIError):
-    """Loop settings out of range."""
+    """Loop settings out of range, or a loop already running on the project."""
 
 
 @dataclass(frozen=True)
@@ -160,36 +170,49 @@ def run_loop(
 ) -> LoopResult:
     """Run (or resume) the loop on ``project``; see the module docstring."""
     clock = time.perf_counter() if settings.started is None else settings.started
+    with _loop_lock(project.state_path):
+        return _run_locked(project, settings, live, on_decision, clock)
+
+
+def _run_locked(
+    project: Project,
+    settings: LoopSettings,
+    live: LiveProject | None,
+    on_decision: OnDecision | None,
+    clock: float,
+) -> LoopResult:
     compile_settings = CompileSettings(backend=settings.backend)
     config = _config(project, settings)
     rid = run_id(config)
     path = runs_dir(project.state_path) / f"{rid}.json"
     resumed = path.exists()
-    start_s = 0.0
-    if resumed:
-        manifest = load_manifest(path)
-        if manifest.status == "finished":
-            return LoopResult(manifest, path, True)
-        manifest = _settle_pending(project, manifest)
-    else:
-        if settings.start is not None:
-            _commit_start(project, read_state_file(settings.start), compile_settings)
-        elif project.ledger.active() is None:
-            project.build(compile_settings)
-        start_s = time.perf_counter() - clock
-        manifest = RunManifest(
-            run_id=rid,
-            config=config,
-            seed=settings.seed,
-            data_fingerprint=data_fingerprint(settings.data, settings.seed),
-            git_revision=git_revision(_REPO),
-            packages=package_versions(),
-            started_at=time.time(),
-        )
-    run = _Run(project, settings, live, on_decision, clock, manifest.elapsed_s)
-    manifest = run.save(_add_seconds(manifest, start=start_s))
+    found = load_manifest(path) if resumed else None
+    if found is not None and found.status == "finished":
+        return LoopResult(found, path, True)
+    # Before anything is built: a Ray address that does not work is refused at once.
     executor = make_executor(settings.executor, address=settings.address, workers=settings.workers)
     try:
+        start_s = 0.0
+        if found is not None:
+            manifest = _settle_pending(project, found)
+        else:
+            start_s = time.perf_counter()
+            if settings.start is not None:
+                _commit_start(project, read_state_file(settings.start), compile_settings)
+            elif project.ledger.active() is None:
+                project.build(compile_settings)
+            start_s = time.perf_counter() - start_s
+            manifest = RunManifest(
+                run_id=rid,
+                config=config,
+                seed=settings.seed,
+                data_fingerprint=data_fingerprint(settings.data, settings.seed),
+                git_revision=git_revision(_REPO),
+                packages=package_versions(),
+                started_at=time.time(),
+            )
+        run = _Run(project, settings, live, on_decision, clock, manifest.elapsed_s)
+        manifest = run.save(_add_seconds(manifest, start=start_s))
         evidence_s = time.perf_counter()
         evidence = train_evidence(
             project,
@@ -200,12 +223,18 @@ def run_loop(
         )
         evidence_s = time.perf_counter() - evidence_s
         manifest = run.save(_add_seconds(manifest, evidence=evidence_s))
-        # What a candidate job costs before one was run: what building the start state and
-        # collecting its train evidence cost here (a build and an evaluation), else the
-        # longest job of the run so far.
+        # What a candidate job costs: the longest job of the run so far, else (none run yet)
+        # what building the start state and collecting its train evidence cost here (a build
+        # and an evaluation); the stop reason says which.
+        jobs = _job_seconds(manifest)
         budget = _Budget(
             None if settings.budget_s is None else run.clock + settings.budget_s - run.before_s,
-            job_s=max([start_s + evidence_s, *_job_seconds(manifest)]),
+            job_s=max(jobs) if jobs else start_s + evidence_s,
+            jobs_seen=len(jobs),
+            estimate=(
+                f"building the start state ({start_s:.0f} s) and collecting its train "
+                f"evidence ({evidence_s:.0f} s) in this process"
+            ),
             gate_s=max([0.0, *_gate_seconds(manifest)]),
         )
         while True:
@@ -229,11 +258,15 @@ def train_evidence(
     """The experts' raw evidence on the train split, cached beside the ledger.
 
     It depends on the state only through what the experts compute (not on weights,
-    coefficients or rules), so the cache key leaves those out.
+    coefficients or rules), so the cache key leaves those out. A damaged cache file
+    (truncated, overwritten) is recomputed, with a warning.
     """
     cache = project.ledger.path.parent / "evidence" / f"{_evidence_key(state, data, seed)}.npz"
     if cache.exists():
-        return _read_evidence(cache)
+        try:
+            return _read_evidence(cache)
+        except _DAMAGED_NPZ as exc:
+            logger.warning("%s: damaged evidence cache (%s); recomputing it", cache, exc)
     built = project.build_candidate(state, dump_state(state), CompileSettings(backend=backend))
     model = model_of(load_build(built.path), full_evidence=True)
     evidence = collect_evidence(model, stories_of(data, "train", seed))
@@ -287,7 +320,9 @@ class _Budget:
     """The run's deadline (``perf_counter``; None: no budget) and the costs seen so far."""
 
     deadline: float | None
-    job_s: float  # the longest candidate build and evaluation seen (or its first estimate)
+    job_s: float  # the longest candidate build and evaluation seen (or, none seen, estimate)
+    jobs_seen: int  # candidate jobs of the run that job_s is the longest of
+    estimate: str  # where job_s comes from while jobs_seen is 0
     gate_s: float  # the longest gate decision seen
 
     def left_s(self) -> float | None:
@@ -299,9 +334,36 @@ class _Budget:
         left = self.left_s()
         return left is None or left >= seconds
 
-    def seen(self, *, job_s: float = 0.0, gate_s: float = 0.0) -> _Budget:
-        """The budget with these costs taken into the estimates."""
-        return replace(self, job_s=max(self.job_s, job_s), gate_s=max(self.gate_s, gate_s))
+    def seen(self, *, job_s: Sequence[float] = (), gate_s: float = 0.0) -> _Budget:
+        """The budget with these costs taken in (the first jobs replace the estimate)."""
+        longest = max([*job_s, self.job_s]) if self.jobs_seen else max(job_s, default=self.job_s)
+        return replace(
+            self,
+            job_s=longest,
+            jobs_seen=self.jobs_seen + len(job_s),
+            gate_s=max(self.gate_s, gate_s),
+        )
+
+    def no_room_for_a_job(self, budget_s: float | None) -> str:
+        """Why no candidate job starts now: the time left, the job's cost and its source."""
+        source = (
+            f"the longest of this run's {self.jobs_seen} candidate jobs"
+            if self.jobs_seen
+            else f"none built yet in this run; estimated from {self.estimate}"
+        )
+        return self._no_room(budget_s, "a candidate build and evaluation", self.job_s, source)
+
+    def no_room_for_a_gate(self, budget_s: float | None) -> str:
+        """Why no gate decision starts now."""
+        source = "the longest gate decision of this run"
+        return self._no_room(budget_s, "a gate decision", self.gate_s, source)
+
+    def _no_room(self, budget_s: float | None, what: str, seconds: float, source: str) -> str:
+        left = max(0.0, self.left_s() or 0.0)
+        return (
+            f"budget {budget_s:g} s: {left:.0f} s left, too little for {what} "
+            f"(~{seconds:.0f} s: {source})"
+        )
 
 
 def _iteration(
@@ -328,7 +390,9 @@ def _iteration(
     # The autotuner runs on a worker, stopped in time to leave room for one candidate, and
     # at most KNOB_SHARE of what is left. Its compiled variants and measurements are cached,
     # so a stopped tuning goes on where it stopped in the next iteration, and a finished one
-    # costs a cache lookup.
+    # costs a cache lookup. It stops itself between variant compiles (KNOB_SOFT_SHARE of its
+    # time, less its longest compile), so the pool's workers live on; the executor kills
+    # them only when a compile runs past the whole time (and the next job respawns them).
     left = budget.left_s()
     tune_s = None if left is None else min(left - budget.job_s - budget.gate_s, left * KNOB_SHARE)
     if settings.knobs and (tune_s is None or tune_s > 0):
@@ -341,12 +405,15 @@ def _iteration(
                 compile=CompileSettings(backend=settings.backend),
                 approve=settings.approve,
             ),
+            stop_at_unix_s=None if tune_s is None else time.time() + tune_s * KNOB_SOFT_SHARE,
         )
         knobs = executor.call(run_knob_job, job, timeout_s=tune_s)
         seconds["knobs"] = time.perf_counter() - clock
-        if knobs is not None:
+        if knobs is not None and knobs.complete:
             candidates += knobs.candidates
             refused = knobs.refused
+        else:
+            logger.warning(_tuning_stopped(index, incumbent.version, tune_s, settings.budget_s))
     # A resumed iteration gates only what it had not gated before the kill: the same
     # candidates, in the same order, as an uninterrupted run.
     done_here = [d for d in manifest.decisions if d["iteration"] == index]
@@ -362,7 +429,7 @@ def _iteration(
     if any(d["promoted"] for d in done_here):
         chosen = []
     if chosen and not budget.fits(budget.job_s):
-        stopped = _budget_spent(settings, f"a candidate build takes ~{budget.job_s:.0f} s")
+        stopped = budget.no_room_for_a_job(settings.budget_s)
         chosen = []
     newest = project.ledger.versions()[-1]
     blobs = [_candidate_bytes(c, newest + 1, evidence) for c in chosen]
@@ -386,16 +453,18 @@ def _iteration(
     seconds["executor_evaluate"] = sum(o.evaluate_s for o in outcomes)
     seconds["executor_queued"] = sum(o.queued_s for o in outcomes)
     seconds["executor_overhead"] = sum(o.overhead_s for o in outcomes)
-    budget = budget.seen(job_s=max([0.0, *(o.build_s + o.evaluate_s for o in outcomes)]))
+    budget = budget.seen(job_s=[o.build_s + o.evaluate_s for o in outcomes])
     if len(outcomes) < len(results):
         stopped = _budget_spent(settings, "candidate builds stopped at the deadline")
+        late = [c for c, o in zip(chosen, results, strict=True) if o is None]
+        logger.warning(_builds_stopped(index, late, settings.budget_s))
     decisions = list(manifest.decisions)
     tried = list(manifest.tried)
     for candidate, blob, outcome in zip(chosen, blobs, results, strict=True):
         if outcome is None:
             break  # stopped at the deadline: neither gated nor tried
         if not budget.fits(budget.gate_s):
-            stopped = _budget_spent(settings, f"a gate decision takes ~{budget.gate_s:.0f} s")
+            stopped = budget.no_room_for_a_gate(settings.budget_s)
             break
         pending = {
             "iteration": index,
@@ -447,6 +516,33 @@ def _iteration(
     return manifest, budget, reason
 
 
+@contextmanager
+def _loop_lock(state_path: Path) -> Iterator[None]:
+    """Hold ``.rsi/<state file name>/loop.lock`` for the run; refuse a second loop at once.
+
+    An ``flock``: the kernel releases it when its process dies, so a ``kill -9``'d loop
+    leaves no stale lock behind (the pid written in the file only names the holder).
+    """
+    path = ledger_path(state_path).parent / "loop.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise LoopError(
+                f"{state_path.name}: a loop already runs on it (process {holder}; lock "
+                f".rsi/{state_path.name}/loop.lock); wait for it to finish or stop it, "
+                "then run rsi loop again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def _choose(fresh: list[Candidate], room: int) -> list[Candidate]:
     """What an iteration builds: the best ``room`` screened candidates (numeric and routing
     changes), then every build-knob candidate (its own decision: the gate times it)."""
@@ -457,6 +553,28 @@ def _choose(fresh: list[Candidate], room: int) -> list[Candidate]:
 
 def _is_knob(kinds: Sequence[str]) -> bool:
     return bool({"kernel", "architecture"} & set(kinds))
+
+
+def _tuning_stopped(index: int, version: int, tune_s: float | None, budget_s: float | None) -> str:
+    """The warning for a kernel autotuning stopped at its share of the budget."""
+    return (
+        f"iteration {index}: kernel autotuning of state version {version} stopped after "
+        f"{tune_s or 0.0:.0f} s, its share of {_the_budget(budget_s)}; what it measured is "
+        "cached, so the next iteration or run goes on from there"
+    )
+
+
+def _builds_stopped(index: int, stopped: Sequence[Candidate], budget_s: float | None) -> str:
+    """The warning for candidate builds stopped at the deadline: which candidates."""
+    names = "; ".join(f"{c.label} ({', '.join(x.path for x in c.changes)})" for c in stopped)
+    return (
+        f"iteration {index}: {len(stopped)} candidate build(s) stopped at the end of "
+        f"{_the_budget(budget_s)}, neither gated nor marked tried: {names}"
+    )
+
+
+def _the_budget(budget_s: float | None) -> str:
+    return "the loop's time limit" if budget_s is None else f"the {budget_s:g} s budget"
 
 
 def _budget_spent(settings: LoopSettings, why: str) -> str:
@@ -472,11 +590,12 @@ def _add_seconds(manifest: RunManifest, **seconds: float) -> RunManifest:
 
 
 def _job_seconds(manifest: RunManifest) -> list[float]:
-    """Build and evaluate seconds of each candidate job the run made (its decisions)."""
+    """Build and evaluate seconds of each candidate job the run made (its decisions; a
+    decision settled on resume, whose job was not timed, is not one)."""
     return [
-        float(d["seconds"].get("executor_build", 0.0))
-        + float(d["seconds"].get("executor_evaluate", 0.0))
+        float(d["seconds"]["executor_build"]) + float(d["seconds"].get("executor_evaluate", 0.0))
         for d in manifest.decisions
+        if "executor_build" in d["seconds"]
     ]
 
 
@@ -689,13 +808,32 @@ def _write_evidence(path: Path, evidence: Evidence) -> None:
     tmp.replace(path)
 
 
+#: What reading a damaged ``.npz`` raises: not a zip, truncated or bad CRC, a bad deflate
+#: stream, a missing array, a bad array header (``ValueError``), a short read.
+_DAMAGED_NPZ = (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, OSError)
+
+
 def _read_evidence(path: Path) -> Evidence:
+    """The evidence :func:`_write_evidence` wrote (``ValueError``: its arrays disagree)."""
     with np.load(path) as z:
-        return Evidence(
-            rows=tuple((str(r).split("\t")[0], str(r).split("\t")[1]) for r in z["rows"]),
+        rows = [str(r).split("\t") for r in z["rows"]]
+        evidence = Evidence(
+            rows=tuple((r[0], r[1]) for r in rows if len(r) == 2),
             scores=z["scores"],
             n_cand=z["n_cand"],
             gold=z["gold"],
             tasks=z["tasks"],
             words=tuple(frozenset(str(w).split()) for w in z["words"]),
         )
+    questions = evidence.tasks.shape[0]
+    shapes_agree = (
+        len(evidence.rows) == len(rows)
+        and evidence.scores.ndim == 3
+        and evidence.scores.shape[:2] == (questions, len(rows))
+        and evidence.n_cand.shape == (questions,)
+        and evidence.gold.shape == (questions, evidence.scores.shape[2])
+        and len(evidence.words) == questions
+    )
+    if not shapes_agree:
+        raise ValueError("its arrays disagree in shape")
+    return evidence

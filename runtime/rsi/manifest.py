@@ -1,6 +1,6 @@
 """Run manifests: what a loop run was given, what it decided, and where it stands.
 
-One JSON file per run under ``.rsi/runs/`` beside the state file, rewritten atomically after
+One JSON file per run under ``.rsi/<state file name>/runs/``, rewritten atomically after
 every decision: the config, seed, data fingerprint, git revision, package versions, the
 decisions and the iteration records. A killed run resumes from it (``pending`` names a
 candidate whose promotion had started; the ledger says whether it was decided).
@@ -14,16 +14,18 @@ import logging
 import platform
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from codegen.errors import RSIError
 from codegen.fsutil import atomic_write
 from runtime.ledger import ledger_path
 
 __all__ = [
     "PACKAGES",
+    "ManifestError",
     "RunManifest",
     "runs_dir",
     "run_id",
@@ -38,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 #: Packages whose versions can change a run's builds or numbers.
 PACKAGES = ("numpy", "scipy", "cython", "jinja2", "black", "libcst", "mypy", "pydantic", "ray")
+
+
+class ManifestError(RSIError):
+    """A run manifest that cannot be read (truncated, overwritten, edited)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,15 @@ def run_id(config: Mapping[str, Any]) -> str:
 
 
 def load_manifest(path: Path) -> RunManifest:
-    """Read a manifest written by :func:`save_manifest`."""
-    raw = json.loads(path.read_text())
+    """Read a manifest written by :func:`save_manifest`; :class:`ManifestError` names a
+    damaged one and the way out."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _damaged(path, "not JSON") from None
+    problem = _shape_problem(raw)
+    if problem:
+        raise _damaged(path, problem)
     raw["iterations"] = tuple(raw["iterations"])
     raw["decisions"] = tuple(raw["decisions"])
     raw["tried"] = tuple(raw["tried"])
@@ -140,3 +153,51 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+#: The JSON type of each field :func:`save_manifest` writes.
+_FIELD_TYPES: Mapping[str, type | tuple[type, ...]] = {
+    "run_id": str,
+    "config": dict,
+    "seed": int,
+    "data_fingerprint": str,
+    "git_revision": str,
+    "packages": dict,
+    "started_at": (int, float),
+    "status": str,
+    "stop_reason": str,
+    "elapsed_s": (int, float),
+    "iterations": list,
+    "decisions": list,
+    "pending": (dict, type(None)),
+    "tried": list,
+    "seconds": dict,
+}
+#: The type of the items of each list field.
+_ITEM_TYPES: Mapping[str, type] = {"iterations": dict, "decisions": dict, "tried": str}
+
+
+def _shape_problem(raw: object) -> str:
+    """What is wrong with the shape of a parsed manifest ('' when nothing is)."""
+    if not isinstance(raw, dict):
+        return f"a JSON {type(raw).__name__}, not an object"
+    missing = sorted(set(_FIELD_TYPES) - set(raw))
+    if missing:
+        return f"no {', '.join(missing)}"
+    unknown = sorted(set(raw) - {f.name for f in fields(RunManifest)})
+    if unknown:
+        return f"unknown field {unknown[0]}"
+    for name, kind in _FIELD_TYPES.items():
+        if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
+            return f"{name} is a {type(raw[name]).__name__}"
+    for name, kind in _ITEM_TYPES.items():
+        if not all(isinstance(item, kind) for item in raw[name]):
+            return f"an item of {name} is not a {kind.__name__}"
+    return ""
+
+
+def _damaged(path: Path, why: str) -> ManifestError:
+    return ManifestError(
+        f"{path}: damaged run manifest ({why}); move it aside and run again "
+        "(that run starts afresh; its decisions stay in the ledger: rsi history)"
+    )

@@ -20,12 +20,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from codegen.errors import RSIError
 from runtime.loader import LoadError
 from runtime.project import Project
 from runtime.promote import format_p
 from runtime.rsi.manifest import RunManifest
 
-__all__ = ["ReportFiles", "write_report", "time_split", "TIME_PHASES"]
+__all__ = ["ReportError", "ReportFiles", "write_report", "time_split", "TIME_PHASES"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ TIME_PHASES: Mapping[str, tuple[str, ...]] = {
     "evaluate": ("executor_evaluate", "promote_sandbox", "promote_evaluate"),
     "gate": ("promote_gate", "promote_commit"),
 }
+
+
+class ReportError(RSIError):
+    """The report cannot be written where it was asked for."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,15 @@ def time_split(manifest: RunManifest) -> dict[str, float]:
 
 
 def write_report(project: Project, manifest: RunManifest, out: Path) -> ReportFiles:
-    """Write ``index.html`` and its PNG plots into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``index.html`` and its PNG plots into ``out`` (a run without iterations, one
+    stopped before its first, gets a page that says so)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ReportError(
+            f"--out {out}: a file, not a directory; give a directory for the report "
+            "(or move the file aside)"
+        ) from None
     plots = (
         _accuracy_plot(manifest, out / "accuracy.png"),
         _decision_plot(manifest, out / "decisions.png"),
@@ -94,13 +106,15 @@ def write_report(project: Project, manifest: RunManifest, out: Path) -> ReportFi
 def _accuracy_plot(manifest: RunManifest, path: Path) -> Path:
     """Point i is the incumbent before iteration i; the last point is after the last one."""
     its = manifest.iterations
-    x = list(range(len(its) + 1))
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    if not its:
+        return _empty_plot(fig, ax, path, "no iterations ran")
+    x = list(range(len(its) + 1))
     train = [it["train_mean_before"] for it in its]
     ax.plot(x[: len(train)], train, "o-", label="train mean (screened)")
     for split, style in (("heldout", "s-"), ("hidden", "^-")):
         per_task = [it.get(f"{split}_per_task_before", {}) for it in its]
-        per_task += [its[-1][f"{split}_per_task"]] if its else []
+        per_task.append(its[-1][f"{split}_per_task"])
         ax.plot(x, [_mean(p) for p in per_task], style, label=f"{split} mean")
         ax.plot(
             x, [_min(p) for p in per_task], style[0] + ":", alpha=0.6, label=f"{split} worst task"
@@ -121,6 +135,8 @@ def _accuracy_plot(manifest: RunManifest, path: Path) -> Path:
 def _decision_plot(manifest: RunManifest, path: Path) -> Path:
     decisions = manifest.decisions
     fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    if not decisions:
+        return _empty_plot(fig, ax, path, "no decisions made")
     colours = {"promote": "tab:green", "reject": "tab:red", "not significant": "tab:orange"}
     for i, d in enumerate(decisions):
         p = d.get("p_value")
@@ -149,8 +165,24 @@ def _time_plot(manifest: RunManifest, path: Path) -> Path:
     return path
 
 
+def _empty_plot(fig: Any, ax: Any, path: Path, text: str) -> Path:
+    """A plot of nothing that says why (a run stopped before its first iteration)."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, color="tab:red")
+    ax.set_axis_off()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _summary(manifest: RunManifest) -> str:
     promoted = sum(1 for d in manifest.decisions if d["promoted"])
+    if not manifest.iterations:
+        return (
+            f"<p><strong>No iterations ran</strong>: the run stopped before its first "
+            f"({html.escape(manifest.stop_reason or manifest.status)}), after "
+            f"{manifest.elapsed_s:.1f} s; seed {manifest.seed}; data "
+            f"{html.escape(manifest.data_fingerprint[:24])}</p>"
+        )
     return (
         f"<p>{len(manifest.iterations)} iterations, {len(manifest.decisions)} decisions, "
         f"{promoted} promotions, {manifest.elapsed_s:.1f} s; status {manifest.status} "

@@ -4,6 +4,9 @@ the tuning is still rendered and checked per variant (~45 s), so one module-wide
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +17,15 @@ from codegen.state import AttentionMechanism, KernelChoice, KernelParams, RSISta
 from codegen.toolchain import CompileSettings
 from runtime.babi.tune import Screened
 from runtime.kernels.tune import CANDIDATES, Measurement, MechanismReport
+from runtime.rsi.executor import LocalExecutor
 from runtime.rsi.knobs import (
     ARCHITECTURE_PATH,
+    KnobJob,
     KnobProposals,
     KnobSettings,
     _architecture_candidate,
     knob_proposals,
+    run_knob_job,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,3 +134,21 @@ def test_an_approved_architecture_change_is_the_fastest_mechanism_and_needs_appr
     slower = {**reports, AttentionMechanism.linear: _report(AttentionMechanism.linear, 95.0)}
     del slower[AttentionMechanism.flash]
     assert _architecture_candidate(incumbent, _base(), slower, "ab" * 32) is None
+
+
+def test_tuning_stopped_at_its_time_limit_keeps_the_pool_worker(tmp_path: Path) -> None:
+    """The autotuner stops itself between variant compiles: the executor's kill (and a pool
+    respawn, ~20 s under load) is not needed; what it measured is cached."""
+    executor = LocalExecutor(workers=1)
+    try:
+        worker = executor.call(os.readlink, "/proc/self", timeout_s=120)
+        job = KnobJob(_tiny(ODD), _base(), _settings(tmp_path), stop_at_unix_s=time.time())
+        late = executor.call(run_knob_job, job, timeout_s=120)  # its time is up: nothing done
+        assert late == KnobProposals((), (), 0, complete=False)
+        job = replace(job, stop_at_unix_s=time.time() + 2)
+        stopped = executor.call(run_knob_job, job, timeout_s=120)
+        assert stopped is not None and not stopped.complete
+        assert stopped.candidates == () and 1 <= stopped.measured < len(CANDIDATES)
+        assert executor.call(os.readlink, "/proc/self", timeout_s=120) == worker
+    finally:
+        executor.close()

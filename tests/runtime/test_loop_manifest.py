@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 from runtime.cli import main
 from runtime.rsi.loop import _add_seconds
@@ -86,3 +87,54 @@ def test_time_split_counts_every_process_of_a_resumed_run() -> None:
         "gate": 1.0,
         "other": 20.5,
     }
+
+
+def _empty_run(state: Path) -> RunManifest:
+    """A run stopped by its budget before its first iteration."""
+    config = {"seed": 0, "budget_s": 1.0}
+    manifest = RunManifest(
+        run_id=run_id(config),
+        config=config,
+        seed=0,
+        data_fingerprint="generated:0",
+        git_revision="abc",
+        packages={},
+        started_at=1.0,
+        status="finished",
+        stop_reason="budget 1 s spent",
+        elapsed_s=1.5,
+    )
+    save_manifest(state, manifest)
+    return manifest
+
+
+def test_report_of_a_run_without_iterations_says_none_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "rsi_state.json"
+    _empty_run(state)
+    out = tmp_path / "report"
+    assert main(["report", "--state", str(state), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"report: {out / 'index.html'}\n"
+    page = (out / "index.html").read_text()
+    assert (
+        "<p><strong>No iterations ran</strong>: the run stopped before its first "
+        "(budget 1 s spent), after 1.5 s; seed 0; data generated:0</p>"
+    ) in page
+    for plot in ("accuracy.png", "decisions.png", "time.png"):
+        assert imread(out / plot).shape[0] > 100
+
+
+def test_report_out_naming_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "rsi_state.json"
+    _empty_run(state)
+    taken = tmp_path / "taken"
+    taken.write_text("mine\n")
+    assert main(["report", "--state", str(state), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == (
+        f"rsi: error: --out {taken}: a file, not a directory; give a directory for the report "
+        "(or move the file aside)\n"
+    )
+    assert taken.read_text() == "mine\n"
