@@ -43,6 +43,8 @@ class Watched:
     good: Good  # the last good state: it serves
     screen: Screen | None  # raw expert evidence, if collected for the current structure
     gone: bool = False  # the state file was missing at the last look (said once)
+    #: The template digest whose change the gate rejected, while the dir still holds it.
+    rejected_templates: str | None = None
 
 
 def start(ctx: WatchContext) -> Watched:
@@ -112,6 +114,16 @@ def _candidate(
         ctx.record(Outcome.REFUSED, str(exc), saved, None, change.at)
         return replace(watched, judged=key)
     templates = templates_digest(ctx.template_dir)
+    if templates == watched.rejected_templates and _unversioned(candidate) != _unversioned(
+        watched.good.state
+    ):
+        # Judged now, the edit would take the blame for the rejected templates.
+        message = (
+            f"{name}: not judged while {ctx.template_dir} holds the template change the gate "
+            "rejected; fix or revert it, and this edit is judged with it"
+        )
+        ctx.record(Outcome.REFUSED, message, saved, None, change.at)
+        return replace(watched, judged=key)
     data = saved
     versions = ctx.project.ledger.versions()
     newest = versions[-1] if versions else 0
@@ -234,6 +246,16 @@ def _settle(
         keep_rejected(project.state_path, good.saved)
         return _roll_back(ctx, watched, good, decision, gate, waived, change)
     with ctx.swap_lock:
+        active = project.ledger.active()
+        if active is not None and active.build_id != ctx.live.current().build_id:
+            # `rsi rollback` (or promote, build) activated a build while this was judged:
+            # that command wins; the next look follows it and judges what is left.
+            logger.info(
+                "%s: not taken: build %s was activated meanwhile by another command",
+                _label(ctx, good),
+                active.build_id,
+            )
+            return watched
         previous = ctx.live.slot.swap(pure)
     live_at = time.monotonic()
     try:
@@ -303,6 +325,8 @@ def _roll_back(
         f"{path.name} restored to v{last_good.state.version}, the edit kept in "
         f"{rejected_path(path).name}"
     )
+    if good.templates != last_good.templates:
+        message += f"; the templates in {ctx.template_dir} changed too and were judged with it"
     ctx.record(
         Outcome.ROLLED_BACK,
         message,
@@ -340,7 +364,8 @@ def _templates_rejected(
         version=good.state.version,
         gate=gate,
     )
-    return replace(watched, judged=_key(ctx, good.saved, good.templates))
+    judged = _key(ctx, good.saved, good.templates)
+    return replace(watched, judged=judged, rejected_templates=good.templates)
 
 
 def _follow_active(ctx: WatchContext, watched: Watched, change: Change) -> Watched | None:
@@ -354,9 +379,9 @@ def _follow_active(ctx: WatchContext, watched: Watched, change: Change) -> Watch
     if active is None or active.version == watched.good.state.version:
         return None
     build = ctx.project.load_active()
-    good = _incumbent(ctx)
     with ctx.swap_lock:
         ctx.live.slot.swap(build)
+    good = _incumbent(ctx)  # after the swap: its templates are judged against this build
     ctx.swapped(build)
     message = (
         f"v{active.version}: build {build.build_id} ({build.tier}) activated by another "
@@ -400,10 +425,12 @@ def _pure(ctx: WatchContext, good: Good) -> LoadedBuild:
 def _cached_gather(ctx: WatchContext, build: LoadedBuild) -> Evidence:
     ledger = ctx.project.ledger
     data, seed = ctx.settings.data, ctx.settings.seed
+    ctx.lock.check()  # a deleted .rsi: not even a read, which would create the ledger again
     found = ledger.evidence(build.build_id, seed, data_fingerprint(data, seed))
     if found is not None:
         return found
     measured = gather(build, data=data, seed=seed)
+    ctx.lock.check()
     ledger.record_evidence(measured)
     return measured
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,8 @@ from runtime.watch.changes import ChangeFeed
 from tests.conftest import PROBE_TEMPLATES, REPO
 
 PURE = CompileSettings(backend="python")
+#: The module (``runtime.watch.judge`` is the function the package exports).
+JUDGE = importlib.import_module("runtime.watch.judge")
 FAST = WatchSettings(debounce_ms=30, max_wait_ms=300, rescan_ms=300, compile=PURE, screen=False)
 
 
@@ -383,7 +387,8 @@ def test_a_worse_template_edit_made_while_nobody_watched_is_judged_at_start(
     kept.write_bytes(b"an earlier rejected edit\n")
     state_before = project.state_path.read_bytes()
     reasoning = templates / "reasoning.py"
-    broken = reasoning.read_text().replace(
+    original = reasoning.read_text()
+    broken = original.replace(
         "def _number_id(numbers: cython.int[::1], n: cython.int) -> cython.int:\n",
         "def _number_id(numbers: cython.int[::1], n: cython.int) -> cython.int:\n    return -1\n",
     )
@@ -398,11 +403,63 @@ def test_a_worse_template_edit_made_while_nobody_watched_is_judged_at_start(
             f"build {serving} keeps serving; {templates} is left as edited: fix or revert it"
         )
         assert h.current().build_id == serving
+        assert kept.read_bytes() == b"an earlier rejected edit\n"
+        assert project.state_path.read_bytes() == state_before
+        # A state edit while the rejected templates are still there would take their blame:
+        # it waits, untouched, and is judged once they are reverted.
+        edit = _edited(project.state_path, version=2, attention=4.5)
+        project.state_path.write_bytes(edit)
+        _next(h, 2, timeout_s=120)
+        refused = h.history()[1]
+        assert (refused.outcome, refused.message) == (
+            Outcome.REFUSED,
+            f"rsi_state.json: not judged while {templates} holds the template change the gate "
+            "rejected; fix or revert it, and this edit is judged with it",
+        )
+        assert project.state_path.read_bytes() == edit
+        reasoning.write_text(original)
+        _next(h, 3, timeout_s=120)
+        assert h.history()[2].outcome is Outcome.PURE_LIVE, h.history()[2].message
+        assert project.ledger.state(2).data == edit
     finally:
         h.stop()
     assert kept.read_bytes() == b"an earlier rejected edit\n"
-    assert project.state_path.read_bytes() == state_before
-    assert reasoning.read_text() == broken
+
+
+@pytest.mark.slow
+def test_a_rollback_during_a_judgement_wins(
+    make_project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: `rsi rollback` while an edit was judged was undone by the judgement, and the
+    restored file was then committed as a new edit."""
+    project = make_project(templates=None)
+    project.build(PURE)
+    v1 = project.state_path.read_bytes()
+    settings = WatchSettings(debounce_ms=30, rescan_ms=200, compile=PURE)
+    h = watch(project.state_path, settings=settings)
+    try:
+        project.state_path.write_bytes(_edited(project.state_path, version=2, attention=4.5))
+        _next(h, 1, timeout_s=60)
+        judge_pure = JUDGE._pure
+
+        def rolled_back_meanwhile(ctx: Any, good: Any) -> Any:
+            built = judge_pure(ctx, good)
+            Project(project.state_path).rollback()  # another command, mid-judgement
+            return built
+
+        monkeypatch.setattr(JUDGE, "_pure", rolled_back_meanwhile)
+        project.state_path.write_bytes(_edited(project.state_path, version=3, attention=4.0))
+        _next(h, 2, timeout_s=60)
+        followed = h.history()[1]
+        assert (followed.outcome, followed.version) == (Outcome.FOLLOWED, 1), followed.message
+        time.sleep(1.0)  # rescans: the restored file is not taken for a new edit
+        assert len(h.history()) == 2
+        active = project.ledger.active()
+        assert active is not None and active.version == 1
+        assert h.current().build_id == active.build_id
+        assert project.state_path.read_bytes() == v1
+    finally:
+        h.stop()
 
 
 def _edited(path: Path, *, version: int, attention: float) -> bytes:
