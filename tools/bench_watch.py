@@ -189,12 +189,16 @@ def _interference(
     base = project.ledger.state(active.version).data
     for label, nice in (("workers", 0), ("in_process", None)):
         data = json.loads(base)
-        data["scoring"]["commonsense"] = round(rng.uniform(0.01, 0.05), 9)
+        # The temperature is baked into every state's scoring loop: a real compile each time
+        # (a coefficient can be pruned with its rows, and then nothing compiles).
+        data["scoring"]["temperature"] = round(rng.uniform(0.9, 1.1), 9)
         raw = (json.dumps(data, indent=2) + "\n").encode()
         settings = CompileSettings(worker_nice=nice)
         start = time.monotonic()
-        project.build_candidate(parse_state(raw), raw, settings)
+        built = project.build_candidate(parse_state(raw), raw, settings)
         windows[label] = (start, time.monotonic())
+        if not built.compiled:
+            raise SystemExit(f"interference: the {label} build compiled nothing")
     serving.stop.set()
     for t in threads:
         t.join()
