@@ -51,7 +51,11 @@ def test_ctrl_c_during_a_compile_waits_for_it(make_project: Callable[..., Projec
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        workers = _await_workers(proc.pid, timeout_s=60)
+        workers = _await_workers(proc.pid, timeout_s=60)  # the warm worker, maybe idle yet
+        deadline = time.monotonic() + 120
+        while not _processes_naming(cache):  # a C compiler of its cache: a compile in flight
+            assert time.monotonic() < deadline, "no compile started within 120 s"
+            time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=300)
     finally:
