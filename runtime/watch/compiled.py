@@ -4,7 +4,6 @@ over a newer pure tier."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -16,12 +15,9 @@ from runtime.loader import LoadedBuild, load_build
 from runtime.watch.context import Good, WatchContext
 from runtime.watch.values import Outcome
 
-__all__ = ["QUIET_MS", "CompileJob", "CompileQueue", "compile_tier"]
+__all__ = ["CompileJob", "CompileQueue", "compile_tier"]
 
 logger = logging.getLogger(__name__)
-
-#: A compile starts once no newer change has come for this long.
-QUIET_MS = 250.0
 
 
 @dataclass(frozen=True)
@@ -55,20 +51,10 @@ class CompileQueue:
             self._cond.notify_all()
 
     def serve(self, ctx: WatchContext) -> None:
-        """Compile jobs one at a time until :meth:`close` (run in its own thread).
-
-        A job starts after :data:`QUIET_MS` without a newer one: the next save often follows
-        within moments, and a compile started meanwhile would only be superseded, its
-        rendering and loading taking the serving interpreter's time from that save's judging.
-        """
+        """Compile jobs one at a time until :meth:`close` (run in its own thread)."""
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None or self._closing)
-                while not self._closing:
-                    seen = self._pending
-                    changed = functools.partial(self._changed_since, seen)
-                    if not self._cond.wait_for(changed, QUIET_MS / 1000):
-                        break
                 if self._closing:
                     return
                 job, self._pending = self._pending, None
@@ -79,10 +65,6 @@ class CompileQueue:
                 ctx.record(Outcome.TIER_MISMATCH, str(exc), job.good.saved, None, job.changed_at)
             except RSIError as exc:
                 ctx.record(Outcome.BUILD_FAILED, str(exc), job.good.saved, None, job.changed_at)
-
-
-    def _changed_since(self, seen: CompileJob | None) -> bool:
-        return self._pending is not seen or self._closing
 
 
 def compile_tier(ctx: WatchContext, job: CompileJob) -> None:
