@@ -48,13 +48,8 @@ def check(fn: str, name: str, a: object, shape: tuple[int, ...]) -> np.ndarray:
         and a.flags.c_contiguous
     ):
         return a
-    if isinstance(a, np.ndarray):
-        order = "" if a.flags.c_contiguous else " non-contiguous"
-        got = f"{a.dtype}{order} {a.shape}"
-    else:
-        got = type(a).__name__
     raise ValueError(
-        f"{fn}: {name} must be a C-contiguous float32 array of shape {shape}, got {got}"
+        f"{fn}: {name} must be a C-contiguous float32 array of shape {shape}, got {_got(a)}"
     )
 
 
@@ -69,11 +64,14 @@ def keys(fn: str, mask: object, n: int) -> np.ndarray | None:
         and mask.flags.c_contiguous
     ):
         return mask.view(np.uint8)
-    if isinstance(mask, np.ndarray):
-        order = "" if mask.flags.c_contiguous else " non-contiguous"
-        got = f"{mask.dtype}{order} {mask.shape}"
-    else:
-        got = type(mask).__name__
     raise ValueError(
-        f"{fn}: mask must be a C-contiguous bool or uint8 array of shape ({n},), got {got}"
+        f"{fn}: mask must be a C-contiguous bool or uint8 array of shape ({n},), got {_got(mask)}"
     )
+
+
+def _got(a: object) -> str:
+    """What a refused argument is: dtype, layout and shape of an array, else its type."""
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    order = "" if a.flags.c_contiguous else " non-contiguous"
+    return f"{a.dtype}{order} {a.shape}"
