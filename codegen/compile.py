@@ -62,6 +62,7 @@ __all__ = [
     "compile_modules",
     "die_with_parent",
     "prestart_worker",
+    "warm_up",
     "stop_workers",
     "start_shared_utility",
     "shared_utility",
@@ -413,7 +414,7 @@ def _serve(parent_pid: int, nice: int, idle_s: float) -> int:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if nice:
         os.nice(nice)  # inherited by the C compiler it runs
-    _warm_up()
+    warm_up()
     while select.select([sys.stdin], [], [], idle_s)[0]:
         line = sys.stdin.readline()
         if not line:
@@ -440,7 +441,7 @@ def _watch_parent(parent_pid: int) -> None:
 _PARENT_POLL_S = 0.2
 
 
-def _warm_up() -> None:
+def warm_up() -> None:
     """What a first Cython compile in a process costs (its imports, lexicon and builtins:
     about a second), paid before the first job arrives."""
     from codegen.diagnostics import parse_compiler_message  # noqa: F401  (its imports)

@@ -32,6 +32,7 @@ __all__ = [
     "render_module",
     "static_sources",
     "templates_digest",
+    "warm_up",
 ]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -135,6 +136,16 @@ def render_module(
         memo.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(memo, formatted.encode())
     return formatted
+
+
+def warm_up(template_dir: Path | None = None) -> None:
+    """Pay a process's first-render costs now: black's import and first format, and the
+    compilation of every template in ``template_dir`` (the build server, before its first
+    request). Jinja reloads a template whose file changes later."""
+    env = _environment(str(template_dir or TEMPLATE_DIR))
+    for name in env.list_templates(extensions=["j2"]):
+        env.get_template(name)
+    _black("WARM = 1\n", "warm-up")
 
 
 def _num(value: Any) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from codegen.errors import RSIError
 from codegen.toolchain import BACKENDS, CompileSettings
 from runtime.sandbox import DEFAULT_EVALUATE_TIMEOUT_S
+from runtime.server import IDLE_S
 
 if TYPE_CHECKING:
     from runtime.project import Project
@@ -51,8 +52,12 @@ starting with "rsi: error:" and exit with status 2.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rsi`` console script."""
-    code = _run(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``rsi`` console script.
+
+    The console script (``argv`` None) runs ``rsi build`` in the build server when one runs
+    (:mod:`runtime.server`); a call with ``argv`` runs every command in this process.
+    """
+    code = _run(sys.argv[1:] if argv is None else argv, may_serve=argv is None)
     if argv is None:
         # The process exits next: spare it the final garbage collections, which walk every
         # object a build imported (about 0.3 s of a fresh `rsi build`).
@@ -60,13 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _run(argv: Sequence[str]) -> int:
+def _run(argv: Sequence[str], *, may_serve: bool = False) -> int:
     try:
         # Inside the try: Ctrl-C while the feature modules import is an interrupt too.
         args = build_parser(argv).parse_args(argv)
         _configure_logging(verbose=args.verbose)
         _check_common(args)
         handler: Handler = args.handler
+        if may_serve and handler is _build and not args.no_server:
+            served = _served(argv)
+            if served is not None:
+                return served
         return handler(args)
     except RSIError as exc:
         print(f"rsi: error: {exc}", file=sys.stderr)
@@ -154,7 +163,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="an @rsi_optimized function to specialize into the build (repeatable)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.add_argument(
+        "--no-server",
+        action="store_true",
+        help="build in this process; use and start no build server (see `rsi server`)",
+    )
     p.set_defaults(handler=_build)
+
+    p = sub.add_parser(
+        "server",
+        help="the build server that keeps `rsi build` warm: status or stop",
+        description="`rsi build` runs in a warm background process, the build server, so "
+        "that it does not pay the code generator's imports and the compiler's start-up each "
+        f"time. The first `rsi build` starts it; it exits after {IDLE_S / 60:g} minutes "
+        "without a build. RSI_BUILD_SERVER=0 or `rsi build --no-server` builds "
+        "without it.",
+    )
+    p.add_argument("action", choices=("status", "stop"))
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.set_defaults(handler=_server, verbose=False, state="rsi_state.json", lock_timeout=10.0)
 
     p = sub.add_parser("status", parents=[common], help="active build and history")
     p.add_argument("--json", action="store_true")
@@ -337,6 +364,30 @@ def _build(args: argparse.Namespace) -> int:
             f"({why} changed): {', '.join(r.version_builds)}"
         )
     return emit(args, summary, r)
+
+
+def _served(argv: Sequence[str]) -> int | None:
+    """``rsi build`` run by the build server; None to build in this process."""
+    from runtime.server import enabled, run_served
+
+    return run_served(argv) if enabled() else None
+
+
+def _server(args: argparse.Namespace) -> int:
+    from runtime.server import server_status, stop_server
+
+    if args.action == "stop":
+        pid = stop_server()
+        summary = "no build server runs" if pid is None else f"build server {pid} stopped"
+        return emit(args, summary, {"stopped": pid})
+    status = server_status()
+    if status is None:
+        return emit(args, "no build server runs", {"running": False})
+    summary = (
+        f"build server {status.pid}: {status.served} build(s) served, {status.running} running, "
+        f"idle for {status.idle_s:.0f} s (it exits after {IDLE_S:g} s idle)"
+    )
+    return emit(args, summary, {"running": True, **asdict(status)})
 
 
 def _status(args: argparse.Namespace) -> int:

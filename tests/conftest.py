@@ -20,6 +20,13 @@ SHIPPED_STATE = REPO / "rsi_state.json"
 PROBE_TEMPLATES = REPO / "tests" / "fixtures" / "templates"
 
 
+@pytest.fixture(autouse=True)
+def no_build_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command runs in its own process: a test's ``rsi build`` neither uses nor starts
+    the build server (tests/runtime/test_server.py tests it)."""
+    monkeypatch.setenv("RSI_BUILD_SERVER", "0")
+
+
 @pytest.fixture(scope="session")
 def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One compiled-module cache for the whole session (compiling is the slow part)."""

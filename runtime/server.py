@@ -1,0 +1,497 @@
+"""The build server: a warm process that runs ``rsi build`` for the command line.
+
+A fresh ``rsi build`` spends about a second before it compiles anything: the imports of the
+code generator (jinja2, black, mypy) and Cython's first-call set-up (its lexicon, builtins and
+pipelines). The build server pays that once. ``rsi build`` connects to it over a Unix socket
+and hands it the command line, the working directory, the environment, the umask and its
+standard streams (file descriptors, as Mercurial's ``chg`` does). The server forks a child, a
+copy of its warm self, which runs the command as ``rsi build`` would have, writing straight to
+the caller's terminal; the caller exits with the child's status.
+
+- One server per user and installation: its address hashes the interpreter, its import path,
+  the distributions installed there and the source of ``codegen`` and ``runtime``. An edited
+  checkout or an upgraded package gets a new server; the old one exits when idle.
+- The first ``rsi build`` that finds no server builds in its own process, as without a server,
+  and starts one for the next; a server exits after :data:`IDLE_S` without a request, and
+  ``rsi server stop`` ends it (it finishes the builds it runs first).
+- Ctrl-C, SIGTERM and SIGHUP of ``rsi build`` are passed on to its child. A ``rsi build``
+  killed with SIGKILL gets its child killed with it (the server sees the connection close), as
+  is the child of a server that dies; the locks a child held are released with it.
+- Only the server's own user may connect (the peer's uid is checked); its address is in
+  Linux's abstract socket namespace, so no socket file is left behind.
+- ``rsi build --no-server``, or ``RSI_BUILD_SERVER=0``, builds in the calling process and
+  starts no server.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import hashlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+__all__ = [
+    "IDLE_S",
+    "ENABLE_ENV",
+    "ServerStatus",
+    "enabled",
+    "run_served",
+    "server_status",
+    "stop_server",
+    "serve",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A request or answer: one JSON object.
+_Message = dict[str, Any]
+
+#: A server exits after this many seconds without a request.
+IDLE_S = 600.0
+#: ``RSI_BUILD_SERVER=0`` (or ``off``, ``no``, ``false``): build in the calling process.
+ENABLE_ENV = "RSI_BUILD_SERVER"
+#: A client that connects but sends no whole request within this time is dropped.
+REQUEST_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What ``rsi server status`` reports of the running server."""
+
+    pid: int
+    key: str
+    served: int
+    running: int
+    idle_s: float
+
+
+def enabled() -> bool:
+    """Whether ``rsi build`` may use (and start) a build server: Linux, and not switched off."""
+    switched_off = os.environ.get(ENABLE_ENV, "1").strip().lower() in {"0", "off", "no", "false"}
+    return sys.platform.startswith("linux") and not switched_off
+
+
+def run_served(argv: Sequence[str]) -> int | None:
+    """Run ``rsi ARGV`` in the build server and return its exit status.
+
+    None when no server could take it (none runs, or it went away before starting the
+    command): the caller runs the command itself, and a server is started for the next one.
+    """
+    try:
+        request = _request("run", argv=list(argv), cwd=os.getcwd(), umask=_umask())
+        sock = _connect()
+    except OSError:  # no server, or no working directory to hand over
+        _spawn()
+        return None
+    with sock:
+        try:
+            _send(sock, request, fds=[0, 1, 2])
+            reader = sock.makefile("rb")
+            started = _answer(reader)
+            if started is None:
+                return None
+            with _forwarding_signals(int(started["pid"])):
+                ended = _answer(reader)
+        except OSError:
+            return None  # a standard stream is closed, or the server is gone: build here
+    if ended is None:
+        from codegen.errors import RSIError
+
+        raise RSIError(
+            "the build server stopped before the build finished; run the command again "
+            f"(or set {ENABLE_ENV}=0 to build without it)"
+        )
+    return int(ended["exit"])
+
+
+def server_status() -> ServerStatus | None:
+    """The running server's status, or None when none runs for this installation."""
+    answer = _ask_server("status")
+    if answer is None:
+        return None
+    return ServerStatus(
+        int(answer["pid"]),
+        str(answer["key"]),
+        int(answer["served"]),
+        int(answer["running"]),
+        float(answer["idle_s"]),
+    )
+
+
+def stop_server(timeout_s: float = 30.0) -> int | None:
+    """Ask the server to stop (it finishes the builds it runs first) and wait up to
+    ``timeout_s`` for it to exit; return its pid, or None when none ran."""
+    answer = _ask_server("stop")
+    if answer is None:
+        return None
+    pid = int(answer["pid"])
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
+
+
+def serve(key: str, *, idle_s: float = IDLE_S) -> int:
+    """Run the build server for the installation whose key is ``key`` (as its clients compute
+    it, :func:`_key`) until idle for ``idle_s`` or stopped.
+
+    Returns at once (status 0) when another server already has the address.
+    """
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(_address(key))
+    except OSError:
+        listener.close()
+        return 0  # another server took the address first
+    listener.listen(16)
+    _warm_up()
+    gc.freeze()  # children share the warm heap instead of copying it at their first GC
+    _Server(listener, key, idle_s).run()
+    return 0
+
+
+@dataclass
+class _Child:
+    conn: socket.socket
+    pid: int
+    pidfd: int
+    caller_gone: bool = False
+
+
+class _Server:
+    """The accept-and-fork loop: one thread, ``select`` over the listener, each child's pidfd
+    (readable when it exits) and each caller's connection (readable when the caller is gone)."""
+
+    def __init__(self, listener: socket.socket, key: str, idle_s: float) -> None:
+        self.listener: socket.socket | None = listener
+        self.key = key
+        self.idle_s = idle_s
+        self.children: dict[int, _Child] = {}
+        self.served = 0
+        self.idle_since = time.monotonic()
+
+    def run(self) -> None:
+        while self.listener is not None or self.children:
+            watched: list[int | socket.socket] = [c.pidfd for c in self.children.values()]
+            watched += [c.conn for c in self.children.values() if not c.caller_gone]
+            if self.listener is not None:
+                watched.append(self.listener)
+            timeout = None if self.children else self.idle_since + self.idle_s - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            ready = select.select(watched, [], [], timeout)[0]
+            for item in ready:
+                if isinstance(item, int):
+                    self._reap(self.children.pop(item))
+                elif item is self.listener:
+                    self._accept(item)
+                else:
+                    self._caller_gone(item)
+            if not self.children:
+                self.idle_since = time.monotonic()
+        if self.listener is not None:
+            self.listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn = listener.accept()[0]
+        conn.settimeout(REQUEST_TIMEOUT_S)
+        fds: list[int] = []
+        try:
+            if _peer_uid(conn) != os.getuid():
+                raise ConnectionError("a connection from another user")
+            request, fds = _receive(conn)
+            if request["op"] == "run":
+                if len(fds) != 3:
+                    raise ValueError("a run request without the three standard streams")
+                self._fork(conn, request, fds)
+                return
+            self._answer_query(conn, str(request["op"]))
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("build server: dropped a request: %s", exc)
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+    def _answer_query(self, conn: socket.socket, op: str) -> None:
+        idle = 0.0 if self.children else time.monotonic() - self.idle_since
+        status = {
+            "pid": os.getpid(),
+            "key": self.key,
+            "served": self.served,
+            "running": len(self.children),
+            "idle_s": idle,
+        }
+        if op == "stop" and self.listener is not None:
+            self.listener.close()  # frees the address: the next `rsi build` starts a new server
+            self.listener = None
+        conn.sendall(_line(status))
+
+    def _fork(self, conn: socket.socket, request: _Message, fds: list[int]) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._become_child(conn, request, fds)
+        for fd in fds:
+            os.close(fd)
+        try:
+            os.setpgid(pid, pid)  # also in the child: whichever runs first
+        except OSError:
+            pass  # the child already did (or already exec'd nothing and ended)
+        child = _Child(conn, pid, os.pidfd_open(pid))
+        self.children[child.pidfd] = child
+        self.served += 1
+        try:
+            conn.sendall(_line({"pid": pid}))
+        except OSError:
+            self._caller_gone(conn)
+
+    def _become_child(self, conn: socket.socket, request: _Message, fds: list[int]) -> NoReturn:
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            assert self.listener is not None
+            self.listener.close()
+            conn.close()
+            for other in self.children.values():
+                other.conn.close()
+                os.close(other.pidfd)
+            code = _run_child(request, fds)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the child's top level, as the interpreter's
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def _reap(self, child: _Child) -> None:
+        status = os.waitpid(child.pid, 0)[1]
+        os.close(child.pidfd)
+        code = os.waitstatus_to_exitcode(status)
+        try:
+            child.conn.sendall(_line({"exit": code if code >= 0 else 128 - code}))
+        except OSError:
+            pass  # the caller is gone
+        child.conn.close()
+
+    def _caller_gone(self, conn: socket.socket) -> None:
+        """The caller closed its end (it was killed): kill its child and the compilers the
+        child started (its process group), as they would have died with the command."""
+        for child in self.children.values():
+            if child.conn is conn and not child.caller_gone:
+                child.caller_gone = True
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # it ended meanwhile: reaped at its pidfd
+
+
+def _run_child(request: _Message, fds: list[int]) -> int:
+    """In the forked child: take over the caller's streams, directory, environment and umask,
+    then run the command line as ``rsi`` would."""
+    from codegen.compile import die_with_parent
+
+    die_with_parent(os.getppid(), group=True)  # a server that dies takes its builds along
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(str(request["cwd"]))
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+    os.umask(int(request["umask"]))
+    tempfile.tempdir = None  # $TMPDIR is the caller's
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    sys.stdin = open(0, closefd=False)  # the caller's streams, now this process's 0, 1, 2
+    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
+    from runtime.cli import main
+
+    argv = [str(a) for a in request["argv"]]
+    sys.argv = ["rsi", *argv]
+    try:
+        return main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _warm_up() -> None:
+    """What every build pays first in a new process: the imports of the build and checks,
+    black's first format, the templates' compilation and Cython's first-call set-up."""
+    import runtime.cli
+    import runtime.project  # noqa: F401
+    from codegen import check  # noqa: F401
+    from codegen.compile import warm_up as warm_compiler
+    from codegen.render import warm_up as warm_renderer
+
+    warm_renderer()
+    warm_compiler()
+
+
+def _spawn() -> None:
+    """Start a server for this installation in the background (a session of its own, no
+    terminal, the import path of this process); a second one started at once exits."""
+    if not enabled():
+        return
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(_import_path()))
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "runtime.server", _key()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=root,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        logger.debug("no build server started: %s", exc)
+
+
+def _ask_server(op: str) -> _Message | None:
+    try:
+        sock = _connect()
+    except OSError:
+        return None
+    with sock:
+        try:
+            _send(sock, _request(op), fds=[])
+            return _answer(sock.makefile("rb"))
+        except OSError:
+            return None
+
+
+@contextmanager
+def _forwarding_signals(pid: int) -> Iterator[None]:
+    """Pass Ctrl-C, SIGTERM and SIGHUP of this process on to the child running the command."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # it has just ended; its status is on its way
+
+    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {kind: signal.signal(kind, forward) for kind in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+
+
+def _connect() -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(_address(_key()))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _request(op: str, **fields: object) -> _Message:
+    return {"op": op, "env": dict(os.environ), **fields}
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def _send(sock: socket.socket, request: _Message, *, fds: list[int]) -> None:
+    payload = json.dumps(request).encode()
+    socket.send_fds(sock, [_LENGTH.pack(len(payload))], fds)
+    sock.sendall(payload)
+
+
+def _receive(conn: socket.socket) -> tuple[_Message, list[int]]:
+    head, fds, _flags, _addr = socket.recv_fds(conn, _LENGTH.size, 3)
+    if len(head) != _LENGTH.size:
+        raise ValueError("a short request header")
+    (length,) = _LENGTH.unpack(head)
+    chunks, left = [], length
+    while left:
+        chunk = conn.recv(min(left, 1 << 16))
+        if not chunk:
+            raise ValueError("a request cut short")
+        chunks.append(chunk)
+        left -= len(chunk)
+    request: _Message = json.loads(b"".join(chunks))
+    return request, fds
+
+
+def _answer(reader: object) -> _Message | None:
+    line = reader.readline()  # type: ignore[attr-defined]
+    if not line:
+        return None
+    answer: _Message = json.loads(line)
+    return answer
+
+
+def _line(answer: _Message) -> bytes:
+    return json.dumps(answer).encode() + b"\n"
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _address(key: str) -> str:
+    return f"\0rsi-build-{os.getuid()}-{key[:32]}"
+
+
+@functools.lru_cache(maxsize=1)
+def _key() -> str:
+    """What the server's code and packages are: the interpreter, its import path, the names
+    of what is installed there (``*.dist-info`` names carry versions) and the package source."""
+    digest = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
+    for entry in _import_path():
+        digest.update(b"\0path\0" + entry.encode())
+        if os.path.isdir(entry):
+            digest.update("\0".join(sorted(os.listdir(entry))).encode())
+    root = Path(__file__).resolve().parents[1]
+    for package in ("codegen", "runtime"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _import_path() -> list[str]:
+    """This installation's import path; the server's first entry is the package root (a
+    console script's is its ``bin`` directory, ``python -m``'s the working directory)."""
+    return [str(Path(__file__).resolve().parents[1]), *sys.path[1:]]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1]))

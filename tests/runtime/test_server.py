@@ -1,0 +1,243 @@
+"""The build server (runtime/server.py): `rsi build` run by a warm forked child, as if in-process.
+
+Every command here is a real `python -m runtime.cli` process talking to a real server; the
+module shares one server (its warm-up costs a few seconds) and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from codegen.locking import project_lock
+from runtime.project import Project
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the build server is Linux-only"
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "RSI_BUILD_SERVER": "1", "RSI_BACKEND": "python", **extra}
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "runtime.cli", *args]
+    return subprocess.run(command, cwd=REPO, env=_env(**env), capture_output=True, text=True)
+
+
+def _status() -> dict[str, object]:
+    done = _cli("server", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    status: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return status
+
+
+def _await(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _start_server() -> None:
+    """The first served command finds no server and starts one (then runs in-process)."""
+    _cli("build", "--state", "/nonexistent/rsi_state.json")
+    _await(lambda: "pid" in _status(), 60, "the build server")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[None]:
+    _cli("server", "stop")
+    _start_server()
+    yield
+    _cli("server", "stop")
+
+
+def _popen(project: Project, *args: str, **env: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "runtime.cli", "build", "--state", str(project.state_path)]
+    return subprocess.Popen(
+        [*command, *args],
+        cwd=REPO,
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _server_processes(key: str) -> list[int]:
+    """Pids of the server and of its children (forks share its command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.name.isdigit() and key.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_served_build_is_the_build_in_process(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    served_project = make_project(templates=None, name="served")
+    local_project = make_project(templates=None, name="local")
+    before = int(_status()["served"])  # type: ignore[call-overload]
+    served = _cli("build", "--state", str(served_project.state_path), "--json")
+    local = _cli("build", "--state", str(local_project.state_path), "--json", "--no-server")
+    assert served.returncode == local.returncode == 0, served.stderr + local.stderr
+    assert int(_status()["served"]) == before + 1  # type: ignore[call-overload]
+    first = json.loads(served.stdout.splitlines()[-1])
+    second = json.loads(local.stdout.splitlines()[-1])
+    assert first["build_id"] == second["build_id"]
+    assert first["tier"] == "python"  # the caller's $RSI_BACKEND, not the server's
+    assert served.stdout.splitlines()[0].startswith(f"build {first['build_id']} (python)")
+
+
+def test_a_served_error_is_the_same_line_and_status(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    project.state_path.write_text("{not json")
+    served = _cli("build", "--state", str(project.state_path))
+    local = _cli("build", "--state", str(project.state_path), "--no-server")
+    assert served.returncode == local.returncode == 2
+    assert served.stderr == local.stderr
+    assert served.stderr.startswith("rsi: error: rsi_state.json: invalid JSON")
+
+
+def test_a_relative_state_path_is_the_callers(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    command = [sys.executable, "-m", "runtime.cli", "build"]  # default ./rsi_state.json
+    done = subprocess.run(
+        command,
+        cwd=project.state_path.parent,
+        env=_env(),
+        text=True,
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (project.state_path.parent / ".rsi").is_dir()
+
+
+def test_ctrl_c_reaches_the_served_build(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    with project_lock(project.state_path, timeout_s=5):
+        proc = _popen(project, "--lock-timeout", "60")
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "rsi: interrupted; nothing half-written was kept"
+    assert _status()["running"] == 0
+
+
+def test_a_killed_caller_takes_its_served_build_along(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    with project_lock(project.state_path, timeout_s=5):
+        proc = _popen(project, "--lock-timeout", "60")
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        proc.kill()
+        proc.communicate()
+        _await(lambda: _status()["running"] == 0, 10, "the served build to be killed")
+
+
+def test_another_users_connection_is_dropped(server: None) -> None:
+    interpreter = Path("/usr/bin/python3")  # one that user 65534 may run
+    if os.getuid() != 0 or not interpreter.exists():
+        pytest.skip("needs root and /usr/bin/python3 to connect as another user")
+    key = str(_status()["key"])
+    probe = f"""
+import socket, struct
+s = socket.socket(socket.AF_UNIX)
+s.connect("\\0rsi-build-0-{key[:32]}")
+payload = b'{{"op": "status"}}'
+try:
+    socket.send_fds(s, [struct.pack("!I", len(payload))], [])
+    s.sendall(payload)
+    print(repr(s.recv(100)))
+except (BrokenPipeError, ConnectionResetError):
+    print("dropped")
+"""
+    done = subprocess.run(
+        [str(interpreter), "-c", probe],
+        user=65534,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout.strip() in {"b''", "dropped"}, done.stderr
+
+
+def test_a_request_without_streams_is_refused(server: None) -> None:
+    key = str(_status()["key"])
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(f"\0rsi-build-{os.getuid()}-{key[:32]}")
+        payload = json.dumps({"op": "run", "argv": ["build"], "env": {}}).encode()
+        socket.send_fds(sock, [len(payload).to_bytes(4, "big")], [])
+        sock.sendall(payload)
+        assert sock.recv(100) == b""
+    assert _status()["running"] == 0
+
+
+def test_a_dead_server_fails_the_build_in_one_line_and_kills_its_child(
+    make_project: Callable[..., Project],
+) -> None:
+    _cli("server", "stop")
+    _start_server()
+    status = _status()
+    project = make_project(templates=None)
+    with project_lock(project.state_path, timeout_s=5):
+        proc = _popen(project, "--lock-timeout", "60")
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        os.kill(int(status["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+        _, err = proc.communicate(timeout=30)
+        _await(lambda: not _server_processes(str(status["key"])), 10, "the child to die")
+    assert proc.returncode == 2
+    assert err == (
+        "rsi: error: the build server stopped before the build finished; run the command "
+        "again (or set RSI_BUILD_SERVER=0 to build without it)\n"
+    )
+
+
+def test_stop_then_build_runs_in_process_and_starts_a_new_server(
+    make_project: Callable[..., Project],
+) -> None:
+    _cli("server", "stop")
+    assert _cli("server", "status").stdout == "no build server runs\n"
+    project = make_project(templates=None)
+    done = _cli("build", "--state", str(project.state_path))
+    assert done.returncode == 0, done.stderr
+    _await(lambda: "pid" in _status(), 60, "a new build server")
+    stopped = _cli("server", "stop")
+    assert stopped.stdout.startswith("build server ") and "stopped" in stopped.stdout
+
+
+def test_switched_off_starts_no_server(make_project: Callable[..., Project]) -> None:
+    _cli("server", "stop")
+    project = make_project(templates=None)
+    assert _cli("build", "--state", str(project.state_path), RSI_BUILD_SERVER="0").returncode == 0
+    assert _cli("build", "--state", str(project.state_path), "--no-server").returncode == 0
+    time.sleep(1.0)  # a server started by mistake would have bound its address by now
+    assert _status() == {"running": False}
