@@ -7,7 +7,9 @@ single-field edit, and the CLI's start-up.
 Per edit kind (a scoring coefficient, an expert weight, adding or removing a routing rule,
 an association's weight, a new association, a lexicon word) it reports the modules the edit
 recompiled, the time until the compiled tier is live in this process, the same for the
-pure-Python tier, and the wall time of ``rsi build`` in a fresh process. Each sample edits to
+pure-Python tier, and the wall time of ``rsi build`` in a fresh process, through a warm build
+server (runtime/server.py) and with ``--no-server``; the first build's time and the server's
+start-up are reported once (``build_server``). Each sample edits to
 a value never built before, so the changed module really compiles. ``cli`` times ``rsi --help`` and
 ``rsi status`` in fresh processes.
 
@@ -85,7 +87,11 @@ def main() -> int:
         if "cli" in sections:
             results["cli"] = _cli_startup(root, args.runs, args.trees.split(","))
         if "edits" in sections:
-            results["edits"] = _edit_kinds(root, args.runs)
+            results["build_server"] = _server_start(root)
+            try:
+                results["edits"] = _edit_kinds(root, args.runs)
+            finally:
+                _stop_server(root)
         if "spine" in sections:
             _spine(root, args, results)
     _print_table(results)
@@ -166,7 +172,7 @@ def _edit_kinds(root: Path, runs: int) -> dict[str, dict[str, object]]:
     live = LiveProject(project)
     out: dict[str, dict[str, object]] = {}
     for kind, edit in EDITS.items():
-        compiled_s, pure_s, fresh_s = [], [], []
+        compiled_s, pure_s, fresh_s, in_process_s = [], [], [], []
         recompiled: list[list[str]] = []
         for _ in range(runs):
             _apply(project, kind, edit)
@@ -181,27 +187,48 @@ def _edit_kinds(root: Path, runs: int) -> dict[str, dict[str, object]]:
             live.rebuild(CompileSettings(backend="python"))
             live.current()
             pure_s.append(time.perf_counter() - start)
+            build = [
+                sys.executable,
+                "-m",
+                "runtime.cli",
+                "build",
+                "--state",
+                str(project.state_path),
+            ]
             _apply(project, kind, edit)
-            fresh_s.append(
-                _wall(
-                    [
-                        sys.executable,
-                        "-m",
-                        "runtime.cli",
-                        "build",
-                        "--state",
-                        str(project.state_path),
-                    ],
-                    root,
-                )
-            )
+            fresh_s.append(_wall(build, root, server=True))
+            _apply(project, kind, edit)
+            in_process_s.append(_wall([*build, "--no-server"], root))
         out[kind] = {
             "modules_recompiled": recompiled,
             "compiled_tier_live_s": _summary(compiled_s),
             "pure_tier_live_s": _summary(pure_s),
             "rsi_build_fresh_process_s": _summary(fresh_s),
+            "rsi_build_fresh_process_no_server_s": _summary(in_process_s),
         }
     return out
+
+
+def _server_start(root: Path) -> dict[str, object]:
+    """Stop any build server of this tree; time the first `rsi build` (it builds in its own
+    process and starts a server) and the server's start until it answers."""
+    project = _project(root / "server")
+    project.build(CompileSettings())
+    cli = [sys.executable, "-m", "runtime.cli"]
+    _wall([*cli, "server", "stop"], root)
+    start = time.perf_counter()
+    _wall([*cli, "build", "--state", str(project.state_path)], root, server=True)
+    first = time.perf_counter() - start
+    while "pid" not in json.loads(_output([*cli, "server", "status", "--json"], root)):
+        time.sleep(0.05)
+    return {
+        "first_build_s": round(first, 4),
+        "server_ready_s": round(time.perf_counter() - start, 4),
+    }
+
+
+def _stop_server(root: Path) -> None:
+    _wall([sys.executable, "-m", "runtime.cli", "server", "stop"], root)
 
 
 def _apply(project: Project, kind: str, edit: Edit) -> None:
@@ -262,16 +289,20 @@ def _cli_startup(root: Path, runs: int, trees: list[str]) -> dict[str, object]:
     return {name: _summary(s) for name, s in samples.items()}
 
 
-def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO)) -> float:
+def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO), *, server: bool = False) -> float:
+    """Wall time of ``cmd`` in a fresh process; ``server``: `rsi build` may use the build
+    server (every other command here runs without it)."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_env(tree))
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    _output(cmd, cwd, tree, server=server)
     return time.perf_counter() - start
 
 
-def _env(tree: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=tree)
+def _output(cmd: list[str], cwd: Path, tree: str = str(REPO), *, server: bool = False) -> str:
+    env = dict(os.environ, PYTHONPATH=tree, RSI_BUILD_SERVER="1" if server else "0")
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.splitlines()[-1]
 
 
 def _project(root: Path) -> Project:
@@ -293,7 +324,7 @@ def _cold_builds(root: Path, runs: int) -> list[float]:
 def _coefficient_rebuilds(
     live: LiveProject, tier: str, field: str, runs: int
 ) -> tuple[list[float], list[int]]:
-    settings = replace(CompileSettings(), backend=tier)  # type: ignore[call-arg]
+    settings = replace(CompileSettings(), backend=tier)  # type: ignore[arg-type]
     samples, compiled = [], []
     for _ in range(runs):
         data = json.loads(live.project.state_path.read_text())
@@ -375,7 +406,10 @@ def _print_table(results: dict[str, object]) -> None:
             for name, row in value.items():
                 print(f"{name:48s} median {row['median']:8.3f} s   samples {row['samples']}")
         elif key == "edits" and isinstance(value, dict):
-            print(f"{'edit':22s} {'recompiled':24s} compiled live   pure live   fresh rsi build")
+            print(
+                f"{'edit':22s} {'recompiled':24s} compiled live   pure live   fresh rsi build"
+                "   (no server)"
+            )
             for kind, row in value.items():
                 modules = ",".join(sorted({m for run in row["modules_recompiled"] for m in run}))
                 print(
@@ -383,6 +417,7 @@ def _print_table(results: dict[str, object]) -> None:
                     f"{row['compiled_tier_live_s']['median']:10.3f} s "
                     f"{row['pure_tier_live_s']['median']:9.3f} s "
                     f"{row['rsi_build_fresh_process_s']['median']:12.3f} s"
+                    f"{row['rsi_build_fresh_process_no_server_s']['median']:12.3f} s"
                 )
         elif key == "per_module_compile_s" and isinstance(value, dict):
             for name, row in value.items():
