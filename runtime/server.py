@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -154,6 +155,11 @@ def serve(key: str, *, idle_s: float = IDLE_S) -> int:
 
     Returns at once (status 0) when another server already has the address.
     """
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # children are waited for through pidfds
+    except OSError as exc:
+        logger.warning("no build server on this system: %s", exc)
+        return 0
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(_address(key))
@@ -253,7 +259,13 @@ class _Server:
             os.setpgid(pid, pid)  # also in the child: whichever runs first
         except OSError:
             pass  # the child already did (or already exec'd nothing and ended)
-        child = _Child(conn, pid, os.pidfd_open(pid))
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            os.killpg(pid, signal.SIGKILL)  # a child nobody could wait for never runs
+            os.waitpid(pid, 0)
+            raise
+        child = _Child(conn, pid, pidfd)
         self.children[child.pidfd] = child
         self.served += 1
         try:
@@ -311,6 +323,8 @@ def _run_child(request: _Message, fds: list[int]) -> int:
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(str(request["cwd"]))
+    sys.path_importer_cache.clear()  # relative entries of the import path are the caller's
+    importlib.invalidate_caches()
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     os.umask(int(request["umask"]))

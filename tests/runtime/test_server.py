@@ -158,8 +158,10 @@ def test_a_killed_caller_takes_its_served_build_along(
         proc = _popen(project, "--lock-timeout", "60")
         _await(lambda: _status()["running"] == 1, 30, "the served build to start")
         proc.kill()
-        proc.communicate()
+        proc.wait()  # not communicate(): the child holds the pipes until it ends
         _await(lambda: _status()["running"] == 0, 10, "the served build to be killed")
+        _, err = proc.communicate(timeout=5)
+    assert err == ""  # killed while it waited for the lock, not ended by its timeout
 
 
 def test_another_users_connection_is_dropped(server: None) -> None:
