@@ -23,7 +23,7 @@ import cython
 
 from . import opcodes
 
-__all__ = ["FIXED_YES", "FIXED_NO", "FIXED_MAYBE", "FIXED_NOTHING", "run", "run_story"]
+__all__ = ["FIXED_YES", "FIXED_NO", "FIXED_MAYBE", "FIXED_NOTHING", "run_story"]
 
 MAX_COMPOSITE: cython.int = opcodes.MAX_COMPOSITE
 COMPOSITE_WIDTH: cython.int = opcodes.COMPOSITE_WIDTH
@@ -88,42 +88,6 @@ W_IDS: cython.int = 13
 W_NCOMP: cython.int = 14
 
 
-def run(
-    facts: cython.int[:, ::1],
-    query: cython.int[::1],
-    n_words: cython.int,
-    work: cython.int[:, ::1],
-    scores: cython.double[:, ::1],
-    comp: cython.int[:, ::1],
-    mentions: cython.int[:, ::1],
-    attn: cython.double[::1],
-    word_vecs: cython.double[:, ::1],
-    qvec: cython.double[::1],
-    roster: cython.int[:, ::1],
-    fixed: cython.int[::1],
-    numbers: cython.int[::1],
-    directions: cython.int[:, ::1],
-) -> int:
-    """Run every expert of ``roster`` on one query; return how many composites were made."""
-    made: int = _run_one(
-        facts,
-        query,
-        n_words,
-        work,
-        scores,
-        comp,
-        mentions,
-        attn,
-        word_vecs,
-        qvec,
-        roster,
-        fixed,
-        numbers,
-        directions,
-    )
-    return made
-
-
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def run_story(
@@ -144,7 +108,8 @@ def run_story(
     numbers: cython.int[::1],
     directions: cython.int[:, ::1],
 ) -> None:
-    """:func:`run` on every query of a story; ``n_cand[q]`` gets its candidate count."""
+    """Run the experts of ``roster`` on every query of a story (one query: a story of one);
+    ``n_cand[q]`` gets its candidate count."""
     q: cython.int
     for q in range(n_questions):
         n_cand[q] = n_words + _run_one(

@@ -1,9 +1,9 @@
 """The bAbI model: a build's generated modules behind ``answer(story, question)``.
 
 A story is encoded once (``encoding`` module) into integer-coded facts, per-story buffers and
-attention weights; then each question costs one ``experts.run`` (typed loops), one
-``knowledge.run`` (the learned associations) and one ``scoring.decide_story``. The model never
-sees a task number or a file name.
+attention weights; then each question costs one ``experts.run_story`` (typed loops, on a
+story of that one question), one ``knowledge.run`` (the learned associations) and one
+``scoring.decide_story``. The model never sees a task number or a file name.
 """
 
 from __future__ import annotations
@@ -149,20 +149,24 @@ class BabiModel:
     def evidence(self, prepared: Prepared, index: int) -> int:
         """Run the experts on question ``index``; fill ``prepared.scores``; return candidates."""
         enc = prepared.encoded
-        n_comp = self.experts.run(
+        n_cand = np.zeros(1, dtype=np.int32)
+        one = slice(index, index + 1)  # a story of this one question: the same typed loop
+        self.experts.run_story(
             enc.facts,
-            enc.queries[index],
+            enc.queries[one],
+            1,
             prepared.n_words,
             prepared.work,
-            prepared.scores,
-            prepared.comp,
+            prepared.scores[np.newaxis],
+            prepared.comp[np.newaxis],
+            n_cand,
             enc.mentions,
-            prepared.attn[index],
+            prepared.attn[one],
             prepared.word_vecs,
-            prepared.qvecs[index],
+            prepared.qvecs[one],
         )
         self.knowledge.run(enc.facts, enc.queries[index], prepared.scores)
-        return prepared.n_words + int(n_comp)
+        return int(n_cand[0])
 
     def choose(self, prepared: Prepared, index: int) -> tuple[int, float]:
         """``(candidate index, confidence)`` for question ``index`` of a prepared story."""
