@@ -15,7 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +298,10 @@ MAX_LOCK_TIMEOUT_S = 86400.0
 
 def _check_common(args: argparse.Namespace) -> None:
     """Refuse bad common options in one line; turn ``--state`` into a Path."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise RSIError("the current directory was deleted; cd to an existing one") from None
     raw = args.state
     if not raw.strip():
         raise RSIError(f"--state {raw!r}: empty path; give a state file such as rsi_state.json")
@@ -341,10 +345,27 @@ def project_from(args: argparse.Namespace) -> Project:
 
 def emit(args: argparse.Namespace, summary: str, report: Any) -> int:
     """Print the human summary, then (with ``--json``) the report as one JSON line."""
-    print(summary)
-    if getattr(args, "json", False):
-        print(json.dumps(report if isinstance(report, dict) else asdict(report), sort_keys=True))
+    try:
+        print(summary)
+        if getattr(args, "json", False):
+            print(json.dumps(_jsonable(report), sort_keys=True))
+        if sys.stdout is not None:  # None: started with its stdout closed; print wrote nothing
+            sys.stdout.flush()  # a closed pipe or a full disk fails the command, not its exit
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise RSIError(f"cannot write the output: {exc.strerror or exc}") from None
     return 0
+
+
+def _jsonable(report: Any) -> Any:
+    if is_dataclass(report) and not isinstance(report, type):
+        return asdict(report)
+    if isinstance(report, dict):
+        return {key: _jsonable(value) for key, value in report.items()}
+    if isinstance(report, list):
+        return [_jsonable(value) for value in report]
+    return report
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -377,17 +398,23 @@ def _server(args: argparse.Namespace) -> int:
     from runtime.server import server_status, stop_server
 
     if args.action == "stop":
-        pid = stop_server()
-        summary = "no build server runs" if pid is None else f"build server {pid} stopped"
-        return emit(args, summary, {"stopped": pid})
-    status = server_status()
-    if status is None:
-        return emit(args, "no build server runs", {"running": False})
-    summary = (
-        f"build server {status.pid}: {status.served} build(s) served, {status.running} running, "
-        f"idle for {status.idle_s:.0f} s (it exits after {IDLE_S:g} s idle)"
-    )
-    return emit(args, summary, {"running": True, **asdict(status)})
+        stopped = stop_server()
+        lines = [
+            f"build server {s.pid} stopped"
+            if not s.running
+            else f"build server {s.pid} takes no new build; it exits when its {s.running} "
+            "running build(s) end"
+            for s in stopped
+        ]
+        return emit(args, "\n".join(lines) or "no build server runs", {"stopped": stopped})
+    servers = server_status()
+    lines = [
+        f"build server {s.pid}{'' if s.current else ' (older code)'}: {s.served} build(s) "
+        f"served, {s.running} running, idle for {s.idle_s:.0f} s (it exits after "
+        f"{IDLE_S:g} s idle)"
+        for s in servers
+    ]
+    return emit(args, "\n".join(lines) or "no build server runs", {"servers": servers})
 
 
 def _status(args: argparse.Namespace) -> int:

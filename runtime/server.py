@@ -8,15 +8,20 @@ standard streams (file descriptors, as Mercurial's ``chg`` does). The server for
 copy of its warm self, which runs the command as ``rsi build`` would have, writing straight to
 the caller's terminal; the caller exits with the child's status.
 
-- One server per user and installation: its address hashes the interpreter, its import path,
-  the distributions installed there and the source of ``codegen`` and ``runtime``. An edited
-  checkout or an upgraded package gets a new server; the old one exits when idle.
+- One server per user and installation: its address names the interpreter and the checkout,
+  and hashes the import path, the distributions installed there and the source of
+  ``codegen`` and ``runtime``. An edited checkout or an upgraded package gets a new server,
+  which stops the one it replaces.
 - The first ``rsi build`` that finds no server builds in its own process, as without a server,
   and starts one for the next; a server exits after :data:`IDLE_S` without a request, and
   ``rsi server stop`` ends it (it finishes the builds it runs first).
-- Ctrl-C, SIGTERM and SIGHUP of ``rsi build`` are passed on to its child. A ``rsi build``
-  killed with SIGKILL gets its child killed with it (the server sees the connection close), as
-  is the child of a server that dies; the locks a child held are released with it.
+- The child takes the caller's niceness, resource limits, CPU affinity and ignored signals
+  (``nohup``); where it cannot (a lower niceness or a higher hard limit than the server's),
+  the caller builds in its own process. Ctrl-C, SIGTERM and SIGHUP of ``rsi build`` are passed
+  on to its child, Ctrl-Z stops it too. A ``rsi build`` killed with SIGKILL gets its child
+  killed with it (the server sees the connection close), as is the child of a server that
+  dies; the locks a child held are released with it.
+- A closed standard stream: the caller builds in its own process.
 - Only the server's own user may connect (the peer's uid is checked); its address is in
   Linux's abstract socket namespace, so no socket file is left behind.
 - ``rsi build --no-server``, or ``RSI_BUILD_SERVER=0``, builds in the calling process and
@@ -32,8 +37,10 @@ import importlib
 import json
 import logging
 import os
+import resource
 import select
 import signal
+import site
 import socket
 import struct
 import subprocess
@@ -41,7 +48,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,13 +81,15 @@ REQUEST_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """What ``rsi server status`` reports of the running server."""
+    """What a build server says of itself (``rsi server status``)."""
 
     pid: int
     key: str
     served: int
     running: int
     idle_s: float
+    #: Whether it runs the code installed now (else an older one's, finishing its builds).
+    current: bool
 
 
 def enabled() -> bool:
@@ -92,26 +101,34 @@ def enabled() -> bool:
 def run_served(argv: Sequence[str]) -> int | None:
     """Run ``rsi ARGV`` in the build server and return its exit status.
 
-    None when no server could take it (none runs, or it went away before starting the
-    command): the caller runs the command itself, and a server is started for the next one.
+    None when no server could take it (none runs, it declined, or it went away before
+    starting the command): the caller runs the command itself; when none ran, one is started
+    for the next command.
     """
+    if not all(_is_open(fd) for fd in (0, 1, 2)):
+        return None  # a closed stream would be the socket's number, and not the caller's
     try:
-        request = _request("run", argv=list(argv), cwd=os.getcwd(), umask=_umask())
         sock = _connect()
-    except OSError:  # no server, or no working directory to hand over
+    except OSError:
         _spawn()
         return None
     with sock:
         try:
-            _send(sock, request, fds=[0, 1, 2])
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY)  # a path may be too long to hand over
+        except OSError:
+            return None  # the directory cannot be opened: the command says why
+        try:
+            _send(sock, _run_request(argv), fds=[0, 1, 2, cwd])
             reader = sock.makefile("rb")
             started = _answer(reader)
-            if started is None:
-                return None
-            with _forwarding_signals(int(started["pid"])):
+            if started is None or "pid" not in started:
+                return None  # the server went away or declined: build here
+            with _passing_signals(int(started["pid"])):
                 ended = _answer(reader)
         except OSError:
-            return None  # a standard stream is closed, or the server is gone: build here
+            return None  # the server went away before the command started: build here
+        finally:
+            os.close(cwd)
     if ended is None:
         from codegen.errors import RSIError
 
@@ -122,31 +139,31 @@ def run_served(argv: Sequence[str]) -> int | None:
     return int(ended["exit"])
 
 
-def server_status() -> ServerStatus | None:
-    """The running server's status, or None when none runs for this installation."""
-    answer = _ask_server("status")
-    if answer is None:
-        return None
-    return ServerStatus(
-        int(answer["pid"]),
-        str(answer["key"]),
-        int(answer["served"]),
-        int(answer["running"]),
-        float(answer["idle_s"]),
-    )
+def server_status() -> list[ServerStatus]:
+    """This installation's build servers (one, or more while an older code's finishes its
+    builds), the one for the current code first."""
+    found = []
+    for address in _server_addresses(_installation()):
+        answer = _ask(address, "status")
+        if answer is not None:
+            found.append(_status(answer))
+    return sorted(found, key=lambda status: not status.current)
 
 
-def stop_server(timeout_s: float = 30.0) -> int | None:
-    """Ask the server to stop (it finishes the builds it runs first) and wait up to
-    ``timeout_s`` for it to exit; return its pid, or None when none ran."""
-    answer = _ask_server("stop")
-    if answer is None:
-        return None
-    pid = int(answer["pid"])
+def stop_server(timeout_s: float = 10.0) -> list[ServerStatus]:
+    """Stop this installation's build servers: each takes no new build and exits once its
+    running builds end. Wait up to ``timeout_s`` for those with none running; return what
+    each said when asked to stop."""
+    stopped = []
+    for address in _server_addresses(_installation()):
+        answer = _ask(address, "stop")
+        if answer is not None:
+            stopped.append(_status(answer))
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return pid
+    for status in stopped:
+        while not status.running and _alive(status.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return stopped
 
 
 def serve(key: str, *, idle_s: float = IDLE_S) -> int:
@@ -169,6 +186,9 @@ def serve(key: str, *, idle_s: float = IDLE_S) -> int:
     listener.listen(16)
     _warm_up()
     gc.freeze()  # children share the warm heap instead of copying it at their first GC
+    for address in _server_addresses(_installation()):
+        if address != _address(key):
+            _ask(address, "stop")  # a server of this checkout's older code
     _Server(listener, key, idle_s).run()
     return 0
 
@@ -224,8 +244,8 @@ class _Server:
                 raise ConnectionError("a connection from another user")
             request, fds = _receive(conn)
             if request["op"] == "run":
-                if len(fds) != 3:
-                    raise ValueError("a run request without the three standard streams")
+                if len(fds) != 4:
+                    raise ValueError("a run request without its streams and directory")
                 self._fork(conn, request, fds)
                 return
             self._answer_query(conn, str(request["op"]))
@@ -250,30 +270,40 @@ class _Server:
         conn.sendall(_line(status))
 
     def _fork(self, conn: socket.socket, request: _Message, fds: list[int]) -> None:
+        ready_r, ready_w = os.pipe()  # the child says here whether it took the caller's settings
         pid = os.fork()
         if pid == 0:
-            self._become_child(conn, request, fds)
+            os.close(ready_r)
+            self._become_child(conn, request, fds, ready_w)
+        os.close(ready_w)
         for fd in fds:
             os.close(fd)
         try:
             os.setpgid(pid, pid)  # also in the child: whichever runs first
         except OSError:
-            pass  # the child already did (or already exec'd nothing and ended)
+            pass  # the child already did
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
+            os.close(ready_r)
             os.killpg(pid, signal.SIGKILL)  # a child nobody could wait for never runs
             os.waitpid(pid, 0)
             raise
         child = _Child(conn, pid, pidfd)
         self.children[child.pidfd] = child
-        self.served += 1
+        with os.fdopen(ready_r, "rb") as ready:
+            declined = ready.read().decode(errors="replace")
+        answer: _Message = {"declined": declined} if declined else {"pid": pid}
+        if not declined:
+            self.served += 1
         try:
-            conn.sendall(_line({"pid": pid}))
+            conn.sendall(_line(answer))
         except OSError:
             self._caller_gone(conn)
 
-    def _become_child(self, conn: socket.socket, request: _Message, fds: list[int]) -> NoReturn:
+    def _become_child(
+        self, conn: socket.socket, request: _Message, fds: list[int], ready: int
+    ) -> NoReturn:
         code = 1
         try:
             os.setpgid(0, 0)
@@ -283,7 +313,13 @@ class _Server:
             for other in self.children.values():
                 other.conn.close()
                 os.close(other.pidfd)
-            code = _run_child(request, fds)
+            try:
+                _take_over(request, fds)
+            except (OSError, ValueError) as exc:
+                os.write(ready, f"cannot take the caller's settings: {exc}".encode())
+                os._exit(0)
+            os.close(ready)
+            code = _run_child(request)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - the child's top level, as the interpreter's
@@ -313,24 +349,38 @@ class _Server:
                     pass  # it ended meanwhile: reaped at its pidfd
 
 
-def _run_child(request: _Message, fds: list[int]) -> int:
-    """In the forked child: take over the caller's streams, directory, environment and umask,
-    then run the command line as ``rsi`` would."""
+def _take_over(request: _Message, fds: list[int]) -> None:
+    """In the forked child: become the caller as far as a command can tell: its streams,
+    directory, environment, umask, niceness, resource limits, CPU affinity and ignored
+    signals. Raises OSError or ValueError (before the command runs) where it cannot."""
     from codegen.compile import die_with_parent
 
+    os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
+    for name, (soft, hard) in request["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    os.sched_setaffinity(0, request["cpus"])
     die_with_parent(os.getppid(), group=True)  # a server that dies takes its builds along
-    for target, fd in enumerate(fds):
+    signal.signal(signal.SIGTERM, _terminate_group)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for name in request["ignored"]:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    *streams, cwd = fds
+    for target, fd in enumerate(streams):
         os.dup2(fd, target)
         os.close(fd)
-    os.chdir(str(request["cwd"]))
+    os.fchdir(cwd)
+    os.close(cwd)
     sys.path_importer_cache.clear()  # relative entries of the import path are the caller's
     importlib.invalidate_caches()
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     os.umask(int(request["umask"]))
     tempfile.tempdir = None  # $TMPDIR is the caller's
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def _run_child(request: _Message) -> int:
+    """In the forked child, once it is the caller: run the command line as ``rsi`` would."""
     sys.stdin = open(0, closefd=False)  # the caller's streams, now this process's 0, 1, 2
     sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
@@ -338,11 +388,19 @@ def _run_child(request: _Message, fds: list[int]) -> int:
 
     argv = [str(a) for a in request["argv"]]
     sys.argv = ["rsi", *argv]
+    code = main(argv)
     try:
-        return main(argv)
-    finally:
         sys.stdout.flush()
-        sys.stderr.flush()
+    except BrokenPipeError:
+        return 141  # 128 + SIGPIPE, as `rsi` run in its own process
+    return code
+
+
+def _terminate_group(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM of a served build: end it and the compilers it started (its process group)
+    by that very signal, so the caller's status reads as a terminated ``rsi build``'s."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.killpg(0, signum)
 
 
 def _warm_up() -> None:
@@ -360,11 +418,10 @@ def _warm_up() -> None:
 
 def _spawn() -> None:
     """Start a server for this installation in the background (a session of its own, no
-    terminal, the import path of this process); a second one started at once exits."""
+    terminal, this process's environment); a second one started at once exits."""
     if not enabled():
         return
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(_import_path()))
+    root = str(Path(__file__).resolve().parents[1])  # `python -m` there imports this code
     try:
         subprocess.Popen(
             [sys.executable, "-m", "runtime.server", _key()],
@@ -372,43 +429,105 @@ def _spawn() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=root,
-            env=env,
             start_new_session=True,
         )
     except OSError as exc:
         logger.debug("no build server started: %s", exc)
 
 
-def _ask_server(op: str) -> _Message | None:
-    try:
-        sock = _connect()
-    except OSError:
-        return None
+def _ask(address: str, op: str) -> _Message | None:
+    """Send the query ``op`` (status, stop) to the server at ``address``; None if none."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with sock:
         try:
-            _send(sock, _request(op), fds=[])
+            sock.settimeout(REQUEST_TIMEOUT_S)
+            sock.connect(address)
+            _send(sock, {"op": op}, fds=[])
             return _answer(sock.makefile("rb"))
         except OSError:
             return None
 
 
+def _status(answer: _Message) -> ServerStatus:
+    return ServerStatus(
+        int(answer["pid"]),
+        str(answer["key"]),
+        int(answer["served"]),
+        int(answer["running"]),
+        float(answer["idle_s"]),
+        str(answer["key"]) == _key(),
+    )
+
+
+def _run_request(argv: Sequence[str]) -> _Message:
+    """Everything of this process a build could tell apart from its own: the command line,
+    environment, umask, niceness, resource limits, CPU affinity and ignored signals."""
+    rlimits = {
+        name: resource.getrlimit(getattr(resource, name))
+        for name in dir(resource)
+        if name.startswith("RLIMIT_")
+    }
+    return {
+        "op": "run",
+        "argv": list(argv),
+        "env": dict(os.environ),
+        "umask": _umask(),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "rlimits": rlimits,
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "ignored": [name for name in _PASSED if signal.getsignal(_signal(name)) == signal.SIG_IGN],
+    }
+
+
+#: The signals a served build gets from its caller (unless the caller ignores them).
+_PASSED = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _signal(name: str) -> signal.Signals:
+    return signal.Signals[name]
+
+
 @contextmanager
-def _forwarding_signals(pid: int) -> Iterator[None]:
-    """Pass Ctrl-C, SIGTERM and SIGHUP of this process on to the child running the command."""
+def _passing_signals(pid: int) -> Iterator[None]:
+    """Pass Ctrl-C, SIGTERM and SIGHUP of this process on to the child running the command
+    (those this process does not ignore); Ctrl-Z stops the child's group, then this process,
+    and a continue continues both."""
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass  # it has just ended; its status is on its way
+        _signal_group(pid, signum)
 
-    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {kind: signal.signal(kind, forward) for kind in kinds}
+    def suspend(signum: int, frame: FrameType | None) -> None:
+        _signal_group(pid, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def resume(signum: int, frame: FrameType | None) -> None:
+        _signal_group(pid, signal.SIGCONT)
+
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], None]] = {
+        _signal(name): forward
+        for name in _PASSED
+        if signal.getsignal(_signal(name)) != signal.SIG_IGN
+    }
+    if signal.getsignal(signal.SIGTSTP) != signal.SIG_IGN:
+        handlers.update({signal.SIGTSTP: suspend, signal.SIGCONT: resume})
+    previous = {kind: signal.signal(kind, handler) for kind, handler in handlers.items()}
     try:
         yield
     finally:
         for kind, handler in previous.items():
             signal.signal(kind, handler)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """``signum`` to the served build (SIGINT, SIGTERM, SIGHUP: to the child alone, as a
+    terminal's signal reaches ``rsi`` and not its compilers; stop and continue: its group)."""
+    try:
+        if signum in (signal.SIGSTOP, signal.SIGCONT):
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # it has just ended; its status is on its way
 
 
 def _connect() -> socket.socket:
@@ -421,10 +540,6 @@ def _connect() -> socket.socket:
     return sock
 
 
-def _request(op: str, **fields: object) -> _Message:
-    return {"op": op, "env": dict(os.environ), **fields}
-
-
 _LENGTH = struct.Struct("!I")
 
 
@@ -435,7 +550,7 @@ def _send(sock: socket.socket, request: _Message, *, fds: list[int]) -> None:
 
 
 def _receive(conn: socket.socket) -> tuple[_Message, list[int]]:
-    head, fds, _flags, _addr = socket.recv_fds(conn, _LENGTH.size, 3)
+    head, fds, _flags, _addr = socket.recv_fds(conn, _LENGTH.size, 4)
     if len(head) != _LENGTH.size:
         raise ValueError("a short request header")
     (length,) = _LENGTH.unpack(head)
@@ -468,18 +583,44 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _address(key: str) -> str:
-    return f"\0rsi-build-{os.getuid()}-{key[:32]}"
+    """The server's abstract socket name: this user, this installation, this code."""
+    return f"{_installation()}{key[:32]}"
+
+
+@functools.lru_cache(maxsize=1)
+def _installation() -> str:
+    """The address prefix of this user's servers of this interpreter and checkout."""
+    root = Path(__file__).resolve().parents[1]
+    where = hashlib.sha256(f"{sys.executable}\0{root}".encode()).hexdigest()[:16]
+    return f"{_USER_PREFIX}{where}-"
+
+
+_USER_PREFIX = f"\0rsi-build-{os.getuid()}-"
+
+
+def _server_addresses(prefix: str) -> list[str]:
+    """Addresses of the listening build servers whose names start with ``prefix``
+    (``/proc/net/unix`` lists abstract names with ``@`` for the leading NUL)."""
+    shown = "@" + prefix[1:]
+    try:
+        with open("/proc/net/unix") as table:
+            lines = table.read().splitlines()[1:]
+    except OSError:
+        return []
+    listening = {fields[-1] for fields in map(str.split, lines) if len(fields) == 8}
+    return sorted("\0" + name[1:] for name in listening if name.startswith(shown))
 
 
 @functools.lru_cache(maxsize=1)
 def _key() -> str:
-    """What the server's code and packages are: the interpreter, its import path, the names
-    of what is installed there (``*.dist-info`` names carry versions) and the package source."""
+    """What the server's code and packages are: the interpreter, ``$PYTHONPATH``, the
+    distributions installed in its site directories (``*.dist-info`` names carry versions)
+    and the package source. Not the working directory: a server serves every directory."""
     digest = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
-    for entry in _import_path():
-        digest.update(b"\0path\0" + entry.encode())
-        if os.path.isdir(entry):
-            digest.update("\0".join(sorted(os.listdir(entry))).encode())
+    digest.update(b"\0PYTHONPATH\0" + os.environ.get("PYTHONPATH", "").encode())
+    for entry in _site_dirs():
+        installed = [n for n in os.listdir(entry) if n.endswith(_INSTALLED)]
+        digest.update(f"\0{entry}\0".encode() + "\0".join(sorted(installed)).encode())
     root = Path(__file__).resolve().parents[1]
     for package in ("codegen", "runtime"):
         for path in sorted((root / package).rglob("*.py")):
@@ -487,10 +628,22 @@ def _key() -> str:
     return digest.hexdigest()
 
 
-def _import_path() -> list[str]:
-    """This installation's import path; the server's first entry is the package root (a
-    console script's is its ``bin`` directory, ``python -m``'s the working directory)."""
-    return [str(Path(__file__).resolve().parents[1]), *sys.path[1:]]
+def _site_dirs() -> list[str]:
+    found = [*site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    return [entry for entry in found if os.path.isdir(entry)]
+
+
+_INSTALLED = (".dist-info", ".egg-info", ".egg-link", ".pth")
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _umask() -> int:

@@ -38,10 +38,12 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def _status() -> dict[str, object]:
+    """The server of this code, as `rsi server status --json` reports it; {} when none runs."""
     done = _cli("server", "status", "--json")
     assert done.returncode == 0, done.stderr
-    status: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
-    return status
+    servers = json.loads(done.stdout.splitlines()[-1])["servers"]
+    current: list[dict[str, object]] = [s for s in servers if s["current"]]
+    return current[0] if current else {}
 
 
 def _await(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -58,12 +60,18 @@ def _start_server() -> None:
     _await(lambda: "pid" in _status(), 60, "the build server")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[None]:
+@pytest.fixture(scope="module", autouse=True)
+def _no_server_left() -> Iterator[None]:
     _cli("server", "stop")
-    _start_server()
     yield
     _cli("server", "stop")
+
+
+@pytest.fixture
+def server() -> None:
+    """This code's server, running (started once, then shared by the tests that need it)."""
+    if "pid" not in _status():
+        _start_server()
 
 
 def _popen(project: Project, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -76,6 +84,14 @@ def _popen(project: Project, *args: str, **env: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _address_of(key: str) -> str:
+    """The listening address of the server with ``key`` (from ``/proc/net/unix``)."""
+    names = [line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()]
+    found = {name for name in names if name.startswith("@rsi-build-") and key[:32] in name}
+    assert len(found) == 1, found
+    return "\0" + found.pop()[1:]
 
 
 def _server_processes(key: str) -> list[int]:
@@ -172,7 +188,7 @@ def test_another_users_connection_is_dropped(server: None) -> None:
     probe = f"""
 import socket, struct
 s = socket.socket(socket.AF_UNIX)
-s.connect("\\0rsi-build-0-{key[:32]}")
+s.connect({_address_of(key)!r})
 payload = b'{{"op": "status"}}'
 try:
     socket.send_fds(s, [struct.pack("!I", len(payload))], [])
@@ -195,7 +211,7 @@ except (BrokenPipeError, ConnectionResetError):
 def test_a_request_without_streams_is_refused(server: None) -> None:
     key = str(_status()["key"])
     with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(f"\0rsi-build-{os.getuid()}-{key[:32]}")
+        sock.connect(_address_of(key))
         payload = json.dumps({"op": "run", "argv": ["build"], "env": {}}).encode()
         socket.send_fds(sock, [len(payload).to_bytes(4, "big")], [])
         sock.sendall(payload)
@@ -242,4 +258,128 @@ def test_switched_off_starts_no_server(make_project: Callable[..., Project]) -> 
     assert _cli("build", "--state", str(project.state_path), RSI_BUILD_SERVER="0").returncode == 0
     assert _cli("build", "--state", str(project.state_path), "--no-server").returncode == 0
     time.sleep(1.0)  # a server started by mistake would have bound its address by now
-    assert _status() == {"running": False}
+    assert _status() == {}
+
+
+def _children(key: str, server_pid: int) -> list[int]:
+    return [pid for pid in _server_processes(key) if pid != server_pid]
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: [0] is the state, [16] the nice."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def test_the_callers_ignored_hangup_niceness_and_ctrl_z_hold_for_its_build(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    status = _status()
+    project = make_project(templates=None)
+    with project_lock(project.state_path, timeout_s=5):
+        command = [sys.executable, "-m", "runtime.cli", "build", "--state"]
+        proc = subprocess.Popen(
+            ["nohup", "nice", "-n", "7", *command, str(project.state_path), "--lock-timeout", "60"],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        (child,) = _children(str(status["key"]), int(status["pid"]))  # type: ignore[call-overload]
+        assert _proc_stat(child)[16] == "7"
+        proc.send_signal(signal.SIGHUP)  # ignored, as nohup has it
+        proc.send_signal(signal.SIGTSTP)
+        _await(lambda: _proc_stat(child)[0] == "T", 10, "Ctrl-Z to stop the served build")
+        proc.send_signal(signal.SIGCONT)
+        _await(lambda: _proc_stat(child)[0] != "T", 10, "the served build to continue")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.startswith("build ")
+
+
+def test_sigterm_reads_as_a_terminated_build(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    with project_lock(project.state_path, timeout_s=5):
+        proc = _popen(project, "--lock-timeout", "60")
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM  # as `rsi build` in its own process
+
+
+def _shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_closed_stdout_a_closed_pipe_and_a_long_directory_behave_as_in_process(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    build = f"{sys.executable} -m runtime.cli build --state {project.state_path}"
+    closed = _shell(f"exec 1>&-; {build}; echo rc=$? >&2", REPO)
+    assert closed.stderr.strip().splitlines()[-1] == "rc=0", closed.stderr
+    piped = _shell(f"{build} --json | head -0; echo rc=${{PIPESTATUS[0]}} >&2", REPO)
+    assert piped.stderr == "rc=141\n"
+    deep = "d" * 200  # 25 of them: a working directory longer than PATH_MAX
+    script = (
+        f"for i in $(seq 25); do mkdir {deep} && cd {deep}; done; cp {project.state_path} . && "
+        f"{sys.executable} -m runtime.cli build; {sys.executable} -m runtime.cli build --no-server"
+    )
+    done = _shell(script, project.state_path.parent)
+    served, local = done.stderr.splitlines()
+    assert served == local
+    assert local == "rsi: error: rsi_state.json: cannot inspect rsi_state.json: File name too long"
+
+
+def test_stop_does_not_wait_for_running_builds(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    project = make_project(templates=None)
+    with project_lock(project.state_path, timeout_s=5):
+        proc = _popen(project, "--lock-timeout", "60")
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        stopped = _cli("server", "stop")
+        assert stopped.stdout.endswith(
+            "takes no new build; it exits when its 1 running build(s) end\n"
+        )
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_a_server_of_newer_code_stops_the_older_one(server: None) -> None:
+    old = _status()
+    newer = subprocess.Popen(
+        [sys.executable, "-m", "runtime.server", "0" * 64], cwd=REPO, env=_env()
+    )
+    try:
+        _await(lambda: not _alive(int(old["pid"])), 60, "the older server to stop")  # type: ignore[call-overload]
+    finally:
+        _cli("server", "stop")
+        newer.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and _proc_stat(pid)[0] != "Z"
+
+
+def test_output_that_cannot_be_written_is_one_line(make_project: Callable[..., Project]) -> None:
+    project = make_project(templates=None)
+    done = _shell(
+        f"{sys.executable} -m runtime.cli build --state {project.state_path} >/dev/full", REPO
+    )
+    assert done.returncode == 2
+    assert done.stderr == "rsi: error: cannot write the output: No space left on device\n"
+
+
+def test_a_deleted_working_directory_is_named(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && {sys.executable} -m runtime.cli build --state x.json"
+    done = _shell(script, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "rsi: error: the current directory was deleted; cd to an existing one\n"
