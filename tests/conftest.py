@@ -19,6 +19,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED_STATE = REPO / "rsi_state.json"
 PROBE_TEMPLATES = REPO / "tests" / "fixtures" / "templates"
 
+#: Tests whose assertions hold only if the process gets the CPU on time: ``make test`` runs
+#: them alone (``-m serial``) after the parallel pass (``-n 2 -m "not serial"``). Path prefix
+#: relative to the repository -> why.
+SERIAL = {
+    "tests/runtime/kernels/test_gil.py": "a spinner thread must be scheduled within a 1 ms window",
+    "tests/runtime/watch/": "debounce and quiet windows of tens of milliseconds, timed",
+    "tests/runtime/test_watch": "debounce windows of 30-300 ms and sleeps that wait them out",
+    "tests/hardening/test_loop_lock.py": "a refusal within 30 s of wall-clock time",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests listed in :data:`SERIAL` ``serial``."""
+    for item in items:
+        path = item.path.relative_to(REPO).as_posix()
+        if any(path.startswith(prefix) for prefix in SERIAL):
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(autouse=True)
 def no_build_server(monkeypatch: pytest.MonkeyPatch) -> None:

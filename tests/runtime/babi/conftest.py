@@ -15,9 +15,15 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
-def babi_generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated/ directory shared by this package's builds."""
-    return tmp_path_factory.mktemp("babi-generated")
+def babi_generated(tmp_path_factory: pytest.TempPathFactory, module_cache: Path) -> Path:
+    """A generated/ directory shared by this package's builds.
+
+    Its module cache is the session's: the shipped state's compiled tier, which the evidence,
+    sandbox and gate tests compile too, is compiled once per session, not once more here.
+    """
+    root = tmp_path_factory.mktemp("babi-generated")
+    (root / ".cache").symlink_to(module_cache)
+    return root
 
 
 @pytest.fixture(scope="session")
