@@ -50,7 +50,7 @@ import threading
 import time
 from pathlib import Path
 
-from codegen.compile import prestart_worker, stop_workers
+from codegen.compile import prestart_build_worker, prestart_worker, stop_workers
 from codegen.errors import RSIError
 from codegen.render import TEMPLATE_DIR
 from runtime.ledger import ledger_path
@@ -195,6 +195,7 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
     watching = _StopOrLost(stop, ctx.lock)
     feed = ChangeFeed(project.state_path, ctx.template_dir)
     observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
+    prestart_build_worker()  # the pure tier's: renderer and black loaded before the first edit
     prestart_worker(ctx.settings.compile)  # warm (Cython loaded) before the first edit
     compiler = CompileQueue()
     compiling = threading.Thread(target=compiler.serve, args=(ctx,), name="rsi-compile")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codegen.build import CACHE_DIR, RENDER_MEMO_DIR
+from codegen.build import CACHE_DIR, RENDER_MEMO_DIR, build_in_worker
 from codegen.errors import RSIError
 from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
@@ -417,9 +417,14 @@ def _record_decision(
 
 
 def _pure(ctx: WatchContext, good: Good) -> LoadedBuild:
+    """Build the pure tier in the warm build worker (render, checks, publish): this
+    interpreter, whose threads serve, only imports the published modules."""
+    project = ctx.project
     settings = _pure_settings(ctx.settings.compile)
-    built = ctx.project.build_candidate(good.state, good.data, settings)
-    return load_build(built.path, template_dir=ctx.project.template_dir)
+    built = build_in_worker(
+        good.state, good.data, settings, project.generated_dir, project.template_dir
+    )
+    return load_build(built.path, template_dir=project.template_dir)
 
 
 def _cached_gather(ctx: WatchContext, build: LoadedBuild) -> Evidence:

@@ -104,19 +104,19 @@ class TestWarmWorkers:
     def test_a_second_compile_reuses_the_worker(self, tmp_path: Path) -> None:
         s = CompileSettings(shared_utility=False, worker_nice=0)
         compile_modules({"m": SRC}, s, tmp_path)
-        (first,) = codegen.compile._warm_idle[0]
+        (first,) = codegen.compile._warm_idle[("compile", 0)]
         out = compile_modules({"n": SRC.replace("1.0", "2.0")}, s, tmp_path)
         assert not out["n"].cache_hit and out["n"].tier == "cython"
-        assert codegen.compile._warm_idle[0] == [first] and first.poll() is None
+        assert codegen.compile._warm_idle[("compile", 0)] == [first] and first.poll() is None
 
     def test_a_worker_gone_meanwhile_is_replaced(self, tmp_path: Path) -> None:
         s = CompileSettings(shared_utility=False, worker_nice=0)
         prestart_worker(s)
-        (gone,) = codegen.compile._warm_idle[0]
+        (gone,) = codegen.compile._warm_idle[("compile", 0)]
         gone.kill()
         gone.wait()
         assert compile_modules({"m": SRC}, s, tmp_path)["m"].tier == "cython"
-        (fresh,) = codegen.compile._warm_idle[0]
+        (fresh,) = codegen.compile._warm_idle[("compile", 0)]
         assert fresh.pid != gone.pid
 
     def test_a_cython_error_in_the_worker_falls_back_and_keeps_it(self, tmp_path: Path) -> None:
@@ -125,13 +125,13 @@ class TestWarmWorkers:
         out = compile_modules({"m": bad}, s, tmp_path)["m"]
         assert out.tier == "python"
         assert [a.outcome for a in out.attempts] == ["failed", "fallback"]
-        (alive,) = codegen.compile._warm_idle[0]
+        (alive,) = codegen.compile._warm_idle[("compile", 0)]
         assert alive.poll() is None
 
     def test_an_idle_worker_exits(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(codegen.compile, "WARM_IDLE_S", 0.5)
         prestart_worker(CompileSettings(worker_nice=0))
-        (proc,) = codegen.compile._warm_idle[0]
+        (proc,) = codegen.compile._warm_idle[("compile", 0)]
         assert proc.wait(timeout=30) == 0
 
     def test_a_worker_exits_when_its_caller_is_killed(self) -> None:
@@ -139,7 +139,7 @@ class TestWarmWorkers:
             "import sys, time, codegen.compile as c\n"
             "from codegen.toolchain import CompileSettings\n"
             "c.prestart_worker(CompileSettings(worker_nice=0))\n"
-            "print(c._warm_idle[0][0].pid, flush=True)\n"
+            "print(c._warm_idle[('compile', 0)][0].pid, flush=True)\n"
             "time.sleep(600)\n"
         )
         proc = subprocess.Popen([sys.executable, "-c", caller], stdout=subprocess.PIPE, text=True)

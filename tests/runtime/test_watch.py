@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import codegen.build
 from codegen.toolchain import CompileSettings
 from runtime.cli import main
 from runtime.project import Project
@@ -518,3 +519,33 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_the_pure_tier_is_built_outside_the_serving_interpreter(
+    built: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its threads serve: the pure tier renders, checks and publishes in the warm build
+    worker (`codegen.build.build_in_worker`), whose error comes back as it was raised."""
+
+    def in_process(*args: object) -> None:
+        raise AssertionError("built in the serving interpreter")
+
+    templates = tmp_path / "templates"
+    shutil.copytree(PROBE_TEMPLATES, templates)
+    project = Project(built.state_path, template_dir=templates)
+    h = watch(project.state_path, settings=FAST, template_dir=templates)
+    serving = h.current().build_id
+    monkeypatch.setattr(codegen.build, "_build_state", in_process)
+    try:
+        probe = templates / "probe.py.j2"
+        lines = probe.read_text().count("\n")
+        probe.write_text(probe.read_text() + "{{ undefined_name.field }}\n")
+        _next(h, 1)
+        (event,) = h.history()
+        assert (event.outcome, event.message) == (
+            Outcome.BUILD_FAILED,
+            f"probe.py.j2:{lines + 1}: UndefinedError: 'undefined_name' is undefined",
+        )
+        assert h.current().build_id == serving
+    finally:
+        h.stop()
