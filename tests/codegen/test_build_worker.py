@@ -22,7 +22,7 @@ from runtime.project import Project
 from tests.conftest import PROBE_TEMPLATES
 
 PURE = CompileSettings(backend="python")
-BUILD_POOL = ("build", 0)
+BUILD_POOL = codegen.compile._BUILD_POOL  # ("build", 0): not reniced
 
 
 @pytest.fixture(autouse=True)
