@@ -75,7 +75,8 @@ def judge(
             ctx.record(Outcome.REFUSED, str(exc), b"", None, change.at)
         return replace(watched, judged=key)
     watched = _back(watched, path)
-    key = _key(ctx, saved)
+    templates = templates_digest(ctx.template_dir)  # read once: the key names what is judged
+    key = _key(ctx, saved, templates)
     if key == watched.judged:
         logger.debug("content unchanged; skipped")
         return watched
@@ -88,7 +89,7 @@ def judge(
         if saved == watched.good.data:
             return replace(watched, judged=key)  # the file holds what another command activated
     try:
-        return _candidate(ctx, feed, compiler, watched, saved, key, change)
+        return _candidate(ctx, feed, compiler, watched, saved, key, templates, change)
     except RSIError as exc:
         ctx.record(Outcome.BUILD_FAILED, str(exc), saved, None, change.at)
         return replace(watched, judged=key)
@@ -101,9 +102,11 @@ def _candidate(
     watched: Watched,
     saved: bytes,
     key: str,
+    templates: str,
     change: Change,
 ) -> Watched:
-    """Validate ``saved``, renumber it when its version is not newer, and gate it."""
+    """Validate ``saved``, renumber it when its version is not newer, and gate it with the
+    templates whose digest is ``templates``."""
     name = ctx.project.state_path.name
     try:
         candidate = parse_state(saved, name)
@@ -113,7 +116,6 @@ def _candidate(
             return watched  # judge the newer write
         ctx.record(Outcome.REFUSED, str(exc), saved, None, change.at)
         return replace(watched, judged=key)
-    templates = templates_digest(ctx.template_dir)
     if templates == watched.rejected_templates and _unversioned(candidate) != _unversioned(
         watched.good.state
     ):
