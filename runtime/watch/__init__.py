@@ -157,7 +157,7 @@ def watch(
             logger.error("watcher stopped: %s", exc)
         finally:
             ready.set()
-            os.close(lock.fd)
+            lock.release()
 
     thread = threading.Thread(target=main, name="rsi-watch", daemon=True)
     thread.start()
@@ -183,7 +183,7 @@ def run(
         _serve(_context(live, settings, history, None, lock), stop, threading.Event())
         return history.snapshot()
     finally:
-        os.close(lock.fd)
+        lock.release()
 
 
 def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
@@ -252,7 +252,7 @@ def _open(
             project.build(settings.compile)
         return lock, LiveProject(project)
     except BaseException:
-        os.close(lock.fd)
+        lock.release()
         raise
 
 
@@ -273,7 +273,27 @@ def _lock(state_path: Path) -> WatchLock:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return WatchLock(path, fd)
+    return WatchLock(path, fd, _lock_file(state_path, fd))
+
+
+def _lock_file(state_path: Path, lock_fd: int) -> int:
+    """A ``flock`` on the state file itself (its inode, whatever its name): a hard link of a
+    watched file is refused in one line. -1 when there is no state file yet."""
+    try:
+        fd = os.open(state_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        links = os.fstat(fd).st_nlink
+        os.close(fd)
+        os.close(lock_fd)
+        raise WatchError(
+            f"{state_path.name}: already watched under another of its {links} names (a hard "
+            "link: the same file); stop that watcher first, or give this one a copy of its own"
+        ) from None
+    return fd
 
 
 class _StopOrLost:

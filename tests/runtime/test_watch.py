@@ -202,6 +202,22 @@ def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHa
     )
 
 
+def test_a_hard_link_of_a_watched_state_file_is_refused_in_one_line(
+    built: Project, handle: WatchHandle
+) -> None:
+    """Red team: another name of the same file has its own ledger and watch lock, so a
+    second watcher started on it, and two watchers judged and restored one file."""
+    other = built.state_path.with_name("other.json")
+    os.link(built.state_path, other)
+    with pytest.raises(WatchError) as caught:
+        watch(other, settings=FAST, template_dir=PROBE_TEMPLATES)
+    assert str(caught.value) == (
+        "other.json: already watched under another of its 2 names (a hard link: the same "
+        "file); stop that watcher first, or give this one a copy of its own"
+    )
+    assert not (built.state_path.parent / ".rsi" / "other.json" / "ledger.sqlite3").exists()
+
+
 def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
     proc = _rsi_watch(built)
     try:
