@@ -152,7 +152,8 @@ def build_in_worker(
         "generated_dir": str(generated_dir),
         "template_dir": None if template_dir is None else str(template_dir),
     }
-    raw: dict[str, Any] = in_build_worker({"build": spec, "settings": asdict(settings)})
+    job: dict[str, object] = {"build": spec, "settings": asdict(settings)}
+    raw: dict[str, Any] = in_build_worker(job, (generated_dir, generated_dir / CACHE_DIR))
     return BuildResult(
         **{
             **raw,

@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from codegen.errors import CompileError, RSIError
-from codegen.fsutil import discard, staging
+from codegen.fsutil import discard, remove_stale_staging, staging
 from codegen.toolchain import (
     EXT_SUFFIX,
     CompileSettings,
@@ -246,7 +246,7 @@ def _in_worker(
         "cache_dir": str(cache_dir),
     }
     if settings.worker_nice is not None:
-        return _in_warm_worker(spec, ("compile", settings.worker_nice), started)
+        return _in_warm_worker(spec, ("compile", settings.worker_nice), started, (cache_dir,))
     proc = subprocess.Popen(
         [sys.executable, "-m", "codegen.compile", str(os.getpid())],
         stdin=subprocess.PIPE,
@@ -305,14 +305,15 @@ def prestart_build_worker() -> None:
     _release_warm(_BUILD_POOL, _start_warm(_BUILD_POOL))
 
 
-def in_build_worker(spec: dict[str, object]) -> dict[str, object]:
+def in_build_worker(spec: dict[str, object], staging_roots: tuple[Path, ...]) -> dict[str, object]:
     """Run one build job (``spec["build"]``, answered by :func:`codegen.build.build_job`) in
     a warm build worker: not reniced, since a person waits for it (watch mode's pure tier).
 
     An error of the build comes back as the :class:`~codegen.errors.RSIError` subclass it
     was raised as, with its message; a reused worker that ended meanwhile is replaced once.
+    A worker that dies leaves no staging dir in ``staging_roots`` (the dirs it builds in).
     """
-    return _in_warm_worker(spec, _BUILD_POOL, [])
+    return _in_warm_worker(spec, _BUILD_POOL, [], staging_roots)
 
 
 def stop_workers(timeout_s: float = 10.0) -> None:
@@ -345,17 +346,26 @@ _warm_idle: dict[_Pool, list[subprocess.Popen[str]]] = {}
 
 
 def _in_warm_worker(
-    spec: dict[str, object], pool: _Pool, started: list[subprocess.Popen[str]]
+    spec: dict[str, object],
+    pool: _Pool,
+    started: list[subprocess.Popen[str]],
+    staging_roots: tuple[Path, ...],
 ) -> dict[str, object]:
     """Run one job in a warm worker of ``pool`` (one from the idle list, or a new one). A
-    reused worker that ended meanwhile (its idle time ran out) is replaced once."""
+    reused worker that ended meanwhile (its idle time ran out) is replaced once. A worker
+    that died (killed mid-job) leaves no staging dir in ``staging_roots``: removed as soon
+    as its death is noticed, not at the next watcher's start."""
     proc, reused = _take_warm(pool)
     started.append(proc)
     answer = _ask(proc, spec)
+    if answer is None:
+        _died(proc, staging_roots)
     if answer is None and reused:
         proc = _start_warm(pool)
         started.append(proc)
         answer = _ask(proc, spec)
+        if answer is None:
+            _died(proc, staging_roots)
     if answer is None:
         raise CompileError(f"{pool[0]} worker died (exit status {proc.wait()})")
     _release_warm(pool, proc)
@@ -363,6 +373,13 @@ def _in_warm_worker(
         raise _carried_error(answer)
     result: dict[str, object] = answer["ok"]  # type: ignore[assignment]
     return result
+
+
+def _died(proc: subprocess.Popen[str], staging_roots: tuple[Path, ...]) -> None:
+    """Reap a dead worker and remove the staging dirs it left (those of dead processes)."""
+    proc.wait()
+    for root in staging_roots:
+        remove_stale_staging(root)
 
 
 def _carried_error(answer: dict[str, object]) -> RSIError:

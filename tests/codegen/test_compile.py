@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -151,6 +154,33 @@ class TestWarmWorkers:
         while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
             assert time.monotonic() < deadline, "the warm worker outlived its caller"
             time.sleep(0.1)
+
+    def test_a_worker_killed_mid_job_leaves_no_staging_dir(self, tmp_path: Path) -> None:
+        """Its staging dir stayed in the cache until the next watcher's start (red team)."""
+        cc = tmp_path / "slow-cc"  # a compiler that takes two minutes
+        cc.write_text('#!/bin/sh\ncase "$*" in *--version*) exec cc "$@";; esac\nsleep 120\n')
+        cc.chmod(0o755)
+        cache = tmp_path / "cache"
+        s = CompileSettings(shared_utility=False, worker_nice=0, cc=str(cc))
+        failed: list[BaseException] = []
+
+        def compile_it() -> None:
+            try:
+                compile_modules({"m": SRC}, s, cache)
+            except CompileError as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=compile_it)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not (found := sorted(cache.glob(".tmp-*"))):
+            assert time.monotonic() < deadline, "no staging dir within 60 s"
+            time.sleep(0.05)
+        worker = int(found[0].name.split("-")[1])
+        os.killpg(worker, signal.SIGKILL)  # the worker and the compiler it runs
+        thread.join(timeout=30)
+        assert [str(e) for e in failed] == ["compile worker died (exit status -9)"]
+        assert sorted(cache.glob(".tmp-*")) == []
 
 
 def _state(pid: int) -> str:
