@@ -18,8 +18,10 @@ Each change, in this order (measured by ``tools/bench_watch.py``):
    bumping it) is judged as the next version; the file is left as saved, and the commit
    records its bytes as an alias of that version, so ``rsi status``, ``rollback``,
    ``build`` and ``promote`` take the file for the version it was committed as.
-2. **pure tier**: render and check the candidate into its pure-Python build (loaded, not
-   served). A template or check error is reported with its template line; nothing changes.
+2. **pure tier**: render and check the candidate into its pure-Python build, in the warm
+   build worker (:func:`codegen.build.build_in_worker`: this interpreter's threads serve),
+   then load it here (not served). A template or check error is reported with its template
+   line; nothing changes.
 3. **gate**, against the last good build, with ``require="not-worse"``: a person saved the
    edit, so the policy's step bound and approval list are waived (logged, and recorded with
    the decision). An edit that touches only scoring coefficients, expert weights or routing
