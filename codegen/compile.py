@@ -301,7 +301,7 @@ def prestart_worker(settings: CompileSettings) -> None:
 
 def prestart_build_worker() -> None:
     """Start a warm build worker now (:func:`in_build_worker`; watch mode, before the first
-    edit): its imports (jinja2, black, libcst, mypy) are paid before the first build."""
+    edit): its imports (jinja2, black, the checks) are paid before the first build."""
     _release_warm(_BUILD_POOL, _start_warm(_BUILD_POOL))
 
 

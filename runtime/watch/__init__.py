@@ -259,7 +259,8 @@ def _open(
 
 
 def _lock(state_path: Path) -> WatchLock:
-    """Hold ``.rsi/<state>/watch.lock`` for the watcher's lifetime; refuse another."""
+    """Hold ``.rsi/<state>/watch.lock``, and a lock on the state file itself (its other
+    names: hard links), for the watcher's lifetime; refuse another."""
     path = ledger_path(state_path).parent / "watch.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
