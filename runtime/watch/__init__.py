@@ -62,7 +62,7 @@ from runtime.project import Project
 from runtime.watch.changes import ChangeFeed, start_observer
 from runtime.watch.compiled import CompileJob, CompileQueue
 from runtime.watch.context import WatchContext
-from runtime.watch.judge import judge, start
+from runtime.watch.judge import judge, start, warm_up
 from runtime.watch.values import (
     DEFAULT_DEBOUNCE_MS,
     DEFAULT_MAX_WAIT_MS,
@@ -210,6 +210,7 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
             compiler.submit(CompileJob(watched.good, serving, time.monotonic()))
         ready.set()
         logger.info("watching %s and %s", project.state_path, ctx.template_dir)
+        warm_up(ctx, watched)  # an edit saved meanwhile is judged right after
         feed.poke()  # an edit saved while nobody watched is judged at once
         while (change := feed.next(watching, ctx.settings)) is not None:
             if watching.is_set():

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codegen.build import CACHE_DIR, RENDER_MEMO_DIR, build_in_worker
+from codegen.build import CACHE_DIR, RENDER_MEMO_DIR, BuildResult, build_in_worker
 from codegen.errors import RSIError
 from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
@@ -30,7 +30,7 @@ from runtime.watch.context import Good, WatchContext
 from runtime.watch.screen import Screen, basis, collect, screened_evidence
 from runtime.watch.values import Outcome
 
-__all__ = ["Watched", "judge", "start"]
+__all__ = ["Watched", "judge", "start", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,17 @@ def start(ctx: WatchContext) -> Watched:
     good = _incumbent(ctx)
     found = _collect(ctx, ctx.live.current(), good) if ctx.settings.screen else None
     return Watched(_key(ctx, good.data, good.templates), good, found)
+
+
+def warm_up(ctx: WatchContext, watched: Watched) -> None:
+    """Build the last good state's pure tier in the build worker (a lookup when it is built):
+    the worker's first build in a process (the codegen digest, the toolchain's fingerprint,
+    the templates compiled: about a second) is then not the first edit's. An error is left
+    to the first judgement, which reports it."""
+    try:
+        _pure_build(ctx, watched.good)
+    except RSIError as exc:
+        logger.debug("build worker warm-up: %s", exc)
 
 
 def judge(
@@ -421,12 +432,16 @@ def _record_decision(
 def _pure(ctx: WatchContext, good: Good) -> LoadedBuild:
     """Build the pure tier in the warm build worker (render, checks, publish): this
     interpreter, whose threads serve, only imports the published modules."""
+    built = _pure_build(ctx, good)
+    return load_build(built.path, template_dir=ctx.project.template_dir)
+
+
+def _pure_build(ctx: WatchContext, good: Good) -> BuildResult:
     project = ctx.project
     settings = _pure_settings(ctx.settings.compile)
-    built = build_in_worker(
+    return build_in_worker(
         good.state, good.data, settings, project.generated_dir, project.template_dir
     )
-    return load_build(built.path, template_dir=project.template_dir)
 
 
 def _cached_gather(ctx: WatchContext, build: LoadedBuild) -> Evidence:
