@@ -8,6 +8,7 @@ every module's content key, so equal inputs give the same id and a rebuild is a 
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import importlib.metadata
@@ -22,11 +23,12 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from codegen.compile import (
     CompiledModule,
     compile_modules,
+    in_build_worker,
     module_key,
     shared_utility,
     start_shared_utility,
@@ -54,6 +56,8 @@ __all__ = [
     "CACHE_DIR",
     "RENDER_MEMO_DIR",
     "behaviour",
+    "build_in_worker",
+    "build_job",
     "build_state",
     "read_manifest",
     "plan_build_id",
@@ -126,6 +130,51 @@ def build_state(
         # staging dir, so nothing half-written is visible and the active build is untouched.
         where = f" ({exc.filename})" if exc.filename else ""
         raise StorageError(f"build failed: {exc.strerror or exc}{where}") from None
+
+
+def build_in_worker(
+    state: RSIState,
+    state_bytes: bytes,
+    settings: CompileSettings,
+    generated_dir: Path,
+    template_dir: Path | None = None,
+) -> BuildResult:
+    """:func:`build_state`, run in a warm build worker process (not reniced): the caller's
+    interpreter only waits, so threads serving in it keep their time and the build does not
+    wait for theirs (watch mode's pure tier, :func:`codegen.compile.in_build_worker`).
+
+    The same result, and the same errors: a build error is raised as the
+    :class:`~codegen.errors.RSIError` subclass the worker raised, with its message.
+    """
+    spec = {
+        "state": state.model_dump_json(),
+        "state_bytes": base64.b64encode(state_bytes).decode("ascii"),
+        "generated_dir": str(generated_dir),
+        "template_dir": None if template_dir is None else str(template_dir),
+    }
+    job: dict[str, object] = {"build": spec, "settings": asdict(settings)}
+    raw: dict[str, Any] = in_build_worker(job, (generated_dir, generated_dir / CACHE_DIR))
+    return BuildResult(
+        **{
+            **raw,
+            "path": Path(raw["path"]),
+            "compiled": tuple(raw["compiled"]),
+            "type_checked": tuple(raw["type_checked"]),
+        }
+    )
+
+
+def build_job(spec: dict[str, object], settings: CompileSettings) -> dict[str, object]:
+    """The build worker's side of :func:`build_in_worker`: :func:`build_state` as JSON."""
+    template_dir = spec["template_dir"]
+    result = build_state(
+        RSIState.model_validate_json(str(spec["state"])),
+        base64.b64decode(str(spec["state_bytes"])),
+        settings,
+        Path(str(spec["generated_dir"])),
+        None if template_dir is None else Path(str(template_dir)),
+    )
+    return {**asdict(result), "path": str(result.path)}
 
 
 def _build_state(

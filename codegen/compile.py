@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -38,10 +39,10 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
-from codegen.errors import CompileError
-from codegen.fsutil import discard, staging
+from codegen.errors import CompileError, RSIError
+from codegen.fsutil import discard, remove_stale_staging, staging
 from codegen.toolchain import (
     EXT_SUFFIX,
     CompileSettings,
@@ -61,6 +62,8 @@ __all__ = [
     "module_key",
     "compile_modules",
     "die_with_parent",
+    "in_build_worker",
+    "prestart_build_worker",
     "prestart_worker",
     "warm_up",
     "stop_workers",
@@ -244,7 +247,7 @@ def _in_worker(
         "cache_dir": str(cache_dir),
     }
     if settings.worker_nice is not None:
-        return _in_warm_worker(spec, settings.worker_nice, started)
+        return _in_warm_worker(spec, ("compile", settings.worker_nice), started, (cache_dir,))
     proc = subprocess.Popen(
         [sys.executable, "-m", "codegen.compile", str(os.getpid())],
         stdin=subprocess.PIPE,
@@ -293,7 +296,25 @@ def prestart_worker(settings: CompileSettings) -> None:
     mode, before the first edit). Only for settings that compile in workers
     (``worker_nice`` set); a worker idle for :data:`WARM_IDLE_S` exits."""
     if settings.worker_nice is not None and settings.backend != "python":
-        _release_warm(settings.worker_nice, _start_warm(settings.worker_nice))
+        pool: _Pool = ("compile", settings.worker_nice)
+        _release_warm(pool, _start_warm(pool))
+
+
+def prestart_build_worker() -> None:
+    """Start a warm build worker now (:func:`in_build_worker`; watch mode, before the first
+    edit): its imports (jinja2, black, the checks) are paid before the first build."""
+    _release_warm(_BUILD_POOL, _start_warm(_BUILD_POOL))
+
+
+def in_build_worker(spec: dict[str, object], staging_roots: tuple[Path, ...]) -> dict[str, object]:
+    """Run one build job (``spec["build"]``, answered by :func:`codegen.build.build_job`) in
+    a warm build worker: not reniced, since a person waits for it (watch mode's pure tier).
+
+    An error of the build comes back as the :class:`~codegen.errors.RSIError` subclass it
+    was raised as, with its message; a reused worker that ended meanwhile is replaced once.
+    A worker that dies leaves no staging dir in ``staging_roots`` (the dirs it builds in).
+    """
+    return _in_warm_worker(spec, _BUILD_POOL, [], staging_roots)
 
 
 def stop_workers(timeout_s: float = 10.0) -> None:
@@ -315,29 +336,62 @@ def stop_workers(timeout_s: float = 10.0) -> None:
 
 #: A warm worker exits after this long without a job (a later compile starts a new one).
 WARM_IDLE_S = 300.0
+#: What a warm worker is warmed up for: Cython (compile jobs) or rendering and checking
+#: (build jobs, :func:`in_build_worker`).
+_Role = Literal["compile", "build"]
+#: Warm workers are kept per role and niceness.
+_Pool = tuple[_Role, int]
+_BUILD_POOL: _Pool = ("build", 0)
 _warm_lock = threading.Lock()
-_warm_idle: dict[int, list[subprocess.Popen[str]]] = {}
+_warm_idle: dict[_Pool, list[subprocess.Popen[str]]] = {}
 
 
 def _in_warm_worker(
-    spec: dict[str, object], nice: int, started: list[subprocess.Popen[str]]
+    spec: dict[str, object],
+    pool: _Pool,
+    started: list[subprocess.Popen[str]],
+    staging_roots: tuple[Path, ...],
 ) -> dict[str, object]:
-    """Run one job in a warm worker at niceness ``nice`` (one from the idle list, or a new
-    one). A reused worker that ended meanwhile (its idle time ran out) is replaced once."""
-    proc, reused = _take_warm(nice)
+    """Run one job in a warm worker of ``pool`` (one from the idle list, or a new one). A
+    reused worker that ended meanwhile (its idle time ran out) is replaced once. A worker
+    that died (killed mid-job) leaves no staging dir in ``staging_roots``: removed as soon
+    as its death is noticed, not at the next watcher's start."""
+    proc, reused = _take_warm(pool)
     started.append(proc)
     answer = _ask(proc, spec)
+    if answer is None:
+        _died(proc, staging_roots)
     if answer is None and reused:
-        proc = _start_warm(nice)
+        proc = _start_warm(pool)
         started.append(proc)
         answer = _ask(proc, spec)
+        if answer is None:
+            _died(proc, staging_roots)
     if answer is None:
-        raise CompileError(f"compile worker died (exit status {proc.wait()})")
-    _release_warm(nice, proc)
+        raise CompileError(f"{pool[0]} worker died (exit status {proc.wait()})")
+    _release_warm(pool, proc)
     if "error" in answer:
-        raise CompileError(str(answer["error"]))
+        raise _carried_error(answer)
     result: dict[str, object] = answer["ok"]  # type: ignore[assignment]
     return result
+
+
+def _died(proc: subprocess.Popen[str], staging_roots: tuple[Path, ...]) -> None:
+    """Reap a dead worker and remove the staging dirs it left (those of dead processes)."""
+    proc.wait()
+    for root in staging_roots:
+        remove_stale_staging(root)
+
+
+def _carried_error(answer: dict[str, object]) -> RSIError:
+    """The worker's error as the :class:`RSIError` subclass it was raised as (``module:name``
+    in ``answer["type"]``), with its message; :class:`CompileError` for any other name."""
+    module, _, name = str(answer.get("type", "")).partition(":")
+    found: object = None
+    if module.startswith("codegen.") or module.startswith("runtime."):
+        found = getattr(importlib.import_module(module), name, None)
+    kind = found if isinstance(found, type) and issubclass(found, RSIError) else CompileError
+    return kind(str(answer["error"]))
 
 
 def _ask(proc: subprocess.Popen[str], spec: dict[str, object]) -> dict[str, object] | None:
@@ -355,26 +409,27 @@ def _ask(proc: subprocess.Popen[str], spec: dict[str, object]) -> dict[str, obje
     return answer
 
 
-def _take_warm(nice: int) -> tuple[subprocess.Popen[str], bool]:
+def _take_warm(pool: _Pool) -> tuple[subprocess.Popen[str], bool]:
     with _warm_lock:
-        idle = _warm_idle.setdefault(nice, [])
+        idle = _warm_idle.setdefault(pool, [])
         while idle:
             proc = idle.pop()
             if proc.poll() is None:
                 return proc, True
-    return _start_warm(nice), False
+    return _start_warm(pool), False
 
 
-def _release_warm(nice: int, proc: subprocess.Popen[str]) -> None:
+def _release_warm(pool: _Pool, proc: subprocess.Popen[str]) -> None:
     with _warm_lock:
-        _warm_idle.setdefault(nice, []).append(proc)
+        _warm_idle.setdefault(pool, []).append(proc)
 
 
-def _start_warm(nice: int) -> subprocess.Popen[str]:
-    """``python -m codegen.compile PID --serve NICE``. Its stderr goes to an unnamed temp
-    file: a pipe nobody reads between jobs could fill and stall it."""
+def _start_warm(pool: _Pool) -> subprocess.Popen[str]:
+    """``python -m codegen.compile PID --serve NICE IDLE_S ROLE``. Its stderr goes to an
+    unnamed temp file: a pipe nobody reads between jobs could fill and stall it."""
+    role, nice = pool
     pid, idle = str(os.getpid()), str(WARM_IDLE_S)
-    cmd = [sys.executable, "-m", "codegen.compile", pid, "--serve", str(nice), idle]
+    cmd = [sys.executable, "-m", "codegen.compile", pid, "--serve", str(nice), idle, role]
     with tempfile.TemporaryFile("w+") as log:
         return subprocess.Popen(
             cmd,
@@ -393,11 +448,13 @@ def _worker_env() -> dict[str, str]:
 
 def _worker_main(argv: list[str]) -> int:
     """``python -m codegen.compile PARENT_PID``: compile one job read as JSON from stdin.
-    With ``--serve NICE IDLE_S``: a warm worker, one JSON job per line, one answer line each."""
+    With ``--serve NICE IDLE_S ROLE``: a warm worker, one JSON job per line, one answer line
+    each."""
     if argv[1:2] == ["--serve"]:
         # Not PR_SET_PDEATHSIG: its "parent" is the thread that started the worker, and a
         # warm worker outlives the pool thread of one build (see _serve).
-        return _serve(int(argv[0]), int(argv[2]), float(argv[3]))
+        role: _Role = "build" if argv[4] == "build" else "compile"
+        return _serve(int(argv[0]), int(argv[2]), float(argv[3]), role)
     die_with_parent(int(argv[0]), group=True)
     spec = json.loads(sys.stdin.read())
     try:
@@ -408,21 +465,26 @@ def _worker_main(argv: list[str]) -> int:
     return 0
 
 
-def _serve(parent_pid: int, nice: int, idle_s: float) -> int:
+def _serve(parent_pid: int, nice: int, idle_s: float, role: _Role) -> int:
     """Answer jobs until stdin closes or none comes for ``idle_s``; die with the caller, and
-    the compilers this worker started with it (a thread watches the parent pid)."""
+    the compilers this worker started with it (a thread watches the parent pid). An error a
+    job raises is answered with its message and its class (``module:name``)."""
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if nice:
         os.nice(nice)  # inherited by the C compiler it runs
-    warm_up()
+    if role == "build":
+        _warm_up_build()
+    else:
+        warm_up()
     while select.select([sys.stdin], [], [], idle_s)[0]:
         line = sys.stdin.readline()
         if not line:
             break
         try:
             answer: dict[str, object] = {"ok": _run_job(json.loads(line))}
-        except CompileError as exc:
-            answer = {"error": str(exc)}
+        except RSIError as exc:
+            kind = type(exc)
+            answer = {"error": str(exc), "type": f"{kind.__module__}:{kind.__qualname__}"}
         try:
             print(json.dumps(answer), flush=True)
         except BrokenPipeError:
@@ -452,11 +514,26 @@ def warm_up() -> None:
         _cythonize(source, source.with_suffix(".c"), "warm", CompileSettings())
 
 
+def _warm_up_build() -> None:
+    """What a first build in a process costs before its own work: importing the renderer
+    (jinja2), the checks and black, black's first format and the templates' compilation."""
+    from codegen.build import build_job  # noqa: F401  (its imports)
+    from codegen.check import check_sources  # noqa: F401  (its imports)
+    from codegen.diagnostics import with_origin  # noqa: F401  (its imports)
+    from codegen.render import warm_up as warm_up_renderer
+
+    warm_up_renderer()
+
+
 def _run_job(spec: dict[str, Any]) -> dict[str, object]:
     raw = spec["settings"]
     settings = CompileSettings(
         **{**raw, "cflags": tuple(raw["cflags"]), "specialize": tuple(raw["specialize"])}
     )
+    if "build" in spec:
+        from codegen.build import build_job
+
+        return build_job(spec["build"], settings)
     cache_dir = Path(spec["cache_dir"])
     if spec["job"] is None:
         shared_utility(settings, cache_dir)

@@ -18,8 +18,10 @@ Each change, in this order (measured by ``tools/bench_watch.py``):
    bumping it) is judged as the next version; the file is left as saved, and the commit
    records its bytes as an alias of that version, so ``rsi status``, ``rollback``,
    ``build`` and ``promote`` take the file for the version it was committed as.
-2. **pure tier**: render and check the candidate into its pure-Python build (loaded, not
-   served). A template or check error is reported with its template line; nothing changes.
+2. **pure tier**: render and check the candidate into its pure-Python build, in the warm
+   build worker (:func:`codegen.build.build_in_worker`: this interpreter's threads serve),
+   then load it here (not served). A template or check error is reported with its template
+   line; nothing changes.
 3. **gate**, against the last good build, with ``require="not-worse"``: a person saved the
    edit, so the policy's step bound and approval list are waived (logged, and recorded with
    the decision). An edit that touches only scoring coefficients, expert weights or routing
@@ -50,7 +52,7 @@ import threading
 import time
 from pathlib import Path
 
-from codegen.compile import prestart_worker, stop_workers
+from codegen.compile import prestart_build_worker, prestart_worker, stop_workers
 from codegen.errors import RSIError
 from codegen.render import TEMPLATE_DIR
 from runtime.ledger import ledger_path
@@ -60,7 +62,7 @@ from runtime.project import Project
 from runtime.watch.changes import ChangeFeed, start_observer
 from runtime.watch.compiled import CompileJob, CompileQueue
 from runtime.watch.context import WatchContext
-from runtime.watch.judge import judge, start
+from runtime.watch.judge import judge, start, warm_up
 from runtime.watch.values import (
     DEFAULT_DEBOUNCE_MS,
     DEFAULT_MAX_WAIT_MS,
@@ -157,7 +159,7 @@ def watch(
             logger.error("watcher stopped: %s", exc)
         finally:
             ready.set()
-            os.close(lock.fd)
+            lock.release()
 
     thread = threading.Thread(target=main, name="rsi-watch", daemon=True)
     thread.start()
@@ -183,7 +185,7 @@ def run(
         _serve(_context(live, settings, history, None, lock), stop, threading.Event())
         return history.snapshot()
     finally:
-        os.close(lock.fd)
+        lock.release()
 
 
 def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
@@ -195,6 +197,7 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
     watching = _StopOrLost(stop, ctx.lock)
     feed = ChangeFeed(project.state_path, ctx.template_dir)
     observer = start_observer(feed, project.state_path, ctx.template_dir, ctx.settings)
+    prestart_build_worker()  # the pure tier's: renderer and black loaded before the first edit
     prestart_worker(ctx.settings.compile)  # warm (Cython loaded) before the first edit
     compiler = CompileQueue()
     compiling = threading.Thread(target=compiler.serve, args=(ctx,), name="rsi-compile")
@@ -207,6 +210,7 @@ def _serve(ctx: WatchContext, stop: StopEvent, ready: threading.Event) -> None:
             compiler.submit(CompileJob(watched.good, serving, time.monotonic()))
         ready.set()
         logger.info("watching %s and %s", project.state_path, ctx.template_dir)
+        warm_up(ctx, watched)  # an edit saved meanwhile is judged right after
         feed.poke()  # an edit saved while nobody watched is judged at once
         while (change := feed.next(watching, ctx.settings)) is not None:
             if watching.is_set():
@@ -251,12 +255,13 @@ def _open(
             project.build(settings.compile)
         return lock, LiveProject(project)
     except BaseException:
-        os.close(lock.fd)
+        lock.release()
         raise
 
 
 def _lock(state_path: Path) -> WatchLock:
-    """Hold ``.rsi/<state>/watch.lock`` for the watcher's lifetime; refuse another."""
+    """Hold ``.rsi/<state>/watch.lock``, and a lock on the state file itself (its other
+    names: hard links), for the watcher's lifetime; refuse another."""
     path = ledger_path(state_path).parent / "watch.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -272,7 +277,27 @@ def _lock(state_path: Path) -> WatchLock:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return WatchLock(path, fd)
+    return WatchLock(path, fd, _lock_file(state_path, fd))
+
+
+def _lock_file(state_path: Path, lock_fd: int) -> int:
+    """A ``flock`` on the state file itself (its inode, whatever its name): a hard link of a
+    watched file is refused in one line. -1 when there is no state file yet."""
+    try:
+        fd = os.open(state_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        links = os.fstat(fd).st_nlink
+        os.close(fd)
+        os.close(lock_fd)
+        raise WatchError(
+            f"{state_path.name}: already watched under another of its {links} names (a hard "
+            "link: the same file); stop that watcher first, or give this one a copy of its own"
+        ) from None
+    return fd
 
 
 class _StopOrLost:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codegen.build import CACHE_DIR, RENDER_MEMO_DIR
+from codegen.build import CACHE_DIR, RENDER_MEMO_DIR, BuildResult, build_in_worker
 from codegen.errors import RSIError
 from codegen.fsutil import atomic_write
 from codegen.locking import project_lock
@@ -30,7 +30,7 @@ from runtime.watch.context import Good, WatchContext
 from runtime.watch.screen import Screen, basis, collect, screened_evidence
 from runtime.watch.values import Outcome
 
-__all__ = ["Watched", "judge", "start"]
+__all__ = ["Watched", "judge", "start", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,17 @@ def start(ctx: WatchContext) -> Watched:
     return Watched(_key(ctx, good.data, good.templates), good, found)
 
 
+def warm_up(ctx: WatchContext, watched: Watched) -> None:
+    """Build the last good state's pure tier in the build worker (a lookup when it is built):
+    the worker's first build in a process (the codegen digest, the toolchain's fingerprint,
+    the templates compiled: about a second) is then not the first edit's. An error is left
+    to the first judgement, which reports it."""
+    try:
+        _pure_build(ctx, watched.good)
+    except RSIError as exc:
+        logger.debug("build worker warm-up: %s", exc)
+
+
 def judge(
     ctx: WatchContext, feed: ChangeFeed, compiler: CompileQueue, watched: Watched, change: Change
 ) -> Watched:
@@ -75,7 +86,8 @@ def judge(
             ctx.record(Outcome.REFUSED, str(exc), b"", None, change.at)
         return replace(watched, judged=key)
     watched = _back(watched, path)
-    key = _key(ctx, saved)
+    templates = templates_digest(ctx.template_dir)  # read once: the key names what is judged
+    key = _key(ctx, saved, templates)
     if key == watched.judged:
         logger.debug("content unchanged; skipped")
         return watched
@@ -88,7 +100,7 @@ def judge(
         if saved == watched.good.data:
             return replace(watched, judged=key)  # the file holds what another command activated
     try:
-        return _candidate(ctx, feed, compiler, watched, saved, key, change)
+        return _candidate(ctx, feed, compiler, watched, saved, key, templates, change)
     except RSIError as exc:
         ctx.record(Outcome.BUILD_FAILED, str(exc), saved, None, change.at)
         return replace(watched, judged=key)
@@ -101,9 +113,11 @@ def _candidate(
     watched: Watched,
     saved: bytes,
     key: str,
+    templates: str,
     change: Change,
 ) -> Watched:
-    """Validate ``saved``, renumber it when its version is not newer, and gate it."""
+    """Validate ``saved``, renumber it when its version is not newer, and gate it with the
+    templates whose digest is ``templates``."""
     name = ctx.project.state_path.name
     try:
         candidate = parse_state(saved, name)
@@ -113,7 +127,6 @@ def _candidate(
             return watched  # judge the newer write
         ctx.record(Outcome.REFUSED, str(exc), saved, None, change.at)
         return replace(watched, judged=key)
-    templates = templates_digest(ctx.template_dir)
     if templates == watched.rejected_templates and _unversioned(candidate) != _unversioned(
         watched.good.state
     ):
@@ -417,9 +430,18 @@ def _record_decision(
 
 
 def _pure(ctx: WatchContext, good: Good) -> LoadedBuild:
-    settings = _pure_settings(ctx.settings.compile)
-    built = ctx.project.build_candidate(good.state, good.data, settings)
+    """Build the pure tier in the warm build worker (render, checks, publish): this
+    interpreter, whose threads serve, only imports the published modules."""
+    built = _pure_build(ctx, good)
     return load_build(built.path, template_dir=ctx.project.template_dir)
+
+
+def _pure_build(ctx: WatchContext, good: Good) -> BuildResult:
+    project = ctx.project
+    settings = _pure_settings(ctx.settings.compile)
+    return build_in_worker(
+        good.state, good.data, settings, project.generated_dir, project.template_dir
+    )
 
 
 def _cached_gather(ctx: WatchContext, build: LoadedBuild) -> Evidence:

@@ -63,7 +63,9 @@ class WatchError(RSIError):
 @dataclass(frozen=True)
 class WatchLock:
     """The watcher's single-instance lock: ``fd`` holds a ``flock`` on ``path``
-    (``.rsi/<state>/watch.lock``, beside the ledger).
+    (``.rsi/<state>/watch.lock``, beside the ledger), and ``file_fd`` one on the state file
+    itself, so that a hard link of it (another name, so another ledger and lock file) is
+    not watched by a second watcher meanwhile; -1 when the state file did not exist yet.
 
     Deleting the folder (``rm -rf .rsi``) deletes the history the watcher judges against,
     and would let a second watcher take a new lock file: the watcher notices (:meth:`held`,
@@ -74,6 +76,13 @@ class WatchLock:
 
     path: Path
     fd: int
+    file_fd: int = -1
+
+    def release(self) -> None:
+        """Close both locks' descriptors (the watcher ends)."""
+        os.close(self.fd)
+        if self.file_fd >= 0:
+            os.close(self.file_fd)
 
     def held(self) -> bool:
         """True while ``path`` is still the file ``fd`` locks."""

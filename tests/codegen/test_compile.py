@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -104,19 +107,19 @@ class TestWarmWorkers:
     def test_a_second_compile_reuses_the_worker(self, tmp_path: Path) -> None:
         s = CompileSettings(shared_utility=False, worker_nice=0)
         compile_modules({"m": SRC}, s, tmp_path)
-        (first,) = codegen.compile._warm_idle[0]
+        (first,) = codegen.compile._warm_idle[("compile", 0)]
         out = compile_modules({"n": SRC.replace("1.0", "2.0")}, s, tmp_path)
         assert not out["n"].cache_hit and out["n"].tier == "cython"
-        assert codegen.compile._warm_idle[0] == [first] and first.poll() is None
+        assert codegen.compile._warm_idle[("compile", 0)] == [first] and first.poll() is None
 
     def test_a_worker_gone_meanwhile_is_replaced(self, tmp_path: Path) -> None:
         s = CompileSettings(shared_utility=False, worker_nice=0)
         prestart_worker(s)
-        (gone,) = codegen.compile._warm_idle[0]
+        (gone,) = codegen.compile._warm_idle[("compile", 0)]
         gone.kill()
         gone.wait()
         assert compile_modules({"m": SRC}, s, tmp_path)["m"].tier == "cython"
-        (fresh,) = codegen.compile._warm_idle[0]
+        (fresh,) = codegen.compile._warm_idle[("compile", 0)]
         assert fresh.pid != gone.pid
 
     def test_a_cython_error_in_the_worker_falls_back_and_keeps_it(self, tmp_path: Path) -> None:
@@ -125,13 +128,13 @@ class TestWarmWorkers:
         out = compile_modules({"m": bad}, s, tmp_path)["m"]
         assert out.tier == "python"
         assert [a.outcome for a in out.attempts] == ["failed", "fallback"]
-        (alive,) = codegen.compile._warm_idle[0]
+        (alive,) = codegen.compile._warm_idle[("compile", 0)]
         assert alive.poll() is None
 
     def test_an_idle_worker_exits(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(codegen.compile, "WARM_IDLE_S", 0.5)
         prestart_worker(CompileSettings(worker_nice=0))
-        (proc,) = codegen.compile._warm_idle[0]
+        (proc,) = codegen.compile._warm_idle[("compile", 0)]
         assert proc.wait(timeout=30) == 0
 
     def test_a_worker_exits_when_its_caller_is_killed(self) -> None:
@@ -139,7 +142,7 @@ class TestWarmWorkers:
             "import sys, time, codegen.compile as c\n"
             "from codegen.toolchain import CompileSettings\n"
             "c.prestart_worker(CompileSettings(worker_nice=0))\n"
-            "print(c._warm_idle[0][0].pid, flush=True)\n"
+            "print(c._warm_idle[('compile', 0)][0].pid, flush=True)\n"
             "time.sleep(600)\n"
         )
         proc = subprocess.Popen([sys.executable, "-c", caller], stdout=subprocess.PIPE, text=True)
@@ -151,6 +154,33 @@ class TestWarmWorkers:
         while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
             assert time.monotonic() < deadline, "the warm worker outlived its caller"
             time.sleep(0.1)
+
+    def test_a_worker_killed_mid_job_leaves_no_staging_dir(self, tmp_path: Path) -> None:
+        """Its staging dir stayed in the cache until the next watcher's start (red team)."""
+        cc = tmp_path / "slow-cc"  # a compiler that takes two minutes
+        cc.write_text('#!/bin/sh\ncase "$*" in *--version*) exec cc "$@";; esac\nsleep 120\n')
+        cc.chmod(0o755)
+        cache = tmp_path / "cache"
+        s = CompileSettings(shared_utility=False, worker_nice=0, cc=str(cc))
+        failed: list[BaseException] = []
+
+        def compile_it() -> None:
+            try:
+                compile_modules({"m": SRC}, s, cache)
+            except CompileError as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=compile_it)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not (found := sorted(cache.glob(".tmp-*"))):
+            assert time.monotonic() < deadline, "no staging dir within 60 s"
+            time.sleep(0.05)
+        worker = int(found[0].name.split("-")[1])
+        os.killpg(worker, signal.SIGKILL)  # the worker and the compiler it runs
+        thread.join(timeout=30)
+        assert [str(e) for e in failed] == ["compile worker died (exit status -9)"]
+        assert sorted(cache.glob(".tmp-*")) == []
 
 
 def _state(pid: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import codegen.build
 from codegen.toolchain import CompileSettings
 from runtime.cli import main
 from runtime.project import Project
@@ -199,6 +200,22 @@ def test_a_second_watcher_is_refused_in_one_line(built: Project, handle: WatchHa
         f"rsi_state.json: already watched by process {os.getpid()} "
         "(.rsi/rsi_state.json/watch.lock); stop that watcher first"
     )
+
+
+def test_a_hard_link_of_a_watched_state_file_is_refused_in_one_line(
+    built: Project, handle: WatchHandle
+) -> None:
+    """Red team: another name of the same file has its own ledger and watch lock, so a
+    second watcher started on it, and two watchers judged and restored one file."""
+    other = built.state_path.with_name("other.json")
+    os.link(built.state_path, other)
+    with pytest.raises(WatchError) as caught:
+        watch(other, settings=FAST, template_dir=PROBE_TEMPLATES)
+    assert str(caught.value) == (
+        "other.json: already watched under another of its 2 names (a hard link: the same "
+        "file); stop that watcher first, or give this one a copy of its own"
+    )
+    assert not (built.state_path.parent / ".rsi" / "other.json" / "ledger.sqlite3").exists()
 
 
 def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
@@ -518,3 +535,33 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_the_pure_tier_is_built_outside_the_serving_interpreter(
+    built: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its threads serve: the pure tier renders, checks and publishes in the warm build
+    worker (`codegen.build.build_in_worker`), whose error comes back as it was raised."""
+
+    def in_process(*args: object) -> None:
+        raise AssertionError("built in the serving interpreter")
+
+    templates = tmp_path / "templates"
+    shutil.copytree(PROBE_TEMPLATES, templates)
+    project = Project(built.state_path, template_dir=templates)
+    h = watch(project.state_path, settings=FAST, template_dir=templates)
+    serving = h.current().build_id
+    monkeypatch.setattr(codegen.build, "_build_state", in_process)
+    try:
+        probe = templates / "probe.py.j2"
+        lines = probe.read_text().count("\n")
+        probe.write_text(probe.read_text() + "{{ undefined_name.field }}\n")
+        _next(h, 1)
+        (event,) = h.history()
+        assert (event.outcome, event.message) == (
+            Outcome.BUILD_FAILED,
+            f"probe.py.j2:{lines + 1}: UndefinedError: 'undefined_name' is undefined",
+        )
+        assert h.current().build_id == serving
+    finally:
+        h.stop()
