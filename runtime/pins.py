@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from codegen.fsutil import process_alive
+
 __all__ = ["PINS_DIR", "pin", "pinned_builds", "pins_dir"]
 
 logger = logging.getLogger(__name__)
@@ -59,19 +61,9 @@ def pinned_builds(state_path: Path) -> set[str]:
     for path in directory.iterdir() if directory.is_dir() else []:
         build_id, _, rest = path.name.partition(".")
         pid = rest.partition(".")[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and process_alive(int(pid)):
             live.add(build_id)
         else:
             logger.info("removing the pin %s of a process that is gone", path.name)
             path.unlink(missing_ok=True)
     return live
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True

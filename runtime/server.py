@@ -55,6 +55,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from codegen.fsutil import process_alive
+
 __all__ = [
     "IDLE_S",
     "ENABLE_ENV",
@@ -161,7 +163,7 @@ def stop_server(timeout_s: float = 10.0) -> list[ServerStatus]:
             stopped.append(_status(answer))
     deadline = time.monotonic() + timeout_s
     for status in stopped:
-        while not status.running and _alive(status.pid) and time.monotonic() < deadline:
+        while not status.running and process_alive(status.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
     return stopped
 
@@ -650,14 +652,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

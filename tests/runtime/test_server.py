@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,16 +75,24 @@ def server() -> None:
         _start_server()
 
 
-def _popen(project: Project, *args: str, **env: str) -> subprocess.Popen[str]:
+@contextmanager
+def _waiting_build(
+    project: Project, prefix: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[str]]:
+    """A served `rsi build` of ``project`` (run under ``prefix``, e.g. nohup), waiting for
+    the project lock this test holds until the block ends."""
     command = [sys.executable, "-m", "runtime.cli", "build", "--state", str(project.state_path)]
-    return subprocess.Popen(
-        [*command, *args],
-        cwd=REPO,
-        env=_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with project_lock(project.state_path, timeout_s=5):
+        proc = subprocess.Popen(
+            [*prefix, *command, "--lock-timeout", "60"],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+        yield proc
 
 
 def _address_of(key: str) -> str:
@@ -156,9 +165,7 @@ def test_ctrl_c_reaches_the_served_build(
     server: None, make_project: Callable[..., Project]
 ) -> None:
     project = make_project(templates=None)
-    with project_lock(project.state_path, timeout_s=5):
-        proc = _popen(project, "--lock-timeout", "60")
-        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+    with _waiting_build(project) as proc:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -170,9 +177,7 @@ def test_a_killed_caller_takes_its_served_build_along(
     server: None, make_project: Callable[..., Project]
 ) -> None:
     project = make_project(templates=None)
-    with project_lock(project.state_path, timeout_s=5):
-        proc = _popen(project, "--lock-timeout", "60")
-        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+    with _waiting_build(project) as proc:
         proc.kill()
         proc.wait()  # not communicate(): the child holds the pipes until it ends
         _await(lambda: _status()["running"] == 0, 10, "the served build to be killed")
@@ -226,9 +231,7 @@ def test_a_dead_server_fails_the_build_in_one_line_and_kills_its_child(
     _start_server()
     status = _status()
     project = make_project(templates=None)
-    with project_lock(project.state_path, timeout_s=5):
-        proc = _popen(project, "--lock-timeout", "60")
-        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+    with _waiting_build(project) as proc:
         os.kill(int(status["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
         _, err = proc.communicate(timeout=30)
         _await(lambda: not _server_processes(str(status["key"])), 10, "the child to die")
@@ -275,17 +278,7 @@ def test_the_callers_ignored_hangup_niceness_and_ctrl_z_hold_for_its_build(
 ) -> None:
     status = _status()
     project = make_project(templates=None)
-    with project_lock(project.state_path, timeout_s=5):
-        command = [sys.executable, "-m", "runtime.cli", "build", "--state"]
-        proc = subprocess.Popen(
-            ["nohup", "nice", "-n", "7", *command, str(project.state_path), "--lock-timeout", "60"],
-            cwd=REPO,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+    with _waiting_build(project, prefix=("nohup", "nice", "-n", "7")) as proc:
         (child,) = _children(str(status["key"]), int(status["pid"]))  # type: ignore[call-overload]
         assert _proc_stat(child)[16] == "7"
         proc.send_signal(signal.SIGHUP)  # ignored, as nohup has it
@@ -302,9 +295,7 @@ def test_sigterm_reads_as_a_terminated_build(
     server: None, make_project: Callable[..., Project]
 ) -> None:
     project = make_project(templates=None)
-    with project_lock(project.state_path, timeout_s=5):
-        proc = _popen(project, "--lock-timeout", "60")
-        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+    with _waiting_build(project) as proc:
         proc.terminate()
         proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM  # as `rsi build` in its own process
@@ -340,9 +331,7 @@ def test_stop_does_not_wait_for_running_builds(
     server: None, make_project: Callable[..., Project]
 ) -> None:
     project = make_project(templates=None)
-    with project_lock(project.state_path, timeout_s=5):
-        proc = _popen(project, "--lock-timeout", "60")
-        _await(lambda: _status()["running"] == 1, 30, "the served build to start")
+    with _waiting_build(project) as proc:
         stopped = _cli("server", "stop")
         assert stopped.stdout.endswith(
             "takes no new build; it exits when its 1 running build(s) end\n"
