@@ -26,6 +26,7 @@ from runtime.server import IDLE_S
 
 if TYPE_CHECKING:
     from runtime.project import Project
+    from runtime.server import ServerStatus
 
 __all__ = [
     "main",
@@ -409,12 +410,18 @@ def _server(args: argparse.Namespace) -> int:
         return emit(args, "\n".join(lines) or "no build server runs", {"stopped": stopped})
     servers = server_status()
     lines = [
-        f"build server {s.pid}{'' if s.current else ' (older code)'}: {s.served} build(s) "
+        f"build server {s.pid}{_server_marker(s)}: {s.served} build(s) "
         f"served, {s.running} running, idle for {s.idle_s:.0f} s (it exits after "
         f"{IDLE_S:g} s idle)"
         for s in servers
     ]
     return emit(args, "\n".join(lines) or "no build server runs", {"servers": servers})
+
+
+def _server_marker(status: ServerStatus) -> str:
+    if status.stopping:
+        return " (stopping: it exits when its running builds end)"
+    return "" if status.current else " (older code)"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -90,6 +90,8 @@ class ServerStatus:
     served: int
     running: int
     idle_s: float
+    #: Asked to stop: it takes no new build and exits when its running builds end.
+    stopping: bool
     #: Whether it runs the code installed now (else an older one's, finishing its builds).
     current: bool
 
@@ -123,8 +125,14 @@ def run_served(argv: Sequence[str]) -> int | None:
             _send(sock, _run_request(argv), fds=[0, 1, 2, cwd])
             reader = sock.makefile("rb")
             started = _answer(reader)
-            if started is None or "pid" not in started:
-                return None  # the server went away or declined: build here
+            if started is None:
+                return None  # the server went away: build here
+            if "declined" in started:
+                # It cannot become this caller (it runs niced, or with lower limits): one
+                # started by this caller can serve it and every caller it could serve.
+                _ask(_address(_key()), "stop")
+                _spawn()
+                return None
             with _passing_signals(int(started["pid"])):
                 ended = _answer(reader)
         except OSError:
@@ -186,6 +194,7 @@ def serve(key: str, *, idle_s: float = IDLE_S) -> int:
         listener.close()
         return 0  # another server took the address first
     listener.listen(16)
+    _shed_restrictions()
     _warm_up()
     gc.freeze()  # children share the warm heap instead of copying it at their first GC
     for address in _server_addresses(_installation()):
@@ -208,7 +217,8 @@ class _Server:
     (readable when it exits) and each caller's connection (readable when the caller is gone)."""
 
     def __init__(self, listener: socket.socket, key: str, idle_s: float) -> None:
-        self.listener: socket.socket | None = listener
+        self.listener = listener
+        self.stopping = False
         self.key = key
         self.idle_s = idle_s
         self.children: dict[int, _Child] = {}
@@ -216,11 +226,10 @@ class _Server:
         self.idle_since = time.monotonic()
 
     def run(self) -> None:
-        while self.listener is not None or self.children:
+        while not self.stopping or self.children:
             watched: list[int | socket.socket] = [c.pidfd for c in self.children.values()]
             watched += [c.conn for c in self.children.values() if not c.caller_gone]
-            if self.listener is not None:
-                watched.append(self.listener)
+            watched.append(self.listener)
             timeout = None if self.children else self.idle_since + self.idle_s - time.monotonic()
             if timeout is not None and timeout <= 0:
                 break
@@ -232,10 +241,7 @@ class _Server:
                     self._accept(item)
                 else:
                     self._caller_gone(item)
-            if not self.children:
-                self.idle_since = time.monotonic()
-        if self.listener is not None:
-            self.listener.close()
+        self.listener.close()
 
     def _accept(self, listener: socket.socket) -> None:
         conn = listener.accept()[0]
@@ -246,6 +252,8 @@ class _Server:
                 raise ConnectionError("a connection from another user")
             request, fds = _receive(conn)
             if request["op"] == "run":
+                if self.stopping:
+                    raise ValueError("a run request while stopping")
                 if len(fds) != 4:
                     raise ValueError("a run request without its streams and directory")
                 self._fork(conn, request, fds)
@@ -265,10 +273,16 @@ class _Server:
             "served": self.served,
             "running": len(self.children),
             "idle_s": idle,
+            "stopping": self.stopping,
         }
-        if op == "stop" and self.listener is not None:
-            self.listener.close()  # frees the address: the next `rsi build` starts a new server
-            self.listener = None
+        if op == "stop" and not self.stopping:
+            # Free the address (the next `rsi build` starts a new server) and answer status
+            # queries at another one until the running builds end.
+            self.listener.close()
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(f"{_address(self.key)}-stopping-{os.getpid()}")
+            self.listener.listen(16)
+            self.stopping = True
         conn.sendall(_line(status))
 
     def _fork(self, conn: socket.socket, request: _Message, fds: list[int]) -> None:
@@ -309,7 +323,6 @@ class _Server:
         code = 1
         try:
             os.setpgid(0, 0)
-            assert self.listener is not None
             self.listener.close()
             conn.close()
             for other in self.children.values():
@@ -331,6 +344,7 @@ class _Server:
 
     def _reap(self, child: _Child) -> None:
         status = os.waitpid(child.pid, 0)[1]
+        self.idle_since = time.monotonic()  # idle counts from the last build's end
         os.close(child.pidfd)
         code = os.waitstatus_to_exitcode(status)
         try:
@@ -394,7 +408,9 @@ def _run_child(request: _Message) -> int:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        return 141  # 128 + SIGPIPE, as `rsi` run in its own process
+        return code or 141  # 128 + SIGPIPE, as `rsi` run in its own process
+    except OSError:
+        return code or 120  # what Python exits with when its final flush fails
     return code
 
 
@@ -416,6 +432,24 @@ def _warm_up() -> None:
 
     warm_renderer()
     warm_compiler()
+
+
+def _shed_restrictions() -> None:
+    """Undo what the server can of the restrictions of the ``rsi build`` that started it (a
+    child takes each caller's own): every CPU, soft limits up to the hard ones. Niceness
+    cannot be lowered; a caller it cannot serve replaces the server (:func:`run_served`)."""
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except OSError:
+        pass  # a CPU set this process may not widen (a cgroup's): kept
+    for name in dir(resource):
+        if name.startswith("RLIMIT_") and name != "RLIMIT_CORE":
+            kind = getattr(resource, name)
+            hard = resource.getrlimit(kind)[1]
+            try:
+                resource.setrlimit(kind, (hard, hard))
+            except (OSError, ValueError):
+                continue  # this limit stays as inherited
 
 
 def _spawn() -> None:
@@ -457,6 +491,7 @@ def _status(answer: _Message) -> ServerStatus:
         int(answer["served"]),
         int(answer["running"]),
         float(answer["idle_s"]),
+        bool(answer["stopping"]),
         str(answer["key"]) == _key(),
     )
 
@@ -591,9 +626,11 @@ def _address(key: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _installation() -> str:
-    """The address prefix of this user's servers of this interpreter and checkout."""
+    """The address prefix of this user's servers of this interpreter, checkout and
+    ``$PYTHONPATH`` (servers of two import paths serve side by side)."""
     root = Path(__file__).resolve().parents[1]
-    where = hashlib.sha256(f"{sys.executable}\0{root}".encode()).hexdigest()[:16]
+    path = os.environ.get("PYTHONPATH", "")
+    where = hashlib.sha256(f"{sys.executable}\0{root}\0{path}".encode()).hexdigest()[:16]
     return f"{_USER_PREFIX}{where}-"
 
 

@@ -356,13 +356,96 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and _proc_stat(pid)[0] != "Z"
 
 
-def test_output_that_cannot_be_written_is_one_line(make_project: Callable[..., Project]) -> None:
+def test_output_that_cannot_be_written_is_one_line(
+    server: None, make_project: Callable[..., Project]
+) -> None:
     project = make_project(templates=None)
-    done = _shell(
-        f"{sys.executable} -m runtime.cli build --state {project.state_path} >/dev/full", REPO
-    )
-    assert done.returncode == 2
-    assert done.stderr == "rsi: error: cannot write the output: No space left on device\n"
+    build = f"{sys.executable} -m runtime.cli build --state {project.state_path}"
+    for command in (build, f"{build} --no-server"):
+        done = _shell(f"{command} >/dev/full", REPO)
+        assert done.returncode == 2
+        assert done.stderr == "rsi: error: cannot write the output: No space left on device\n"
+
+
+def test_a_niced_server_serves_an_unniced_caller_or_is_replaced(
+    make_project: Callable[..., Project],
+) -> None:
+    _cli("server", "stop")
+    project = make_project(templates=None)
+    build = [sys.executable, "-m", "runtime.cli", "build", "--state", str(project.state_path)]
+    subprocess.run(["nice", "-n", "9", *build], cwd=REPO, env=_env(), check=True)
+    _await(lambda: "pid" in _status(), 60, "a server started by a niced build")
+    niced = _status()
+    assert _proc_stat(int(niced["pid"]))[16] == "9"  # type: ignore[call-overload]
+    assert _cli(*build[3:]).returncode == 0
+    if os.getuid() == 0:  # root's child can lower its niceness: served
+        assert _status()["served"] == 1
+        return
+    # Declined: that build ran in its own process and started a server without the nice.
+    _await(lambda: _status().get("pid") not in (None, niced["pid"]), 60, "a new server")
+    assert _proc_stat(int(_status()["pid"]))[16] == "0"  # type: ignore[call-overload]
+    assert _cli(*build[3:]).returncode == 0
+    assert _status()["served"] == 1
+
+
+def test_a_caller_the_child_cannot_become_is_declined(server: None) -> None:
+    """A setting the child cannot take (here CPUs the machine lacks): the server answers
+    "declined" before anything runs, and the caller builds in its own process."""
+    key = str(_status()["key"])
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(_address_of(key))
+        request = {
+            "op": "run",
+            "argv": ["build"],
+            "env": {},
+            "umask": 0o22,
+            "nice": 0,
+            "rlimits": {},
+            "cpus": [100_000],
+            "ignored": [],
+        }
+        payload = json.dumps(request).encode()
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY)
+        socket.send_fds(sock, [len(payload).to_bytes(4, "big")], [0, 1, 2, cwd])
+        os.close(cwd)
+        sock.sendall(payload)
+        answer = json.loads(sock.makefile("rb").readline())
+    assert answer["declined"].startswith("cannot take the caller's settings: ")
+
+
+def test_status_does_not_keep_a_server_awake_and_lists_one_stopping(
+    server: None, make_project: Callable[..., Project]
+) -> None:
+    first = float(_status()["idle_s"])  # type: ignore[arg-type]
+    time.sleep(1.0)
+    assert float(_status()["idle_s"]) >= first + 1.0  # type: ignore[arg-type]
+    project = make_project(templates=None)
+    with _waiting_build(project) as proc:
+        _cli("server", "stop")
+        listed = _cli("server", "status").stdout
+        assert "(stopping: it exits when its running builds end): " in listed
+        assert "1 running" in listed
+    proc.communicate(timeout=60)
+    _await(lambda: _cli("server", "status").stdout == "no build server runs\n", 30, "the exit")
+
+
+def test_servers_of_two_import_paths_serve_side_by_side(server: None, tmp_path: Path) -> None:
+    plain = _status()
+    other = _env(PYTHONPATH=str(tmp_path))
+    command = [sys.executable, "-m", "runtime.cli"]
+    subprocess.run([*command, "build", "--state", "/nonexistent/x.json"], cwd=REPO, env=other)
+
+    def other_status() -> list[dict[str, object]]:
+        done = subprocess.run(
+            [*command, "server", "status", "--json"], cwd=REPO, env=other, capture_output=True
+        )
+        servers: list[dict[str, object]] = json.loads(done.stdout.splitlines()[-1])["servers"]
+        return servers
+
+    _await(lambda: bool(other_status()), 60, "the other import path's server")
+    time.sleep(1.0)  # it has warmed up: an older-code server of its own path would be stopped
+    assert _status()["pid"] == plain["pid"]
+    subprocess.run([*command, "server", "stop"], cwd=REPO, env=other, check=True)
 
 
 def test_a_deleted_working_directory_is_named(tmp_path: Path) -> None:
