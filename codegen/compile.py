@@ -353,15 +353,14 @@ def _in_warm_worker(
     staging_roots: tuple[Path, ...],
 ) -> dict[str, object]:
     """Run one job in a warm worker of ``pool`` (one from the idle list, or a new one). A
-    reused worker that ended meanwhile (its idle time ran out) is replaced once. A worker
-    that died (killed mid-job) leaves no staging dir in ``staging_roots``: removed as soon
-    as its death is noticed, not at the next watcher's start."""
-    proc, reused = _take_warm(pool)
+    worker that is gone (its idle time ran out, or it was killed mid-job) is replaced once,
+    so the job is not lost to one kill. A worker that died leaves no staging dir in
+    ``staging_roots``: removed as soon as its death is noticed, not at the next start."""
+    proc = _take_warm(pool)
     started.append(proc)
     answer = _ask(proc, spec)
     if answer is None:
         _died(proc, staging_roots)
-    if answer is None and reused:
         proc = _start_warm(pool)
         started.append(proc)
         answer = _ask(proc, spec)
@@ -409,14 +408,14 @@ def _ask(proc: subprocess.Popen[str], spec: dict[str, object]) -> dict[str, obje
     return answer
 
 
-def _take_warm(pool: _Pool) -> tuple[subprocess.Popen[str], bool]:
+def _take_warm(pool: _Pool) -> subprocess.Popen[str]:
     with _warm_lock:
         idle = _warm_idle.setdefault(pool, [])
         while idle:
             proc = idle.pop()
             if proc.poll() is None:
-                return proc, True
-    return _start_warm(pool), False
+                return proc
+    return _start_warm(pool)
 
 
 def _release_warm(pool: _Pool, proc: subprocess.Popen[str]) -> None:

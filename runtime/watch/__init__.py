@@ -71,6 +71,7 @@ from runtime.watch.values import (
     OnEvent,
     OnSwap,
     Outcome,
+    StateFileLock,
     StopEvent,
     WatchError,
     WatchEvent,
@@ -277,7 +278,7 @@ def _lock(state_path: Path) -> WatchLock:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return WatchLock(path, fd, _lock_file(state_path, fd))
+    return WatchLock(path, fd, StateFileLock(_lock_file(state_path, fd)))
 
 
 def _lock_file(state_path: Path, lock_fd: int) -> int:

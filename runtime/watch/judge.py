@@ -70,6 +70,7 @@ def judge(
 ) -> Watched:
     """Judge the state file's content unless its hash equals the last one judged."""
     path = ctx.project.state_path
+    ctx.lock.state_file.follow(path)  # an editor's save by rename made a new file
     try:
         saved = read_state_file(path)
     except RSIError as exc:

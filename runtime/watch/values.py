@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ __all__ = [
     "OnEvent",
     "OnSwap",
     "Outcome",
+    "StateFileLock",
     "StopEvent",
     "WatchError",
     "WatchEvent",
@@ -60,12 +62,54 @@ class WatchError(RSIError):
     lock was deleted)."""
 
 
+class StateFileLock:
+    """A ``flock`` on the watched state file's inode, whatever its name (a hard link of a
+    watched file is refused). An editor's save by rename makes a new inode: :meth:`follow`
+    moves the lock to it (the watcher calls it for every change it judges)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd  # -1: no state file yet
+
+    def follow(self, state_path: Path) -> None:
+        """Hold the lock on the inode ``state_path`` names now, if it is another one."""
+        try:
+            now = os.stat(state_path, follow_symlinks=False)
+        except OSError:
+            return  # gone for the moment (mid-save): followed at the next change
+        if self.fd >= 0 and _same_file(now, os.fstat(self.fd)):
+            return
+        try:
+            fd = os.open(state_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            logger.warning(
+                "%s: another watcher holds the saved file (a hard link of it)", state_path.name
+            )
+            return
+        self.release()
+        self.fd = fd
+
+    def release(self) -> None:
+        """Close the lock's descriptor (the watcher ends, or the lock moves)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 @dataclass(frozen=True)
 class WatchLock:
     """The watcher's single-instance lock: ``fd`` holds a ``flock`` on ``path``
-    (``.rsi/<state>/watch.lock``, beside the ledger), and ``file_fd`` one on the state file
-    itself, so that a hard link of it (another name, so another ledger and lock file) is
-    not watched by a second watcher meanwhile; -1 when the state file did not exist yet.
+    (``.rsi/<state>/watch.lock``, beside the ledger), and ``state_file`` one on the state
+    file itself, so that a hard link of it (another name, so another ledger and lock file) is
+    not watched by a second watcher meanwhile.
 
     Deleting the folder (``rm -rf .rsi``) deletes the history the watcher judges against,
     and would let a second watcher take a new lock file: the watcher notices (:meth:`held`,
@@ -76,13 +120,12 @@ class WatchLock:
 
     path: Path
     fd: int
-    file_fd: int = -1
+    state_file: StateFileLock
 
     def release(self) -> None:
         """Close both locks' descriptors (the watcher ends)."""
         os.close(self.fd)
-        if self.file_fd >= 0:
-            os.close(self.file_fd)
+        self.state_file.release()
 
     def held(self) -> bool:
         """True while ``path`` is still the file ``fd`` locks."""

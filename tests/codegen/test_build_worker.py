@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,26 @@ def test_a_build_worker_gone_meanwhile_is_replaced(
     assert built.path.is_dir()
     (fresh,) = codegen.compile._warm_idle[BUILD_POOL]
     assert fresh.pid != gone.pid and fresh.poll() is None
+
+
+def test_a_fresh_worker_killed_mid_job_is_replaced_once(
+    make_project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: a worker killed during its first job failed the edit ("build worker died"),
+    and nothing judged it again; only a worker found dead in the idle list was replaced."""
+    project = make_project()
+    asked = codegen.compile._ask
+    killed: list[int] = []
+
+    def kill_the_first(proc: Any, spec: dict[str, object]) -> dict[str, object] | None:
+        if not killed:
+            proc.kill()
+            proc.wait()
+            killed.append(proc.pid)
+        return asked(proc, spec)
+
+    monkeypatch.setattr(codegen.compile, "_ask", kill_the_first)
+    _in_process_builds_fail(monkeypatch)
+    data = project.state_path.read_bytes()
+    built = build_in_worker(parse_state(data), data, PURE, project.generated_dir, PROBE_TEMPLATES)
+    assert built.path.is_dir() and len(killed) == 1

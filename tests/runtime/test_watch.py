@@ -218,6 +218,21 @@ def test_a_hard_link_of_a_watched_state_file_is_refused_in_one_line(
     assert not (built.state_path.parent / ".rsi" / "other.json" / "ledger.sqlite3").exists()
 
 
+def test_a_hard_link_made_after_a_save_by_rename_is_refused(
+    built: Project, handle: WatchHandle
+) -> None:
+    """Red team: the lock stayed on the inode the save replaced, so a hard link of the new
+    file got a second watcher."""
+    tmp = built.state_path.with_name(".rsi_state.json.tmp")
+    tmp.write_bytes(_invalid(built))
+    os.replace(tmp, built.state_path)
+    _next(handle, 1)
+    other = built.state_path.with_name("other.json")
+    os.link(built.state_path, other)
+    with pytest.raises(WatchError, match="already watched under another of its 2 names"):
+        watch(other, settings=FAST, template_dir=PROBE_TEMPLATES)
+
+
 def test_sigterm_stops_rsi_watch_cleanly(built: Project) -> None:
     proc = _rsi_watch(built)
     try:
