@@ -302,7 +302,7 @@ def _output(cmd: list[str], cwd: Path, tree: str = str(REPO), *, server: bool = 
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout.splitlines()[-1]
+    return (done.stdout.splitlines() or [""])[-1]
 
 
 def _project(root: Path) -> Project:
