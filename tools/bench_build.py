@@ -219,7 +219,7 @@ def _server_start(root: Path) -> dict[str, object]:
     start = time.perf_counter()
     _wall([*cli, "build", "--state", str(project.state_path)], root, server=True)
     first = time.perf_counter() - start
-    while "pid" not in json.loads(_output([*cli, "server", "status", "--json"], root)):
+    while not json.loads(_output([*cli, "server", "status", "--json"], root))["servers"]:
         time.sleep(0.05)
     return {
         "first_build_s": round(first, 4),
