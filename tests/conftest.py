@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -38,11 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.serial)
 
 
-@pytest.fixture(autouse=True)
-def no_build_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every command runs in its own process: a test's ``rsi build`` neither uses nor starts
-    the build server (tests/runtime/test_server.py tests it)."""
-    monkeypatch.setenv("RSI_BUILD_SERVER", "0")
+def pytest_configure(config: pytest.Config) -> None:
+    """Every command runs in its own process: no ``rsi build`` of the suite, a session or
+    module fixture's included, uses or starts the build server (an autouse fixture covered
+    only the tests themselves, and a module fixture's build left a server running).
+    tests/runtime/test_server.py switches it on for its own commands."""
+    os.environ["RSI_BUILD_SERVER"] = "0"
 
 
 @pytest.fixture(scope="session")
