@@ -53,8 +53,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
+from codegen.errors import RSIError
 from codegen.fsutil import process_alive
 
 __all__ = [
@@ -73,7 +74,7 @@ logger = logging.getLogger(__name__)
 #: A request or answer: one JSON object.
 _Message = dict[str, Any]
 
-#: A server exits after this many seconds without a request.
+#: A server exits after this many seconds without a build (queries do not count).
 IDLE_S = 600.0
 #: ``RSI_BUILD_SERVER=0`` (or ``off``, ``no``, ``false``): build in the calling process.
 ENABLE_ENV = "RSI_BUILD_SERVER"
@@ -140,8 +141,6 @@ def run_served(argv: Sequence[str]) -> int | None:
         finally:
             os.close(cwd)
     if ended is None:
-        from codegen.errors import RSIError
-
         raise RSIError(
             "the build server stopped before the build finished; run the command again "
             f"(or set {ENABLE_ENV}=0 to build without it)"
@@ -380,7 +379,7 @@ def _take_over(request: _Message, fds: list[int]) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     for name in request["ignored"]:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+        signal.signal(signal.Signals[name], signal.SIG_IGN)
     *streams, cwd = fds
     for target, fd in enumerate(streams):
         os.dup2(fd, target)
@@ -512,16 +511,12 @@ def _run_request(argv: Sequence[str]) -> _Message:
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "rlimits": rlimits,
         "cpus": sorted(os.sched_getaffinity(0)),
-        "ignored": [name for name in _PASSED if signal.getsignal(_signal(name)) == signal.SIG_IGN],
+        "ignored": [kind.name for kind in _PASSED if signal.getsignal(kind) == signal.SIG_IGN],
     }
 
 
 #: The signals a served build gets from its caller (unless the caller ignores them).
-_PASSED = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
-def _signal(name: str) -> signal.Signals:
-    return signal.Signals[name]
+_PASSED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
@@ -541,9 +536,7 @@ def _passing_signals(pid: int) -> Iterator[None]:
         _signal_group(pid, signal.SIGCONT)
 
     handlers: dict[signal.Signals, Callable[[int, FrameType | None], None]] = {
-        _signal(name): forward
-        for name in _PASSED
-        if signal.getsignal(_signal(name)) != signal.SIG_IGN
+        kind: forward for kind in _PASSED if signal.getsignal(kind) != signal.SIG_IGN
     }
     if signal.getsignal(signal.SIGTSTP) != signal.SIG_IGN:
         handlers.update({signal.SIGTSTP: suspend, signal.SIGCONT: resume})
@@ -602,8 +595,8 @@ def _receive(conn: socket.socket) -> tuple[_Message, list[int]]:
     return request, fds
 
 
-def _answer(reader: object) -> _Message | None:
-    line = reader.readline()  # type: ignore[attr-defined]
+def _answer(reader: BinaryIO) -> _Message | None:
+    line = reader.readline()
     if not line:
         return None
     answer: _Message = json.loads(line)
