@@ -8,7 +8,8 @@ names; no dunder names or attributes, no dynamic lookups (``getattr``, ``vars``,
 mypy costs about a second, so a module's result is cached under the hash of its *type
 skeleton*: the source with float and string literals blanked (their types kept). Changing a
 coefficient changes a literal, not a type, so it costs no mypy run. Integers are kept: they
-index tuples and size ranges, where mypy can tell one value from another.
+index tuples and size ranges, where mypy can tell one value from another; only in a table
+(a list display of literals) do they blank too, and the table keeps one row.
 """
 
 from __future__ import annotations
@@ -178,9 +179,18 @@ def guard_sources(sources: Mapping[str, str], ok_dir: Path) -> None:
 def type_skeleton(source: str) -> str:
     """The module's syntax tree with float and string literals blanked, their types kept.
 
-    Line numbers and formatting do not enter it: only what mypy can see.
+    A list display of plain literals (numbers, strings, tuples or lists of them) whose
+    elements are alike once blanked (integers too; inner lengths kept) keeps one element:
+    mypy gives it one element type whatever its length and values, so a baked table can
+    grow or shrink without a mypy run. Not in a module that names ``Literal``, where a value
+    can be a type. Line numbers and formatting do not enter it: only what mypy can see.
     """
-    return ast.dump(_BlankLiterals().visit(ast.parse(source)))
+    tree = ast.parse(source)
+    names_literal = any(
+        isinstance(node, ast.Name | ast.Attribute | ast.alias) and _named(node) == "Literal"
+        for node in ast.walk(tree)
+    )
+    return ast.dump(_BlankLiterals(collapse_tables=not names_literal).visit(tree))
 
 
 def check_sources(sources: Mapping[str, str], ok_dir: Path) -> list[str]:
@@ -517,9 +527,55 @@ _BUILTINS = frozenset(dir(builtins))
 
 
 class _BlankLiterals(ast.NodeTransformer):
+    def __init__(self, *, collapse_tables: bool) -> None:
+        self.collapse_tables = collapse_tables
+
     def visit_Constant(self, node: ast.Constant) -> ast.Constant:
         if isinstance(node.value, float):
             return ast.Constant(0.0)
         if isinstance(node.value, str):
             return ast.Constant("")
         return node
+
+    def visit_List(self, node: ast.List) -> ast.AST:
+        if self.collapse_tables and node.elts and all(map(_plain_literal, node.elts)):
+            shapes = {ast.dump(_BlankNumbers().visit(e)) for e in node.elts}
+            if len(shapes) == 1:
+                return ast.List(elts=[_BlankNumbers().visit(node.elts[0])], ctx=node.ctx)
+        return self.generic_visit(node)
+
+
+class _BlankNumbers(_BlankLiterals):
+    """Integers blanked too: inside a collapsed table, where no value can be a type."""
+
+    def __init__(self) -> None:
+        super().__init__(collapse_tables=False)
+
+    def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+        if type(node.value) is int:
+            return ast.Constant(0)
+        return super().visit_Constant(node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        """``-2.5`` is a float as ``2.5`` is: signs do not enter a table's shape."""
+        operand = node.operand
+        if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
+            return self.visit_Constant(operand)
+        return self.generic_visit(node)
+
+
+def _plain_literal(node: ast.expr) -> bool:
+    """A number, string, bytes or None, a negated number, or a tuple or list of those."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        return isinstance(node.operand, ast.Constant)
+    return isinstance(node, ast.Tuple | ast.List) and all(map(_plain_literal, node.elts))
+
+
+def _named(node: ast.Name | ast.Attribute | ast.alias) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.asname or node.name

@@ -83,10 +83,16 @@ class ExpertPlan:
 
 @dataclass(frozen=True)
 class RoutePlan:
-    """A routing rule: when every flag in ``flags`` is set, add each boost to its expert."""
+    """A routing rule: when every flag in ``flags`` is set, add each boost to its expert.
+
+    ``needs`` and ``adds`` are the same rule as dense rows, the form the scoring module's
+    table holds: 1 per route word the rule needs, and its boost per expert (0.0 for none).
+    """
 
     flags: tuple[int, ...]
     boosts: tuple[tuple[int, float], ...]  # (expert index, boost), by expert name
+    needs: tuple[int, ...]
+    adds: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,8 @@ def plan(state: RSIState) -> Plan:
         RoutePlan(
             flags=tuple(words.index(w) for w in rule.when_all),
             boosts=tuple((index[name], boost) for name, boost in sorted(rule.boosts.items())),
+            needs=tuple(int(w in rule.when_all) for w in words),
+            adds=tuple(rule.boosts.get(e.name, 0.0) for e in experts),
         )
         for rule in state.routing
     )

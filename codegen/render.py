@@ -1,7 +1,8 @@
 """Render a validated state into Python sources: jinja2 → black.
 
 Values reach templates only through validated :class:`RSIState` fields and the filters below,
-which refuse anything that could become code: ``num`` emits finite number literals, ``pyrepr``
+which refuse anything that could become code: ``num`` emits finite number literals (``nums`` a
+list of them), ``pyrepr``
 emits ``repr()`` of plain strings/ints/bools, ``ident`` re-checks identifiers. A template that
 produces something black cannot parse is reported with the rendered line.
 """
@@ -171,6 +172,11 @@ def _pyrepr(value: Any) -> str:
     raise ValueError(f"pyrepr filter refuses {type(value).__name__}")
 
 
+def _nums(values: Any) -> str:
+    """A list display of numbers: ``(1, 0.5)`` gives ``[1, 0.5]``."""
+    return "[" + ", ".join(_num(v) for v in values) + "]"
+
+
 def _terms(values: Any, paren: bool = False) -> str:
     """An index sum without its zero terms: ``(0, "c", 2)`` gives ``c + 2`` (``0`` if none).
 
@@ -197,7 +203,7 @@ def _environment(template_dir: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, pyrepr=_pyrepr, ident=_ident, terms=_terms)
+    env.filters.update(num=_num, nums=_nums, pyrepr=_pyrepr, ident=_ident, terms=_terms)
     # State-independent layout every template formats the same way (one table, not two).
     env.globals.update(
         FACT_OPS=FACT_OPS,

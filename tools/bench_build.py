@@ -11,7 +11,10 @@ pure-Python tier, and the wall time of ``rsi build`` in a fresh process, through
 server (runtime/server.py) and with ``--no-server``; the first build's time and the server's
 start-up are reported once (``build_server``). Each sample edits to
 a value never built before, so the changed module really compiles. ``cli`` times ``rsi --help`` and
-``rsi status`` in fresh processes.
+``rsi status`` in fresh processes. ``answering`` builds the shipped state twice, once as
+rendered and once from templates whose ``# rsi: cflags = -O0`` headers are removed (so every
+module gets the default ``-O1``), and times answering the same encoded stories with both
+in alternating rounds: the price of compiling the often-rebuilt modules at ``-O0``.
 
 Every figure is a median over ``--runs`` runs in fresh temporary projects; raw samples are
 printed too. With ``--json`` the last line is one JSON object with all of it.
@@ -36,12 +39,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from codegen.build import build_state  # noqa: E402
 from codegen.compile import compile_modules  # noqa: E402
 from codegen.manifest import read_manifest  # noqa: E402
-from codegen.render import render_sources  # noqa: E402
-from codegen.state import load_state  # noqa: E402
+from codegen.render import TEMPLATE_DIR, render_sources  # noqa: E402
+from codegen.state import dump_state, load_state  # noqa: E402
 from codegen.toolchain import CompileSettings  # noqa: E402
+from runtime.babi.builds import model_of  # noqa: E402
+from runtime.babi.evaluate import load_split, prepare_all  # noqa: E402
 from runtime.live import LiveProject  # noqa: E402
+from runtime.loader import load_build  # noqa: E402
 from runtime.project import Project  # noqa: E402
 
 TRIVIAL = """import cython
@@ -69,7 +76,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections: spine, edits, cli, cold (default: all)",
+        help="comma-separated sections: spine, edits, cli, cold, answering (default: all)",
     )
     parser.add_argument(
         "--trees",
@@ -78,7 +85,8 @@ def main() -> int:
         "interleaved in one run (e.g. a checkout of the previous commit, then this one)",
     )
     args = parser.parse_args()
-    sections = set(args.only.split(",")) if args.only else {"spine", "edits", "cli", "cold"}
+    every = {"spine", "edits", "cli", "cold", "answering"}
+    sections = set(args.only.split(",")) if args.only else every
     results: dict[str, object] = {"runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="rsi-bench-") as tmp:
         root = Path(tmp)
@@ -94,6 +102,8 @@ def main() -> int:
                 _stop_server(root)
         if "spine" in sections:
             _spine(root, args, results)
+        if "answering" in sections:
+            results["answering"] = _answering(root, args.runs)
     _print_table(results)
     if args.json:
         print(json.dumps(results, sort_keys=True))
@@ -295,6 +305,39 @@ def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO), *, server: bool = Fa
     start = time.perf_counter()
     _output(cmd, cwd, tree, server=server)
     return time.perf_counter() - start
+
+
+def _answering(root: Path, runs: int) -> dict[str, object]:
+    """Answering time of the shipped state's compiled tier as rendered and with no module
+    asking for ``-O0``, alternating rounds over the same encoded stories."""
+    templates = root / "templates-O1"
+    shutil.copytree(TEMPLATE_DIR, templates)
+    for template in templates.glob("*.j2"):
+        text = template.read_text()
+        template.write_text(text.replace("# rsi: cflags = -O0\n", ""))
+    state = load_state(REPO / "rsi_state.json")
+    settings = CompileSettings()
+    models = {}
+    for label, template_dir in (("as_rendered", None), ("all_O1", templates)):
+        built = build_state(state, dump_state(state), settings, root / label, template_dir)
+        models[label] = model_of(load_build(built.path, template_dir=template_dir))
+    data = os.environ.get("RSI_BABI_DIR")
+    prepared = prepare_all(models["as_rendered"], load_split(Path(data) if data else None, "train"))
+    samples: dict[str, list[float]] = {label: [] for label in models}
+    answers: dict[str, list[str]] = {}
+    for _ in range(max(runs, 3)):
+        for label, model in models.items():
+            start = time.perf_counter()
+            answers[label] = [choice for p in prepared for choice, _ in model.answer_all(p)]
+            samples[label].append(time.perf_counter() - start)
+    medians = {label: statistics.median(s) for label, s in samples.items()}
+    return {
+        "questions": sum(p.n_questions for p in prepared),
+        "data": data or "generator",
+        **{f"{label}_s": _summary(s) for label, s in samples.items()},
+        "ratio_as_rendered_to_all_O1": round(medians["as_rendered"] / medians["all_O1"], 3),
+        "same_answers": answers["as_rendered"] == answers["all_O1"],
+    }
 
 
 def _output(cmd: list[str], cwd: Path, tree: str = str(REPO), *, server: bool = False) -> str:

@@ -2,7 +2,7 @@
 
 A story is encoded once (``encoding`` module) into integer-coded facts, per-story buffers and
 attention weights; then each question costs one ``experts.run_story`` (typed loops, on a
-story of that one question), one ``knowledge.run`` (the learned associations) and one
+story of that one question), one ``knowledge.run_story`` (the learned associations) and one
 ``scoring.decide_story``. The model never sees a task number or a file name.
 """
 
@@ -165,7 +165,7 @@ class BabiModel:
             prepared.word_vecs,
             prepared.qvecs[one],
         )
-        self.knowledge.run(enc.facts, enc.queries[index], prepared.scores)
+        self.knowledge.run_story(enc.facts, enc.queries[one], 1, prepared.scores[np.newaxis])
         return int(n_cand[0])
 
     def choose(self, prepared: Prepared, index: int) -> tuple[int, float]:

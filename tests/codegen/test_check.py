@@ -12,7 +12,12 @@ from codegen.render import MECHANISM_FAMILY, module_names, render_module
 from codegen.state import AttentionMechanism, load_state
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED_STATES = ("rsi_state.json", "states/uniform.json", "states/kernels_n100.json")
+SHIPPED_STATES = (
+    "rsi_state.json",
+    "states/uniform.json",
+    "states/kernels_n100.json",
+    "states/routed.json",
+)
 
 GOOD = (
     "import math\n\nX: float = 1.5\nNAME: str = 'a'\n\n\n"
@@ -163,6 +168,21 @@ class TestSkeleton:
         b = type_skeleton("X = (1, 2)[1]\n")
         assert a != b
 
+    def test_a_table_of_literals_keeps_one_element(self) -> None:
+        a = type_skeleton("X: list[tuple[int, float]] = [(1, 0.5), (2, -1.5), (3, 2.0)]\n")
+        b = type_skeleton("X: list[tuple[int, float]] = [(7, 0.25)]\n")
+        assert a == b
+
+    def test_a_table_whose_elements_differ_in_type_is_kept(self) -> None:
+        assert type_skeleton("X = [1, 2.0]\n") != type_skeleton("X = [1]\n")
+
+    def test_a_table_of_expressions_is_kept(self) -> None:
+        assert type_skeleton("X = [T[1], T[2]]\n") != type_skeleton("X = [T[1]]\n")
+
+    def test_a_module_that_names_literal_keeps_its_tables(self) -> None:
+        head = "from typing import Literal\n\nX: list[Literal[1]] = "
+        assert type_skeleton(head + "[1, 2]\n") != type_skeleton(head + "[1]\n")
+
 
 class TestMypy:
     def test_type_error_stops_the_check(self, tmp_path: Path) -> None:
@@ -175,6 +195,11 @@ class TestMypy:
     def test_coefficient_change_costs_no_mypy_run(self, tmp_path: Path) -> None:
         assert check_sources({"m": GOOD}, tmp_path) == ["m"]
         assert check_sources({"m": GOOD.replace("1.5", "3.5")}, tmp_path) == []
+
+    def test_a_longer_table_costs_no_mypy_run(self, tmp_path: Path) -> None:
+        head = "X: list[tuple[int, float]] = "
+        assert check_sources({"m": head + "[(1, 0.5)]\n"}, tmp_path) == ["m"]
+        assert check_sources({"m": head + "[(1, 0.5), (2, -1.0)]\n"}, tmp_path) == []
 
     def test_a_changed_sibling_checks_its_importer_again(self, tmp_path: Path) -> None:
         user = "from . import lib\n\n\ndef f() -> int:\n    return lib.g()\n"

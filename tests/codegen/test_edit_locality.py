@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from codegen.check import type_skeleton
 from codegen.render import render_sources
 from codegen.state import parse_state
 
@@ -69,6 +70,30 @@ def test_an_edit_changes_one_module(kind: str, base: dict[str, str], memo: Path)
     edit(data)
     edited = render_sources(parse_state(json.dumps(data).encode()), memo_dir=memo)
     assert [name for name in base if base[name] != edited[name]] == [module]
+
+
+#: Edits that change values, not types: the changed module needs no mypy run.
+SAME_TYPES = ("scoring coefficient", "expert weight", "association weight", "new association")
+
+
+@pytest.mark.parametrize("kind", SAME_TYPES)
+def test_an_edit_keeps_the_type_skeleton(kind: str, base: dict[str, str], memo: Path) -> None:
+    edit, module = EDITS[kind]
+    data = json.loads(json.dumps(SHIPPED))
+    edit(data)
+    edited = render_sources(parse_state(json.dumps(data).encode()), memo_dir=memo)
+    assert type_skeleton(edited[module]) == type_skeleton(base[module])
+
+
+def test_a_rule_beside_another_keeps_the_type_skeleton(memo: Path) -> None:
+    """Rules are a table: a second rule on the same words adds a row, not a branch."""
+    data = json.loads(json.dumps(SHIPPED))
+    data["routing"] = [RULE]
+    one = render_sources(parse_state(json.dumps(data).encode()), memo_dir=memo)["scoring"]
+    data["routing"].append({"when_all": ["where"], "boosts": {"motive": 0.5}})
+    two = render_sources(parse_state(json.dumps(data).encode()), memo_dir=memo)["scoring"]
+    assert one != two
+    assert type_skeleton(one) == type_skeleton(two)
 
 
 def test_removing_a_routing_rule_changes_only_scoring(memo: Path) -> None:

@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    "state_file", ["rsi_state.json", "states/uniform.json", "states/kernels_n100.json"]
+    "state_file",
+    ["rsi_state.json", "states/uniform.json", "states/kernels_n100.json", "states/routed.json"],
 )
 def test_every_module_of_a_build_is_clean(state_file: str, tmp_path: Path) -> None:
     lint_sources(render_sources(load_state(REPO / state_file)), tmp_path)

@@ -1,4 +1,4 @@
-"""Golden answers: the shipped and uniform states answer exactly as they did, bit for bit.
+"""Golden answers: the shipped, uniform and routed states answer exactly as they did, bit for bit.
 
 ``golden.json`` holds, per state, story set and tier, the SHA-256 of every question's
 ``choice<TAB>confidence.hex()`` in order, the question count and the first answers: both
@@ -6,7 +6,8 @@ tiers on the embedded generated stories, and the compiled tier on every story of
 bAbI files when ``RSI_BABI_DIR`` is set (the tiers agree answer for answer: see
 ``test_tiers.py``; the interpreted tier would take minutes there). It was
 written before the codegen redesign (issue 10); any change to generated code, the plan or the
-runtime that moves one answer or one confidence bit fails here. Regenerate deliberately only:
+runtime that moves one answer or one confidence bit fails here. The routed state's answers were
+written by the code before routing rules became a table (stop 19). Regenerate deliberately only:
 
     RSI_BABI_DIR=../shared/data/babi-en-1k-train python tests/runtime/babi/test_golden.py
 """
@@ -32,7 +33,11 @@ from runtime.babi.generate import generate_stories
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).with_name("data") / "golden.json"
-STATES = {"shipped": REPO / "rsi_state.json", "uniform": REPO / "states" / "uniform.json"}
+STATES = {
+    "shipped": REPO / "rsi_state.json",
+    "uniform": REPO / "states" / "uniform.json",
+    "routed": REPO / "states" / "routed.json",  # five routing rules: the rule table's paths
+}
 TIERS: tuple[Backend, ...] = ("python", "cython")
 SAMPLES = 8
 
