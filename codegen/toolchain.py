@@ -36,7 +36,7 @@ EXT_SUFFIX: str = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 _MODULE_FLAGS = re.compile(r"^# rsi: cflags = (.*)$", re.MULTILINE)
 _ALLOWED_MODULE_FLAG = re.compile(
-    r"-O[0-3s]|-march=native|-mtune=native|-funroll-loops|-fno-math-errno|-ffp-contract=fast|-fno-trapping-math"
+    r"-O[0-3sg]|-march=native|-mtune=native|-funroll-loops|-fno-math-errno|-ffp-contract=fast|-fno-trapping-math"
 )
 _NATIVE = ("-march=", "-mtune=", "-mcpu=")
 
@@ -48,8 +48,9 @@ class CompileSettings:
     ``cflags`` apply to every module (``-O1``: most generated code is glue, and gcc's time
     on Cython's C grows fast with the level: about 0.55 / 1.0 / 1.5 s at -O0/-O1/-O2 for the
     scoring module). A hot module asks for more in its own header,
-    ``# rsi: cflags = -O3 -march=native``; ``native=False`` (wheels) drops machine-specific
-    flags so the artifact runs on any CPU of this architecture.
+    ``# rsi: cflags = -O3 -march=native``, and a module rebuilt on every edit for less
+    (``-Og`` for ``scoring``, ``-O0`` for ``knowledge``); ``native=False`` (wheels) drops
+    machine-specific flags so the artifact runs on any CPU of this architecture.
 
     ``specialize`` lists ``module:function`` targets decorated with ``@rsi_optimized``: each
     gets a specialized copy in the build (:mod:`codegen.specialize`). ``max_attempts``

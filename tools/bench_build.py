@@ -11,10 +11,11 @@ pure-Python tier, and the wall time of ``rsi build`` in a fresh process, through
 server (runtime/server.py) and with ``--no-server``; the first build's time and the server's
 start-up are reported once (``build_server``). Each sample edits to
 a value never built before, so the changed module really compiles. ``cli`` times ``rsi --help`` and
-``rsi status`` in fresh processes. ``answering`` builds the shipped state twice, once as
-rendered and once from templates whose ``# rsi: cflags = -O0`` headers are removed (so every
-module gets the default ``-O1``), and times answering the same encoded stories with both
-in alternating rounds: the price of compiling the often-rebuilt modules at ``-O0``.
+``rsi status`` in fresh processes. ``answering`` builds a state (``--answering-state``,
+default states/routed.json: every rule path on) twice, once as rendered and once from
+templates whose ``# rsi: cflags = -O0`` / ``-Og`` headers are removed (so every module gets
+the default ``-O1``), and times answering the same encoded stories with both in alternating
+rounds: the price of compiling the often-rebuilt modules at a lower level.
 
 Every figure is a median over ``--runs`` runs in fresh temporary projects; raw samples are
 printed too. With ``--json`` the last line is one JSON object with all of it.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -84,6 +86,12 @@ def main() -> int:
         help="cold, cli: comma-separated source trees whose fresh-process commands are timed, "
         "interleaved in one run (e.g. a checkout of the previous commit, then this one)",
     )
+    parser.add_argument(
+        "--answering-state",
+        type=Path,
+        default=REPO / "states" / "routed.json",
+        help="answering: the state whose answering time is compared",
+    )
     args = parser.parse_args()
     every = {"spine", "edits", "cli", "cold", "answering"}
     sections = set(args.only.split(",")) if args.only else every
@@ -103,7 +111,7 @@ def main() -> int:
         if "spine" in sections:
             _spine(root, args, results)
         if "answering" in sections:
-            results["answering"] = _answering(root, args.runs)
+            results["answering"] = _answering(root, args.runs, args.answering_state)
     _print_table(results)
     if args.json:
         print(json.dumps(results, sort_keys=True))
@@ -307,15 +315,15 @@ def _wall(cmd: list[str], cwd: Path, tree: str = str(REPO), *, server: bool = Fa
     return time.perf_counter() - start
 
 
-def _answering(root: Path, runs: int) -> dict[str, object]:
-    """Answering time of the shipped state's compiled tier as rendered and with no module
-    asking for ``-O0``, alternating rounds over the same encoded stories."""
+def _answering(root: Path, runs: int, state_path: Path) -> dict[str, object]:
+    """Answering time of a state's compiled tier as rendered and with no module asking for
+    ``-O0`` or ``-Og``, alternating rounds over the same encoded stories."""
     templates = root / "templates-O1"
     shutil.copytree(TEMPLATE_DIR, templates)
     for template in templates.glob("*.j2"):
         text = template.read_text()
-        template.write_text(text.replace("# rsi: cflags = -O0\n", ""))
-    state = load_state(REPO / "rsi_state.json")
+        template.write_text(re.sub(r"^# rsi: cflags = -O[0g]\n", "", text, flags=re.MULTILINE))
+    state = load_state(state_path)
     settings = CompileSettings()
     models = {}
     for label, template_dir in (("as_rendered", None), ("all_O1", templates)):
@@ -332,6 +340,7 @@ def _answering(root: Path, runs: int) -> dict[str, object]:
             samples[label].append(time.perf_counter() - start)
     medians = {label: statistics.median(s) for label, s in samples.items()}
     return {
+        "state": str(state_path),
         "questions": sum(p.n_questions for p in prepared),
         "data": data or "generator",
         **{f"{label}_s": _summary(s) for label, s in samples.items()},
