@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 import codegen.compile
-from codegen.compile import compile_modules, module_key, prestart_worker, stop_workers
+from codegen.compile import (
+    SEAL,
+    compile_modules,
+    module_key,
+    prestart_worker,
+    python_header,
+    stop_workers,
+)
 from codegen.errors import CompileError
 from codegen.toolchain import CompileSettings
 
@@ -76,6 +83,42 @@ class TestCompile:
         done = compile_modules({"m": bad}, CompileSettings(), tmp_path)["m"]
         assert done.tier == "python"
         assert re.match(r"^cython: m.py: m.py:5:\d+: ", done.attempts[0].diagnostic)
+
+
+class TestPrecompiledHeader:
+    FLAGS = CompileSettings().cflags
+
+    def test_it_is_built_once_then_reused(self, tmp_path: Path) -> None:
+        entry = python_header(CompileSettings(), self.FLAGS, tmp_path)
+        assert entry is not None
+        gch = entry / "Python.h.gch"
+        built = gch.stat().st_mtime_ns
+        assert python_header(CompileSettings(), self.FLAGS, tmp_path) == entry
+        assert gch.stat().st_mtime_ns == built
+
+    def test_a_truncated_one_is_built_again(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        entry = python_header(CompileSettings(), self.FLAGS, tmp_path)
+        assert entry is not None
+        gch = entry / "Python.h.gch"
+        gch.write_bytes(gch.read_bytes()[:1000])
+        assert python_header(CompileSettings(), self.FLAGS, tmp_path) == entry
+        assert "does not match its seal (Python.h.gch); discarded" in caplog.text
+        assert gch.stat().st_size > 1_000_000
+
+    def test_one_built_for_other_flags_is_ignored_by_gcc(self, tmp_path: Path) -> None:
+        s = CompileSettings()
+        source = "# rsi: cflags = -O2\n" + SRC
+        entry = python_header(s, s.module_cflags(source), tmp_path)
+        other = python_header(s, ("-O0",), tmp_path)
+        assert entry is not None and other is not None
+        (entry / "Python.h.gch").write_bytes((other / "Python.h.gch").read_bytes())
+        seal = (other / SEAL).read_text()
+        (entry / SEAL).write_text(seal)  # sealed, so it is used: gcc must refuse it itself
+        done = compile_modules({"m": source}, s, tmp_path)["m"]
+        assert done.tier == "cython"
+        assert [a.outcome for a in done.attempts] == ["compiled"]
 
 
 class TestWorkerNice:
