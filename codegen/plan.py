@@ -83,14 +83,13 @@ class ExpertPlan:
 
 @dataclass(frozen=True)
 class RoutePlan:
-    """A routing rule: when every flag in ``flags`` is set, add each boost to its expert.
+    """A routing rule: when every flag in ``flags`` is set, add ``adds`` to the expert weights.
 
-    ``needs`` and ``adds`` are the same rule as dense rows, the form the scoring module's
-    table holds: 1 per route word the rule needs, and its boost per expert (0.0 for none).
+    ``needs`` is ``flags`` as a row of the scoring module's table: 1 per route word the rule
+    needs. ``adds`` holds the rule's boost per expert, in the plan's expert order (0.0: none).
     """
 
-    flags: tuple[int, ...]
-    boosts: tuple[tuple[int, float], ...]  # (expert index, boost), by expert name
+    flags: tuple[int, ...]  # route word indices, in the rule's own order
     needs: tuple[int, ...]
     adds: tuple[float, ...]
 
@@ -167,11 +166,9 @@ def plan(state: RSIState) -> Plan:
     """The plan of ``state``: pure, deterministic, and cheap (no rendering)."""
     experts, rows = _experts_and_rows(state)
     words = route_words(state)
-    index = {e.name: i for i, e in enumerate(experts)}
     routes = tuple(
         RoutePlan(
             flags=tuple(words.index(w) for w in rule.when_all),
-            boosts=tuple((index[name], boost) for name, boost in sorted(rule.boosts.items())),
             needs=tuple(int(w in rule.when_all) for w in words),
             adds=tuple(rule.boosts.get(e.name, 0.0) for e in experts),
         )

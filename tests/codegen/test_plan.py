@@ -61,8 +61,12 @@ def test_route_words_are_sorted_and_unique(shipped: RSIState) -> None:
     p = plan(_with(shipped, routing=routing))
     assert p.route_words == ("is", "where")
     assert p.routes[0].flags == (1, 0)
-    names = [e.name for e in p.experts]
-    assert p.routes[0].boosts == ((names.index("counter"), -0.5), (names.index("tracker"), 1.0))
+    assert p.routes[0].needs == (1, 1)
+    assert p.routes[1].needs == (1, 0)
+    adds = dict(zip([e.name for e in p.experts], p.routes[0].adds, strict=True))
+    assert adds == {"tracker": 1.0, "counter": -0.5} | {
+        name: 0.0 for name in adds if name not in ("tracker", "counter")
+    }
 
 
 def test_embedding_evidence_is_used_only_when_it_can_reach_a_decision(
