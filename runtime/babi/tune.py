@@ -172,8 +172,7 @@ def screen(
                 dtype=bool,
             )
             cache[needed] = hit
-        for expert, boost in rule.boosts:
-            weights[hit, expert] += boost
+        weights[hit] += np.array(rule.adds)
     weights = np.where(weights > 0.0, weights, 0.0)
     totals = np.zeros((n_q, evidence.scores.shape[2]), dtype=np.float64)
     for r, key in enumerate(evidence.rows):
