@@ -28,8 +28,11 @@ def one_line(text: str, limit: int = 400) -> str:
 class RSIError(Exception):
     """Base class: a problem the user can fix, described in one line."""
 
+    #: Longest message kept; a subclass whose message is a command to paste raises it.
+    max_chars = 400
+
     def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
+        super().__init__(one_line(message, self.max_chars))
 
 
 class StateError(RSIError):

@@ -75,6 +75,10 @@ _ABSENT = object()
 class PolicyError(RSIError):
     """A candidate state breaks the incumbent's safety policy."""
 
+    # Every path refused and every ``--approve`` argument for them: cut, the line would not
+    # approve what it says it does. A state has at most a few thousand leaves.
+    max_chars = 200_000
+
 
 @dataclass(frozen=True)
 class Change:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -164,14 +165,19 @@ class RoutingRule(_Strict):
     """When every word of ``when_all`` is in the question, add ``boosts`` to expert weights."""
 
     when_all: tuple[Word, ...] = Field(min_length=1, max_length=4)
-    boosts: dict[Identifier, float] = Field(min_length=1, max_length=16)
+    boosts: dict[Identifier, Annotated[float, Field(ge=-10.0, le=10.0, allow_inf_nan=False)]] = (
+        Field(min_length=1, max_length=16)
+    )
 
-    @model_validator(mode="after")
-    def _finite_bounded_boosts(self) -> RoutingRule:
-        for name, value in self.boosts.items():
-            if not (-10.0 <= value <= 10.0):  # also rejects NaN
-                raise ValueError(f"boost for {name!r} must be a finite number in [-10, 10]")
-        return self
+    @field_validator("when_all")
+    @classmethod
+    def _distinct_words(cls, words: tuple[str, ...]) -> tuple[str, ...]:
+        # A repeated word is the same condition: the safety policy adds up the boosts of the
+        # rules on one condition, which a rule written ``[w, w]`` would slip past.
+        for word in words:
+            if words.count(word) > 1:
+                raise ValueError(f"{word!r} is listed twice; a rule's words are a set")
+        return words
 
 
 class Direction(_Strict):
@@ -390,6 +396,21 @@ class RSIState(_Strict):
         return self
 
 
+def _own_errors(exc: ValidationError) -> list[Any]:
+    """``exc``'s errors without the echoes of another: a list that is "too short" only
+    because an item inside it failed (pydantic counts the valid items)."""
+    errors = exc.errors()
+    inner = [e["loc"] for e in errors]
+    return [
+        e
+        for e in errors
+        if not (
+            e["type"] == "too_short"
+            and any(loc[: len(e["loc"])] == e["loc"] and loc != e["loc"] for loc in inner)
+        )
+    ]
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -506,8 +527,10 @@ def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
     try:
         return RSIState.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        first, *rest = _own_errors(exc)
+        # The other fields are named too, so one round of fixes can mend them all.
+        others = ", ".join(dict.fromkeys(_format_loc(e["loc"]) for e in rest))
+        more = f" (+{len(rest)} more: {others})" if rest else ""
         msg = first["msg"].removeprefix("Value error, ")
         raise StateError(f"{source}: {_format_loc(first['loc'])}: {msg}{more}") from None
 

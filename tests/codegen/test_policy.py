@@ -143,6 +143,15 @@ def test_a_refusal_names_every_path_and_the_arguments_that_approve_them() -> Non
     )
 
 
+def test_a_long_refusal_is_not_cut_short() -> None:
+    """Twelve refused paths: the line is long, and pasting its arguments approves them all."""
+    rules = [{"when_all": [f"w{i}"], "boosts": {"deducer": 3.0}} for i in range(12)]
+    line = refusal(state(), state(routing=rules))
+    assert len(line) > 400 and not line.endswith("...")
+    approvals = tuple(shlex.split(line.split("approve all with ")[1])[1::2])
+    assert len(check_policy(state(), state(routing=rules), approve=approvals).approved) == 12
+
+
 @pytest.mark.parametrize(
     ("pattern", "hint"),
     [

@@ -44,6 +44,28 @@ class TestShippedState:
         assert parse_state(dump_state(state)) == state
 
 
+class TestErrorLine:
+    def test_every_failing_field_is_named(self) -> None:
+        data = json.loads(SHIPPED.read_text())
+        data["experts"]["tracker"]["weight"] = 10.5
+        data["lexicon"]["move"] = [*data["lexicon"]["move"], "Went"]
+        with pytest.raises(StateError) as info:
+            parse_state(json.dumps(data).encode())
+        assert str(info.value) == (
+            "rsi_state.json: experts.tracker.weight: Input should be less than or equal to 10 "
+            f"(+1 more: lexicon.move[{len(data['lexicon']['move']) - 1}])"
+        )
+
+    def test_a_bad_word_is_one_error_not_also_an_empty_list(self) -> None:
+        data = json.loads(SHIPPED.read_text())
+        data["routing"] = [{"when_all": ["Where"], "boosts": {"tracker": 1.0}}]
+        with pytest.raises(StateError) as info:
+            parse_state(json.dumps(data).encode())
+        assert str(info.value).endswith(
+            "'Where' is not a lowercase word ([a-z][a-z0-9]*, at most 32 chars)"
+        )
+
+
 class TestHostileInput:
     def test_expert_name_with_code(self) -> None:
         data = json.loads(SHIPPED.read_text())
