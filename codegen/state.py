@@ -392,7 +392,11 @@ class RSIState(_Strict):
         for i, rule in enumerate(self.routing):
             for name in rule.boosts:
                 if name not in self.experts:
-                    raise ValueError(f"routing[{i}] boosts unknown expert {name!r}")
+                    known = ", ".join(self.experts)
+                    raise ValueError(
+                        f"routing[{i}].boosts.{name}: no expert is named {name!r} "
+                        f"(experts: {known})"
+                    )
         return self
 
 
@@ -532,7 +536,9 @@ def parse_state(data: bytes, source: str = "rsi_state.json") -> RSIState:
         others = ", ".join(dict.fromkeys(_format_loc(e["loc"]) for e in rest))
         more = f" (+{len(rest)} more: {others})" if rest else ""
         msg = first["msg"].removeprefix("Value error, ")
-        raise StateError(f"{source}: {_format_loc(first['loc'])}: {msg}{more}") from None
+        # A check across fields (no location of its own) names the field in its message.
+        where = f"{_format_loc(first['loc'])}: " if first["loc"] else ""
+        raise StateError(f"{source}: {where}{msg}{more}") from None
 
 
 def load_state(path: Path) -> RSIState:

@@ -116,7 +116,9 @@ class TestHostileInput:
 
     def test_routing_rule_names_unknown_expert(self) -> None:
         raw = mutated(routing=[{"when_all": ["afraid"], "boosts": {"nobody": 1.0}}])
-        with pytest.raises(StateError, match=r"routing\[0\] boosts unknown expert 'nobody'"):
+        with pytest.raises(
+            StateError, match=r"routing\[0\]\.boosts\.nobody: no expert is named 'nobody'"
+        ):
             parse_state(raw)
 
     def test_errors_are_one_line(self) -> None:
