@@ -46,7 +46,10 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
             mode = stat.S_IMODE(os.lstat(path).st_mode)
         except FileNotFoundError:
             mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -54,6 +57,9 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -62,6 +68,11 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` (same subclass, same errno) naming ``path``, not the temp file behind it."""
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def read_state_file(path: Path) -> bytes:

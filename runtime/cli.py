@@ -91,6 +91,12 @@ def _run(argv: Sequence[str], *, may_serve: bool = False) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE
+    except OSError as exc:
+        # A file the command had to write or read failed (full disk, immutable or missing
+        # directory): one line naming it. Writes are renames, so nothing is half-written.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rsi: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
@@ -636,7 +642,13 @@ def _history_show(args: argparse.Namespace) -> int:
 def _history_candidate(args: argparse.Namespace) -> int:
     from codegen.fsutil import atomic_write
 
-    data = project_from(args).ledger.decision_candidate(args.candidate)
+    project = project_from(args)
+    if args.output is not None and args.output.resolve() == project.state_path.resolve():
+        raise RSIError(
+            f"-o {args.output}: that is the project's state file; write the candidate "
+            "elsewhere and `rsi promote` it (promote checks it and keeps the state in history)"
+        )
+    data = project.ledger.decision_candidate(args.candidate)
     if args.output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -185,6 +185,18 @@ def test_history_shows_a_decision_and_its_candidate(
         f"rsi: error: --output {out}: only with --candidate N (what to write)\n"
     )
 
+    edited = state.read_bytes() + b"\n"  # an edit not yet built: it must not be overwritten
+    state.write_bytes(edited)
+    assert main(["history", "--state", str(state), "--candidate", "1", "-o", str(state)]) == 2
+    assert capsys.readouterr().err == (
+        f"rsi: error: -o {state}: that is the project's state file; write the candidate "
+        "elsewhere and `rsi promote` it (promote checks it and keeps the state in history)\n"
+    )
+    assert state.read_bytes() == edited
+    nowhere = tmp_path / "missing" / "x.json"
+    assert main(["history", "--state", str(state), "--candidate", "1", "-o", str(nowhere)]) == 2
+    assert capsys.readouterr().err == f"rsi: error: {nowhere}: No such file or directory\n"
+
 
 def test_promote_warns_when_the_state_file_was_edited_meanwhile(
     make_project: Callable[..., Project],
