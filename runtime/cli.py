@@ -84,7 +84,11 @@ def _run(argv: Sequence[str], *, may_serve: bool = False) -> int:
     except KeyboardInterrupt:
         # Every command writes by rename under the project lock: an interrupt leaves the
         # old state, build and ledger, and the next command removes what it left half-done.
-        print("rsi: interrupted; nothing half-written was kept", file=sys.stderr)
+        print(
+            "rsi: interrupted; state, builds and history are as they were "
+            "(the next command removes any temp files)",
+            file=sys.stderr,
+        )
         return 130  # 128 + SIGINT
     except BrokenPipeError:
         # The reader went away (``rsi history | head -1``): stop quietly, as `cat` does.

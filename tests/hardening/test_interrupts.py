@@ -96,7 +96,10 @@ def test_ctrl_c_of_rsi_build_kills_its_compile(make_project: Callable[..., Proje
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "rsi: interrupted; nothing half-written was kept"
+    assert err.strip().splitlines()[-1] == (
+        "rsi: interrupted; state, builds and history are as they were "
+        "(the next command removes any temp files)"
+    )
     assert [pid for pid in workers if _alive(pid)] == []
     assert _processes_naming(project.generated_dir.parent) == []
     # Queued modules never start; one starting as the interrupt came may finish.

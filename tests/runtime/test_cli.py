@@ -62,7 +62,10 @@ def test_interrupt_while_the_commands_load_is_one_line(
 
     monkeypatch.setattr("runtime.cli.build_parser", interrupted)
     assert main(["status"]) == 130
-    assert capsys.readouterr().err == "rsi: interrupted; nothing half-written was kept\n"
+    assert capsys.readouterr().err == (
+        "rsi: interrupted; state, builds and history are as they were "
+        "(the next command removes any temp files)\n"
+    )
 
 
 def test_warnings_are_printed_in_the_cli_form(tmp_path: Path) -> None:
