@@ -121,8 +121,8 @@ def test_pure_tier_that_computes_otherwise_is_a_disagreement(
     _edit_source(
         copy,
         "scoring",
-        "w0: cython.double = 1.25",
-        "w0: cython.double = 0.0",
+        "w[0] = 1.25",
+        "w[0] = 0.0",
         manifest=True,
     )
     build = load_build(copy)
@@ -135,7 +135,7 @@ def test_pure_tier_refuses_a_source_edited_after_the_build(
     compiled_built: BuiltModel, tmp_path: Path
 ) -> None:
     copy = _copy_build(compiled_built.build, tmp_path / "feedfacefeed0002", "feedfacefeed0002")
-    _edit_source(copy, "scoring", "w5 * 5.0", "w5 * 4.0", manifest=False)
+    _edit_source(copy, "scoring", "w[5] * 5.0", "w[5] * 4.0", manifest=False)
     # The loader verifies every rendered source before it imports anything.
     with pytest.raises(LoadError) as err:
         pure_tier(load_build(copy))
