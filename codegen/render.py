@@ -31,6 +31,7 @@ __all__ = [
     "module_names",
     "render_sources",
     "render_module",
+    "render_raw",
     "static_sources",
     "templates_digest",
     "warm_up",
@@ -118,21 +119,11 @@ def render_module(
     static = (template_dir or TEMPLATE_DIR) / f"{name}.py"
     if not name.startswith("_") and static.is_file():
         return static.read_text()
-    env = _environment(str(template_dir or TEMPLATE_DIR))
-    template_name = f"{name}.py.j2"
-    try:
-        raw = env.get_template(template_name).render(state=state, plan=plan(state), module=name)
-    except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(f"{template_name}:{exc.lineno}: template syntax error: {exc}") from None
-    except jinja2.TemplateNotFound:
-        raise RenderError(f"{template_name}: template not found in {template_dir}") from None
-    except _RENDER_ERRORS as exc:
-        where = _template_line(exc, template_name)
-        raise RenderError(f"{template_name}{where}: {type(exc).__name__}: {exc}") from None
+    raw = render_raw(name, state, template_dir)
     memo = memo_dir / hashlib.sha256(raw.encode()).hexdigest() if memo_dir else None
     if memo is not None and memo.exists():
         return memo.read_text()
-    formatted = _black(raw, template_name)
+    formatted = _black(raw, f"{name}.py.j2")
     if memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(memo, formatted.encode())
@@ -147,6 +138,25 @@ def warm_up(template_dir: Path | None = None) -> None:
     for name in env.list_templates(extensions=["j2"]):
         env.get_template(name)
     _black("WARM = 1\n", "warm-up")
+
+
+def render_raw(name: str, state: RSIState, template_dir: Path | None = None) -> str:
+    """Template ``name`` rendered for ``state``, before black.
+
+    A template that writes what black would write costs black one pass, not two (black
+    formats a changed result again), which is most of a one-module re-render.
+    """
+    env = _environment(str(template_dir or TEMPLATE_DIR))
+    template_name = f"{name}.py.j2"
+    try:
+        return env.get_template(template_name).render(state=state, plan=plan(state), module=name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"{template_name}:{exc.lineno}: template syntax error: {exc}") from None
+    except jinja2.TemplateNotFound:
+        raise RenderError(f"{template_name}: template not found in {template_dir}") from None
+    except _RENDER_ERRORS as exc:
+        where = _template_line(exc, template_name)
+        raise RenderError(f"{template_name}{where}: {type(exc).__name__}: {exc}") from None
 
 
 def _num(value: Any) -> str:

@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 
 from codegen.errors import RenderError
-from codegen.render import _num, _pyrepr, build_modules, module_names, render_sources
+from codegen.render import (
+    _num,
+    _pyrepr,
+    build_modules,
+    module_names,
+    render_module,
+    render_raw,
+    render_sources,
+)
 from codegen.state import AttentionMechanism, load_state
 from tests.conftest import PROBE_TEMPLATES, SHIPPED_STATE
+
+REPO = SHIPPED_STATE.parent
 
 GOLDEN = '''"""A tiny generated module for tests: one coefficient baked in."""
 
@@ -88,3 +98,15 @@ class TestBlackStable:
 
     def test_pyrepr_prefers_double_quotes(self) -> None:
         assert _pyrepr("tracker") == '"tracker"'
+
+
+@pytest.mark.parametrize(
+    "state_file", ["rsi_state.json", "states/routed.json", "states/uniform.json"]
+)
+@pytest.mark.parametrize("name", ["scoring", "knowledge", "encoding"])
+def test_a_module_single_field_edits_rebuild_is_written_as_black_writes_it(
+    name: str, state_file: str
+) -> None:
+    """black runs a second pass over a result it changed: these re-render on every edit."""
+    state = load_state(REPO / state_file)
+    assert render_raw(name, state) == render_module(name, state)
